@@ -1,0 +1,104 @@
+"""What the tuner needs to know about a serving engine: the contract every engine module fills.
+
+One module per engine (``sglang.py``, later ``llamacpp.py``, ``transformers.py``) holds its
+flag names and versions, launch command, readiness endpoint, API flavour and crash signatures.
+Nothing else in the tuner hard-codes engine knowledge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from tuner.failures import Signature
+
+FlagValue = bool | int | float | str | list[int] | list[str]
+FlagVector = Mapping[str, FlagValue]
+"""Flags as the search space names them, without leading dashes: ``{"schedule-policy": "lof"}``."""
+
+Api = Literal["generate", "completions", "chat"]
+
+
+@dataclass(frozen=True)
+class FlagSpec:
+    """One launch flag of an engine.
+
+    ``kind``: ``switch`` (store_true: present or absent), ``value`` (one argument),
+    ``list`` (one or more arguments). ``since``/``until`` bound the versions that accept it
+    (``until`` is the first version that rejects it).
+    """
+
+    name: str
+    kind: Literal["switch", "value", "list"] = "value"
+    type: type = str
+    choices: tuple[str, ...] | None = None
+    since: str | None = None
+    until: str | None = None
+    aliases: tuple[str, ...] = ()
+    help: str = ""
+
+
+def render_flags(flags: FlagVector, specs: Mapping[str, FlagSpec] | None = None) -> list[str]:
+    """Render a flag vector as command-line arguments. The one place parameters become argv.
+
+    ``True`` -> ``--name``; ``False``/``None`` -> omitted; lists -> ``--name a b``; others ->
+    ``--name value``. With ``specs``, a ``value`` flag whose value is a bool is written
+    ``true``/``false`` and a switch with a false value is left out.
+
+    >>> render_flags({"schedule-policy": "lof", "enable-torch-compile": True, "disable-radix-cache": False,
+    ...               "cuda-graph-bs-decode": [1, 2, 4]})
+    ['--schedule-policy', 'lof', '--enable-torch-compile', '--cuda-graph-bs-decode', '1', '2', '4']
+    """
+    argv: list[str] = []
+    for name, value in flags.items():
+        spec = specs.get(name) if specs else None
+        opt = name if name.startswith("-") else f"--{name}"
+        if spec is not None and spec.kind == "value" and isinstance(value, bool):
+            argv += [opt, "true" if value else "false"]
+        elif value is True:
+            argv.append(opt)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list | tuple):
+            argv += [opt, *(str(v) for v in value)]
+        else:
+            argv += [opt, _fmt(value)]
+    return argv
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class RequestShape:
+    """How the readiness probe and load generator talk to the engine."""
+
+    api: Api = "generate"
+    health_path: str = "/health"
+
+
+class Engine(Protocol):
+    """The contract an engine module implements (see ``tuner/engines/sglang.py``)."""
+
+    name: str
+    default_port: int
+    signatures: Sequence[Signature]
+    request: RequestShape
+
+    def known_versions(self) -> Sequence[str]: ...
+
+    def flag_specs(self, version: str) -> Mapping[str, FlagSpec]:
+        """Flags accepted by ``version`` keyed by canonical name (aliases included as keys)."""
+        ...
+
+    def check_flags(self, flags: Sequence[str], version: str, *, source: str | None = None) -> None:
+        """Raise :class:`tuner.errors.UnknownFlagError` naming every flag ``version`` rejects."""
+        ...
+
+    def launch_argv(self, *, model: str, host: str, port: int, flags: FlagVector, version: str) -> list[str]:
+        """The full server command line (program and arguments)."""
+        ...

@@ -1,0 +1,235 @@
+"""Everything the tuner knows about SGLang, in one place.
+
+Flag names and the versions that accept them, the launch command, readiness, the HTTP API
+flavour and the crash signatures. Sources: the released sglang wheels 0.3.6 … 0.5.23 and
+``shared/facts/sglang.md`` (November 2026). ``since``/``until`` bounds marked "approx." are
+the first profile we know to have/lack the flag, not the exact release it changed in.
+
+The simulator (``tuner.sim``) builds its argument parser from this same table, so the
+simulated server accepts and rejects exactly what the tuner believes SGLang does; the real
+parser check (``tests/test_sglang_parser.py``) keeps this table honest against the wheel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+from packaging.version import Version
+
+from tuner.engines.base import FlagSpec, FlagVector, RequestShape, render_flags
+from tuner.errors import ConfigError, UnknownFlagError
+from tuner.failures import FailureKind, Signature
+
+NAME = "sglang"
+DEFAULT_PORT = 30000
+LAUNCH_MODULE = ("python3", "-m", "sglang.launch_server")
+
+# Version profiles the tuner (and the simulator) know. Choose the one of the deployed image.
+KNOWN_VERSIONS: tuple[str, ...] = ("0.3.6", "0.4.10", "0.5.14", "0.5.23")
+DEFAULT_VERSION = "0.5.23"
+
+_POLICIES_OLD = ("lpm", "random", "fcfs", "dfs-weight")
+_POLICIES_NEW = (*_POLICIES_OLD, "lof", "priority", "routing-key", "hrrn", "shortest-prefill-first")
+_ATTN_03 = ("triton", "flashinfer")
+_ATTN_04 = ("triton", "flashinfer", "torch_native", "fa3", "flex_attention")
+_ATTN_05 = (*_ATTN_04, "fa4", "trtllm_mha")
+_KV_03 = ("auto", "fp8_e5m2")
+_KV_04 = ("auto", "fp8_e5m2", "fp8_e4m3")
+_KV_05 = (*_KV_04, "mxfp8", "bf16", "nvfp4")
+_QUANT = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "marlin", "bitsandbytes", "gguf")
+
+
+def _s(name: str, **kw: object) -> FlagSpec:
+    return FlagSpec(name=name, kind="switch", type=bool, **kw)  # type: ignore[arg-type]
+
+
+def _v(name: str, typ: type = str, **kw: object) -> FlagSpec:
+    return FlagSpec(name=name, kind="value", type=typ, **kw)  # type: ignore[arg-type]
+
+
+# One row per flag and version range. Choices that changed across versions get one row per range.
+_FLAGS: tuple[FlagSpec, ...] = (
+    # --- model and server
+    _v("model-path", help="model weights (HF id or path)"),
+    _v("tokenizer-path"),
+    _v("host"),
+    _v("port", int),
+    _v("served-model-name"),
+    _s("trust-remote-code"),
+    _v("dtype", choices=("auto", "half", "float16", "bfloat16", "float", "float32")),
+    _v("load-format", choices=("auto", "pt", "safetensors", "npcache", "dummy", "gguf", "bitsandbytes")),
+    _v("context-length", int),
+    _v("quantization", choices=_QUANT),
+    _v("tp-size", int, aliases=("tp",)),
+    _v("dp-size", int, aliases=("dp",)),
+    _v("random-seed", int),
+    _v("log-level"),
+    _v("api-key"),
+    _s("skip-tokenizer-init"),
+    _s("skip-server-warmup", since="0.4.0"),  # approx.
+    _v("decode-log-interval", int),
+    _v("watchdog-timeout", float),
+    _s("enable-metrics"),
+    _s("allow-auto-truncate", since="0.4.0"),  # approx.
+    # --- memory and scheduling
+    _v("mem-fraction-static", float),
+    _v("max-running-requests", int),
+    _v("max-total-tokens", int),
+    _v("max-prefill-tokens", int),
+    _v("chunked-prefill-size", int),
+    _v("schedule-policy", choices=_POLICIES_OLD, until="0.5.1"),
+    _v("schedule-policy", choices=_POLICIES_NEW, since="0.5.1"),
+    _v("schedule-conservativeness", float),
+    _v("num-continuous-decode-steps", int),
+    _s("disable-radix-cache"),
+    _s("enable-mixed-chunk"),
+    _s("enable-two-batch-overlap", since="0.4.7"),
+    _s("enable-hierarchical-cache", since="0.4.4", aliases=("enable-hicache",)),  # approx.
+    # --- kernels and backends
+    _v("attention-backend", choices=_ATTN_03, until="0.4.0"),
+    _v("attention-backend", choices=_ATTN_04, since="0.4.0", until="0.5.0"),
+    _v("attention-backend", choices=_ATTN_05, since="0.5.0"),
+    _v("sampling-backend", choices=("flashinfer", "pytorch")),
+    _s("disable-flashinfer", until="0.4.0"),
+    _s("disable-flashinfer-sampling", until="0.4.0"),
+    _v("kv-cache-dtype", choices=_KV_03, until="0.4.0"),
+    _v("kv-cache-dtype", choices=_KV_04, since="0.4.0", until="0.5.0"),
+    _v("kv-cache-dtype", choices=_KV_05, since="0.5.0"),
+    _v("triton-attention-num-kv-splits", int, since="0.4.0"),  # approx.
+    _s("triton-attention-reduce-in-fp32"),
+    _s("enable-torch-compile"),
+    _v("torch-compile-max-bs", int),
+    _s("disable-custom-all-reduce"),
+    # --- CUDA graphs: the flag set changed twice
+    _s("disable-cuda-graph"),  # 0.5.15+ accepts it with a deprecation warning
+    _v("cuda-graph-max-bs", int, until="0.5.20"),
+    FlagSpec("cuda-graph-bs", kind="list", type=int, until="0.5.20"),
+    _v("cuda-graph-max-bs-decode", int, since="0.5.15"),
+    FlagSpec("cuda-graph-bs-decode", kind="list", type=int, since="0.5.15"),
+    _v("cuda-graph-max-bs-prefill", int, since="0.5.15"),
+    FlagSpec("cuda-graph-bs-prefill", kind="list", type=int, since="0.5.15"),
+    _v("cuda-graph-backend-decode", choices=("full", "breakable", "disabled"), since="0.5.15"),
+    # --- streaming
+    _s("stream-output", until="0.5.20"),
+    _s("incremental-streaming-output", since="0.5.0"),  # approx.
+)
+
+DEPRECATED: Mapping[str, tuple[str, str]] = {
+    # flag: (since version, warning text the server prints)
+    "disable-cuda-graph": (
+        "0.5.15",
+        "--disable-cuda-graph is deprecated; use --cuda-graph-backend-decode disabled",
+    ),
+}
+
+
+def _in_range(spec: FlagSpec, version: Version) -> bool:
+    if spec.since is not None and version < Version(spec.since):
+        return False
+    return not (spec.until is not None and version >= Version(spec.until))
+
+
+def parse_version(version: str) -> Version:
+    """Parse a version string, naming the known profiles when it is not one."""
+    try:
+        v = Version(version)
+    except Exception as e:
+        raise ConfigError(f"not a version: {version!r}; known: {', '.join(KNOWN_VERSIONS)}") from e
+    return v
+
+
+@cache
+def flag_specs(version: str) -> Mapping[str, FlagSpec]:
+    """Flags SGLang ``version`` accepts, keyed by canonical name and by each alias."""
+    v = parse_version(version)
+    out: dict[str, FlagSpec] = {}
+    for spec in _FLAGS:
+        if _in_range(spec, v):
+            out[spec.name] = spec
+            for alias in spec.aliases:
+                out[alias] = spec
+    return out
+
+
+def all_flag_names() -> set[str]:
+    """Every flag name any known version accepts (for telling 'unknown' from 'wrong version')."""
+    return {s.name for s in _FLAGS} | {a for s in _FLAGS for a in s.aliases}
+
+
+def check_flags(flags: Sequence[str], version: str, *, source: str | None = None) -> None:
+    """Raise :class:`UnknownFlagError` naming each flag SGLang ``version`` rejects."""
+    specs = flag_specs(version)
+    bad = [f.lstrip("-") for f in flags if f.lstrip("-") not in specs]
+    if bad:
+        raise UnknownFlagError(bad, engine=NAME, version=version, source=source)
+
+
+def check_value(name: str, value: object, version: str, *, source: str | None = None) -> None:
+    """Raise :class:`ConfigError` when ``value`` is not a choice SGLang ``version`` accepts for ``name``."""
+    spec = flag_specs(version).get(name)
+    if spec is None or spec.choices is None or isinstance(value, bool):
+        return
+    if str(value) not in spec.choices:
+        raise ConfigError(
+            f"--{name} {value}: sglang {version} accepts {', '.join(spec.choices)}",
+            source=source,
+            field=name,
+        )
+
+
+def launch_argv(*, model: str, host: str, port: int, flags: FlagVector, version: str) -> list[str]:
+    """``python3 -m sglang.launch_server --model-path M --host H --port P <flags>``."""
+    return [
+        *LAUNCH_MODULE,
+        "--model-path",
+        model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *render_flags(flags, flag_specs(version)),
+    ]
+
+
+# Log signatures, first match wins (ordered from most to least specific). Exit-code fallbacks
+# live in tuner.failures.classify.
+SIGNATURES: tuple[Signature, ...] = (
+    Signature(FailureKind.FLAG_REJECTED, r"launch_server(\.py)?: error: |error: unrecognized arguments|"
+              r"error: argument --[\w-]+: invalid choice"),
+    Signature(FailureKind.NOT_ENOUGH_MEMORY, r"Not enough memory\. Please try to increase --mem-fraction-static"),
+    Signature(FailureKind.GRAPH_CAPTURE, r"Capture cuda graph failed"),
+    Signature(FailureKind.SEGFAULT, r"crashed with exit code -11|Segmentation fault|SIGSEGV"),
+    Signature(FailureKind.CUDA_OOM, r"(torch\.)?OutOfMemoryError: CUDA out of memory|CUDA error: out of memory"),
+    Signature(FailureKind.UNSUPPORTED, r"not supported on (this GPU|sm_\d+)|no kernel image is available"),
+    Signature(FailureKind.WARMUP_FAILED, r"Initialization failed\. warmup error"),
+    Signature(FailureKind.CRASHED, r"Scheduler hit an exception|Subprocess .* crashed with exit code"),
+)
+
+READY_LINE = "The server is fired up and ready to roll!"
+
+
+@dataclass(frozen=True)
+class SGLang:
+    """The SGLang engine profile (see :class:`tuner.engines.base.Engine`)."""
+
+    name: str = NAME
+    default_port: int = DEFAULT_PORT
+    signatures: Sequence[Signature] = SIGNATURES
+    request: RequestShape = field(default_factory=lambda: RequestShape(api="generate", health_path="/health"))
+
+    def known_versions(self) -> Sequence[str]:
+        return KNOWN_VERSIONS
+
+    def flag_specs(self, version: str) -> Mapping[str, FlagSpec]:
+        return flag_specs(version)
+
+    def check_flags(self, flags: Sequence[str], version: str, *, source: str | None = None) -> None:
+        check_flags(flags, version, source=source)
+
+    def launch_argv(self, *, model: str, host: str, port: int, flags: FlagVector, version: str) -> list[str]:
+        return launch_argv(model=model, host=host, port=port, flags=flags, version=version)
+
+
+ENGINE = SGLang()

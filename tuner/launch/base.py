@@ -1,0 +1,99 @@
+"""The launcher contract: start a server from a :class:`LaunchSpec`, watch it, stop it.
+
+Launchers know processes and containers, not Optuna and not engines: the engine module has
+already turned flags into ``argv`` and the trial runner decides what a failure means.
+Implementations: ``tuner.launch.process`` (local process group), ``tuner.launch.docker``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tuner.failures import ExitStatus
+
+TOOL_LABEL = "tuner"  # every process/container we start carries this label (docker) or env var (process)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one server for one trial.
+
+    ``argv`` is the engine command (``python3 -m sglang.launch_server …``) with ``port`` already
+    in it: the launcher chose the port before the engine module rendered the command.
+    ``secret_env`` is passed to the server but never logged or stored.
+    """
+
+    argv: list[str]
+    host: str
+    port: int
+    log_path: Path
+    study: str
+    trial: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    gpu_ids: tuple[int, ...] | None = None  # None: all visible GPUs
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def labels(self) -> dict[str, str]:
+        return {TOOL_LABEL: "1", "tuner.study": self.study, "tuner.trial": str(self.trial)}
+
+
+class ServerHandle(Protocol):
+    """A started server. All methods are safe to call after it died."""
+
+    spec: LaunchSpec
+
+    @property
+    def base_url(self) -> str: ...
+
+    def exit_status(self) -> ExitStatus | None:
+        """``None`` while running; how it ended otherwise. Cheap: called every ~100 ms."""
+        ...
+
+    def log_text(self) -> str:
+        """Everything the server printed so far (stdout and stderr interleaved)."""
+        ...
+
+    def first_output_at(self) -> float | None:
+        """``time.perf_counter()`` when the server printed its first line, if it did."""
+        ...
+
+    def stop(self, timeout: float = 10.0) -> ExitStatus:
+        """Stop the server and everything it started (SIGTERM, then SIGKILL after ``timeout``)."""
+        ...
+
+
+class Launcher(Protocol):
+    """Starts servers; cleans up what a killed tuner left behind."""
+
+    def start(self, spec: LaunchSpec) -> ServerHandle:
+        """Start the server; raise :class:`tuner.errors.LaunchError` if it cannot even be started."""
+        ...
+
+    def free_port(self, host: str) -> int:
+        """A port that is free on ``host`` now."""
+        ...
+
+    def reap_orphans(self, study: str | None = None) -> int:
+        """Stop servers a killed tuner left running (for ``study``, or all of ours). Returns how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def read_tail(path: Path, max_bytes: int = 1 << 20) -> str:
+    """The last ``max_bytes`` of a log file, decoded leniently ('' if it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
