@@ -99,6 +99,15 @@ class Engine(Protocol):
         """Raise :class:`tuner.errors.UnknownFlagError` naming every flag ``version`` rejects."""
         ...
 
-    def launch_argv(self, *, model: str, host: str, port: int, flags: FlagVector, version: str) -> list[str]:
-        """The full server command line (program and arguments)."""
+    def launch_argv(
+        self,
+        *,
+        model: str,
+        host: str,
+        port: int,
+        flags: FlagVector,
+        version: str,
+        program: Sequence[str] | None = None,
+    ) -> list[str]:
+        """The full server command line; ``program`` replaces the engine's default executable."""
         ...

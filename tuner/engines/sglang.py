@@ -179,10 +179,15 @@ def check_value(name: str, value: object, version: str, *, source: str | None = 
         )
 
 
-def launch_argv(*, model: str, host: str, port: int, flags: FlagVector, version: str) -> list[str]:
-    """``python3 -m sglang.launch_server --model-path M --host H --port P <flags>``."""
+def launch_argv(
+    *, model: str, host: str, port: int, flags: FlagVector, version: str, program: Sequence[str] | None = None
+) -> list[str]:
+    """``python3 -m sglang.launch_server --model-path M --host H --port P <flags>``.
+
+    ``program`` replaces ``python3 -m sglang.launch_server`` (e.g. the simulator's command).
+    """
     return [
-        *LAUNCH_MODULE,
+        *(program or LAUNCH_MODULE),
         "--model-path",
         model,
         "--host",
@@ -228,8 +233,17 @@ class SGLang:
     def check_flags(self, flags: Sequence[str], version: str, *, source: str | None = None) -> None:
         check_flags(flags, version, source=source)
 
-    def launch_argv(self, *, model: str, host: str, port: int, flags: FlagVector, version: str) -> list[str]:
-        return launch_argv(model=model, host=host, port=port, flags=flags, version=version)
+    def launch_argv(
+        self,
+        *,
+        model: str,
+        host: str,
+        port: int,
+        flags: FlagVector,
+        version: str,
+        program: Sequence[str] | None = None,
+    ) -> list[str]:
+        return launch_argv(model=model, host=host, port=port, flags=flags, version=version, program=program)
 
 
 ENGINE = SGLang()
