@@ -35,13 +35,19 @@ class LaunchSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)
     gpu_ids: tuple[int, ...] | None = None  # None: all visible GPUs
+    worker: str = "0"  # several workers on one host reap only their own orphans
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def labels(self) -> dict[str, str]:
-        return {TOOL_LABEL: "1", "tuner.study": self.study, "tuner.trial": str(self.trial)}
+        return {
+            TOOL_LABEL: "1",
+            "tuner.study": self.study,
+            "tuner.trial": str(self.trial),
+            "tuner.worker": self.worker,
+        }
 
 
 class ServerHandle(Protocol):
@@ -80,8 +86,8 @@ class Launcher(Protocol):
         """A port that is free on ``host`` now."""
         ...
 
-    def reap_orphans(self, study: str | None = None) -> int:
-        """Stop servers a killed tuner left running (for ``study``, or all of ours). Returns how many."""
+    def reap_orphans(self, study: str | None = None, worker: str | None = None) -> int:
+        """Stop servers a killed tuner left running (for ``study``/``worker``, or all of ours). Returns how many."""
         ...
 
     def close(self) -> None: ...

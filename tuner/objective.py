@@ -1,0 +1,92 @@
+"""Objectives and constraints: from a trial's metrics to what Optuna optimises and checks.
+
+Metric names are the keys of ``BenchResult.flat()`` (tuner/loadgen/metrics.py). SLOs become
+constraints normalised as ``measured / limit - 1`` (<= 0 feasible) so violations of different
+units are comparable; a crash is the constraint ``crash = 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+_LATENCIES = ("ttft", "tpot", "itl", "e2e")
+_STATS = ("mean", "median", "std", "p90", "p95", "p99")
+
+METRIC_NAMES: frozenset[str] = frozenset(
+    {
+        "output_throughput",
+        "request_throughput",
+        "total_token_throughput",
+        "goodput",
+        "error_rate",
+        "concurrency",
+        "per_request_tok_s",
+        "completed",
+        "failed",
+        "duration_s",
+        "capacity_rps",
+        *(f"{m}_{s}_ms" for m in _LATENCIES for s in _STATS),
+    }
+)
+
+CRASH = "crash"
+
+# SLO field -> the metric it bounds
+SLO_METRICS: Mapping[str, str] = {
+    "ttft_p99_ms": "ttft_p99_ms",
+    "tpot_p99_ms": "tpot_p99_ms",
+    "e2e_p99_ms": "e2e_p99_ms",
+    "error_rate": "error_rate",
+}
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Constraint values for one trial (<= 0 feasible), keyed as stored in Optuna."""
+
+    values: Mapping[str, float]
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.values.values())
+
+    def violated(self) -> list[str]:
+        return [k for k, v in self.values.items() if v > 0]
+
+
+def slo_limits(slos: object) -> dict[str, float]:
+    """The SLO limits that are set, as ``{slo_field: limit}``."""
+    return {f: float(v) for f in SLO_METRICS if (v := getattr(slos, f, None)) is not None}
+
+
+def constraint_keys(slos: object) -> list[str]:
+    """Every constraint key a trial of this space gets (the same set for every trial)."""
+    return [CRASH, *(f"slo_{f}" for f in slo_limits(slos))]
+
+
+def constraints_for_metrics(metrics: Mapping[str, float], slos: object) -> Constraints:
+    """Constraints of a trial that ran: crash 0, each SLO as ``measured/limit - 1``.
+
+    >>> from types import SimpleNamespace as NS
+    >>> constraints_for_metrics({"ttft_p99_ms": 300.0}, NS(ttft_p99_ms=200.0)).values
+    {'crash': 0.0, 'slo_ttft_p99_ms': 0.5}
+    """
+    values: dict[str, float] = {CRASH: 0.0}
+    for field, limit in slo_limits(slos).items():
+        measured = float(metrics.get(SLO_METRICS[field], float("inf")))
+        if limit == 0:
+            values[f"slo_{field}"] = measured  # e.g. error_rate <= 0: any error violates
+        else:
+            values[f"slo_{field}"] = measured / limit - 1.0
+    return Constraints(values)
+
+
+def constraints_for_crash(slos: object) -> Constraints:
+    """Constraints of a trial whose server failed: crash 1, SLOs neutral."""
+    return Constraints({CRASH: 1.0, **{f"slo_{f}": 0.0 for f in slo_limits(slos)}})
+
+
+def objective_values(metrics: Mapping[str, float], objectives: Sequence[object]) -> list[float]:
+    """The values Optuna gets, in the order the space lists its objectives."""
+    return [float(metrics[o.metric]) for o in objectives]  # type: ignore[attr-defined]

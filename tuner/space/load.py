@@ -1,0 +1,126 @@
+"""Load and validate a search-space file; every error names the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tuner.engines import get_engine
+from tuner.errors import ConfigError
+from tuner.objective import METRIC_NAMES
+from tuner.space.sample import domain_contains, is_active
+from tuner.space.schema import BoolParam, CategoricalParam, SearchSpace
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read ``path`` (YAML), validate it against :class:`SearchSpace` and the engine's flag table.
+
+    Raises :class:`ConfigError` (or :class:`tuner.errors.UnknownFlagError`) naming the file and the
+    field, before anything is started.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError("no such search-space file", source=source) from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{where}not valid YAML ({getattr(e, 'problem', e)})", source=source) from e
+    if not isinstance(raw, dict):
+        raise ConfigError("the file must be a mapping of fields (name, engine, parameters, …)", source=source)
+    return parse_space(raw, source=source)
+
+
+def parse_space(raw: dict[str, Any], *, source: str = "<search space>") -> SearchSpace:
+    """Validate an already-parsed mapping (see :func:`load_space`)."""
+    try:
+        space = SearchSpace.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+        raise ConfigError(f"{first['msg']}{more}", source=source, field=field) from e
+    _check_semantics(space, source)
+    return space
+
+
+def _check_semantics(space: SearchSpace, source: str) -> None:
+    engine = get_engine(space.engine)
+    if space.engine_version not in engine.known_versions():
+        raise ConfigError(
+            f"unknown {space.engine} version {space.engine_version!r}; known: "
+            f"{', '.join(engine.known_versions())}",
+            source=source,
+            field="engine_version",
+        )
+    specs = engine.flag_specs(space.engine_version)
+    flags = [*space.fixed_flags, *(space.flag_of(p) for p in space.parameters)]
+    engine.check_flags(flags, space.engine_version, source=source)
+
+    for name, value in space.fixed_flags.items():
+        _check_choice(specs[name].choices, value, source, f"fixed_flags.{name}")
+    overlap = set(space.fixed_flags) & {space.flag_of(p) for p in space.parameters}
+    if overlap:
+        raise ConfigError(
+            f"{', '.join(sorted(overlap))} is both fixed and searched; keep one", source=source, field="fixed_flags"
+        )
+
+    seen: list[str] = []
+    for name, param in space.parameters.items():
+        field = f"parameters.{name}"
+        spec = specs[space.flag_of(name)]
+        if isinstance(param, BoolParam) and spec.kind != "switch":
+            raise ConfigError(f"--{spec.name} takes a value; use categorical, not bool", source=source, field=field)
+        if isinstance(param, CategoricalParam):
+            for c in param.choices:
+                _check_choice(spec.choices, c, source, f"{field}.choices")
+        for dep, want in (param.when or {}).items():
+            if dep not in seen:
+                raise ConfigError(
+                    f"condition on {dep!r}, which is not a parameter declared above this one",
+                    source=source,
+                    field=f"{field}.when",
+                )
+            for w in want if isinstance(want, list) else [want]:
+                if not domain_contains(space.parameters[dep], w):
+                    raise ConfigError(f"{dep} can never be {w!r}", source=source, field=f"{field}.when")
+        seen.append(name)
+
+    for i, obj in enumerate(space.objectives):
+        if obj.metric not in METRIC_NAMES:
+            raise ConfigError(
+                f"unknown metric {obj.metric!r}; known: {', '.join(sorted(METRIC_NAMES))}",
+                source=source,
+                field=f"objectives.{i}.metric",
+            )
+
+    for i, seed in enumerate(space.seed_trials):
+        field = f"seed_trials.{i}({seed.name})"
+        for name, value in seed.params.items():
+            if name not in space.parameters:
+                raise ConfigError(f"{name!r} is not a parameter of this space", source=source, field=field)
+            if not domain_contains(space.parameters[name], value):
+                raise ConfigError(f"{name}={value!r} is outside its range", source=source, field=field)
+        for name in space.parameters:
+            active = is_active(space, name, seed.params)
+            if active and name not in seed.params:
+                raise ConfigError(f"{name} is active but has no value", source=source, field=field)
+            if not active and name in seed.params:
+                raise ConfigError(f"{name} is set but its condition does not hold", source=source, field=field)
+
+    for i, c in enumerate(space.constraints):
+        for dep in (c.when or {}):
+            if dep not in space.parameters:
+                raise ConfigError(f"{dep!r} is not a parameter", source=source, field=f"constraints.{i}.when")
+
+
+def _check_choice(choices: tuple[str, ...] | None, value: object, source: str, field: str) -> None:
+    if choices is None or value is None or isinstance(value, bool):
+        return
+    if str(value) not in choices:
+        raise ConfigError(f"{value!r} is not one of {', '.join(choices)}", source=source, field=field)

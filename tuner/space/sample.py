@@ -1,0 +1,83 @@
+"""From a search space to a concrete configuration.
+
+:func:`sample_params` is the only function here that sees an Optuna trial (the runner passes it
+in); everything else works on plain parameter mappings, so seeds, exports and the nightly job
+render flags the same way as sampled trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from tuner.engines.base import FlagVector
+from tuner.space.schema import BoolParam, CategoricalParam, ChoiceValue, FloatParam, IntParam, SearchSpace
+
+
+class SuggestsParams(Protocol):
+    """The part of ``optuna.Trial`` sampling needs."""
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+
+
+def is_active(space: SearchSpace, name: str, params: Mapping[str, Any]) -> bool:
+    """Whether parameter ``name``'s ``when`` conditions hold for ``params`` (recursively)."""
+    for dep, want in (space.parameters[name].when or {}).items():
+        if dep not in params or not is_active(space, dep, params):
+            return False
+        allowed = want if isinstance(want, list) else [want]
+        if params[dep] not in allowed:
+            return False
+    return True
+
+
+def sample_params(space: SearchSpace, trial: SuggestsParams) -> dict[str, ChoiceValue]:
+    """Ask ``trial`` for every active parameter, in file order (conditions refer to earlier ones)."""
+    params: dict[str, ChoiceValue] = {}
+    for name, p in space.parameters.items():
+        if not is_active(space, name, params):
+            continue
+        if isinstance(p, BoolParam):
+            params[name] = trial.suggest_categorical(name, [False, True])
+        elif isinstance(p, CategoricalParam):
+            params[name] = trial.suggest_categorical(name, p.choices)
+        elif isinstance(p, IntParam):
+            params[name] = trial.suggest_int(name, p.low, p.high, step=p.step, log=p.log)
+        elif isinstance(p, FloatParam):
+            params[name] = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def params_to_flags(space: SearchSpace, params: Mapping[str, Any]) -> FlagVector:
+    """Fixed flags plus the active parameters, keyed by flag name (``None`` = engine default, omitted)."""
+    flags: dict[str, Any] = dict(space.fixed_flags)
+    for name, value in params.items():
+        if name in space.parameters and is_active(space, name, params) and value is not None:
+            flags[space.flag_of(name)] = value
+    return flags
+
+
+def domain_contains(param: object, value: object) -> bool:
+    """Whether ``value`` is a value ``param`` can take."""
+    if isinstance(param, BoolParam):
+        return isinstance(value, bool)
+    if isinstance(param, CategoricalParam):
+        return value in param.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(param, IntParam):
+        return float(value).is_integer() and param.low <= value <= param.high and (value - param.low) % param.step == 0
+    if isinstance(param, FloatParam):
+        if not param.low <= value <= param.high:
+            return False
+        if param.step is None:
+            return True
+        k = (value - param.low) / param.step
+        return math.isclose(k, round(k), abs_tol=1e-6)
+    return False
+

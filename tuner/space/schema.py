@@ -1,0 +1,172 @@
+"""The search-space file, as typed models. One YAML file describes one tuning problem.
+
+Top-level fields: ``name``, ``engine``, ``engine_version``, ``model``, ``target`` (where servers run),
+``fixed_flags``, ``parameters`` (what Optuna samples, with ``when`` conditions), ``workload``,
+``objectives``, ``slos``, ``failure`` thresholds, ``seed_trials`` (enqueued first) and ``constraints``
+(combinations known to fail, pruned before launch). See ``search_spaces/README.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tuner.loadgen.workload import SLOs, WorkloadSpec
+
+ChoiceValue = str | int | float | bool | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ParamBase(_Strict):
+    flag: str | None = None  # defaults to the parameter's name
+    when: dict[str, ChoiceValue | list[ChoiceValue]] | None = None
+    help: str = ""
+
+
+class CategoricalParam(_ParamBase):
+    type: Literal["categorical"]
+    choices: list[ChoiceValue] = Field(min_length=1)
+
+
+class IntParam(_ParamBase):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("log scale needs low >= 1 and step 1")
+        return self
+
+
+class FloatParam(_ParamBase):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FloatParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("log scale needs low > 0 and no step")
+        return self
+
+
+class BoolParam(_ParamBase):
+    type: Literal["bool"]
+
+
+Param = Annotated[CategoricalParam | IntParam | FloatParam | BoolParam, Field(discriminator="type")]
+
+
+class SimulatorTarget(_Strict):
+    """Run each trial's server as the shipped simulator (``python -m tuner.sim``)."""
+
+    kind: Literal["simulator"]
+    gpu: str = "rtx5090"
+    model: str = "qwen3-32b-awq"
+    noise: float = 0.03
+    seed: int | None = None  # None: a fresh seed per trial, so repeats differ as real runs do
+    startup_scale: float = 0.02  # start-up milestones run at this fraction of their modelled time
+    extra_args: list[str] = []
+
+
+class ProcessTarget(_Strict):
+    """Run the engine as a local process. ``command`` replaces the engine's default program."""
+
+    kind: Literal["process"]
+    command: list[str] | None = None
+    env: dict[str, str] = {}
+    secret_env_from_host: list[str] = []
+
+
+class DockerTarget(_Strict):
+    """Run the engine's image through the Docker SDK (see ``tuner/launch/docker.py``)."""
+
+    kind: Literal["docker"]
+    image: str
+    command: list[str] | None = None
+    gpus: Literal["all", "none"] | list[int] = "all"
+    shm_size: str | None = "32g"
+    ipc: str | None = None
+    env: dict[str, str] = {}
+    secret_env_from_host: list[str] = ["HF_TOKEN"]
+    volumes: dict[str, dict[str, str]] = {}
+    mem_limit: str | None = None
+    check_flags: bool = True
+
+
+Target = Annotated[SimulatorTarget | ProcessTarget | DockerTarget, Field(discriminator="kind")]
+
+
+class Launch(_Strict):
+    """How servers are started, common to every target."""
+
+    host: str = "127.0.0.1"
+    startup_timeout_s: float = 600.0
+    stop_timeout_s: float = 15.0
+    gpu_ids: list[int] | None = None
+
+
+class Objective(_Strict):
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+
+class FailurePolicy(_Strict):
+    """When a live server counts as failed."""
+
+    error_rate_threshold: float = Field(0.5, ge=0, le=1)  # above this: healthy-but-failing
+
+
+class SeedTrial(_Strict):
+    """A configuration enqueued before sampling starts (e.g. the field report's hand-made ones)."""
+
+    name: str
+    params: dict[str, ChoiceValue]
+    note: str = ""
+
+
+class KnownConstraint(_Strict):
+    """A combination known to fail: ``when`` holds -> the trial is pruned before launch."""
+
+    name: str
+    when: dict[str, ChoiceValue | list[ChoiceValue]] | None = None
+    expr: str | None = None  # a formula over parameters and profile values, see tuner/space/constraints.py
+    reason: str = ""
+
+
+class SearchSpace(_Strict):
+    """A whole search-space file."""
+
+    name: str
+    description: str = ""
+    engine: str = "sglang"
+    engine_version: str
+    model: str
+    target: Target
+    launch: Launch = Launch()
+    fixed_flags: dict[str, Any] = {}
+    parameters: dict[str, Param]
+    workload: WorkloadSpec
+    objectives: list[Objective] = Field(min_length=1, max_length=3)
+    slos: SLOs = SLOs()
+    failure: FailurePolicy = FailurePolicy()
+    seed_trials: list[SeedTrial] = []
+    constraints: list[KnownConstraint] = []
+
+    def flag_of(self, param: str) -> str:
+        """The engine flag a parameter sets."""
+        return self.parameters[param].flag or param
