@@ -1,0 +1,90 @@
+"""When requests are sent: a closed loop of N clients, or Poisson arrivals at a rate.
+
+The drivers know nothing about HTTP or metrics. They pull the next job with ``claim()`` (None
+means "no more": count reached, duration over, or the benchmark is stopping) and run it with
+``execute(job)``. Cancelling a driver cancels every request it started (TaskGroup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+from tuner.loadgen.workload import ClosedArrival, PoissonArrival
+
+Job = TypeVar("Job")
+
+
+def poisson_offsets(rate: float, rng: random.Random) -> Iterator[float]:
+    """Send times in seconds after the start: cumulative exponential gaps of mean ``1/rate``.
+
+    Offsets are absolute, so a late wake-up does not push every later request back (SGLang
+    sleeps each gap in turn, which accumulates the event loop's lateness).
+    """
+    t = 0.0
+    while True:
+        t += rng.expovariate(rate)
+        yield t
+
+
+async def closed_loop(
+    clients: int, claim: Callable[[], Job | None], execute: Callable[[Job], Awaitable[None]]
+) -> None:
+    """Run ``clients`` workers; each sends its next job as soon as its previous one ends."""
+
+    async def worker() -> None:
+        while (job := claim()) is not None:
+            await execute(job)
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(clients):
+            tg.create_task(worker())
+
+
+async def poisson(
+    arrival: PoissonArrival,
+    rng: random.Random,
+    claim: Callable[[], Job | None],
+    execute: Callable[[Job], Awaitable[None]],
+) -> None:
+    """Start one job at each Poisson arrival; with ``max_concurrency`` a job waits for a free slot.
+
+    The slot is taken inside the job's task, so arrivals stay Poisson while sends are capped
+    (SGLang's ``--request-rate`` with ``--max-concurrency``).
+    """
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(arrival.max_concurrency) if arrival.max_concurrency else None
+
+    async def gated(job: Job) -> None:
+        if slots is None:
+            await execute(job)
+            return
+        async with slots:
+            await execute(job)
+
+    start = loop.time()
+    async with asyncio.TaskGroup() as tg:
+        for offset in poisson_offsets(arrival.rate, rng):
+            delay = start + offset - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            job = claim()
+            if job is None:
+                break
+            tg.create_task(gated(job))
+
+
+async def drive(
+    arrival: ClosedArrival | PoissonArrival,
+    seed: int,
+    claim: Callable[[], Job | None],
+    execute: Callable[[Job], Awaitable[None]],
+) -> None:
+    """Run the arrival process the workload names until ``claim()`` returns None."""
+    if isinstance(arrival, ClosedArrival):
+        await closed_loop(arrival.clients, claim, execute)
+    else:
+        # A string seed is hashed deterministically (sha512), independent of PYTHONHASHSEED.
+        await poisson(arrival, random.Random(f"arrival:{seed}"), claim, execute)

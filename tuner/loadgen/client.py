@@ -1,0 +1,226 @@
+"""The HTTP side of the benchmark: send one streaming request, time its chunks into a RequestRecord.
+
+Three APIs are spoken: SGLang's native ``/generate`` (SSE chunks whose ``text`` is cumulative,
+``meta_info.completion_tokens`` counting the tokens so far) and the OpenAI ``/v1/completions`` and
+``/v1/chat/completions`` streams (delta text, one token per chunk, a final ``usage`` chunk).
+Chunks are stamped with ``time.perf_counter_ns()`` as their bytes arrive, before any parsing.
+Errors (HTTP status, connection errors, timeouts, error events in the stream) are written into
+the record, never raised; only cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from tuner.loadgen.prompts import Prompt
+from tuner.records import RequestRecord
+
+Api = Literal["generate", "completions", "chat"]
+
+PATHS: dict[str, str] = {
+    "generate": "/generate",
+    "completions": "/v1/completions",
+    "chat": "/v1/chat/completions",
+}
+
+
+def request_body(api: Api, prompt: Prompt, model: str | None) -> dict[str, Any]:
+    """The JSON body for one streaming request: greedy, ``ignore_eos`` so output lengths are exact."""
+    if api == "generate":
+        body: dict[str, Any] = {
+            "sampling_params": {"max_new_tokens": prompt.output_len, "temperature": 0, "ignore_eos": True},
+            "stream": True,
+        }
+        if prompt.input_ids is not None:
+            body["input_ids"] = list(prompt.input_ids)
+        else:
+            body["text"] = prompt.text
+        return body
+    body = {
+        "max_tokens": prompt.output_len,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if api == "chat":
+        body["messages"] = [{"role": "user", "content": prompt.text}]
+    else:
+        body["prompt"] = prompt.text
+    if model is not None:
+        body["model"] = model
+    return body
+
+
+@dataclass
+class _StreamState:
+    """What the chunks so far have told us about one response."""
+
+    api: Api
+    text_len: int = 0
+    completion_tokens: int | None = None  # cumulative, from meta_info or usage
+    prompt_tokens: int | None = None
+    server_e2e_s: float | None = None
+    error: str | None = None
+
+    def tokens_in(self, data: dict[str, Any]) -> int:
+        """Output tokens the event ``data`` carries as new text (0: not a timed chunk)."""
+        err = data.get("error")
+        if err is not None or data.get("object") == "error":
+            msg = err.get("message", err) if isinstance(err, dict) else (err or data.get("message"))
+            self.error = f"error in stream: {str(msg)[:300]}"
+            return 0
+        if self.api == "generate":
+            return self._generate(data)
+        return self._openai(data)
+
+    def _generate(self, data: dict[str, Any]) -> int:
+        text = data.get("text") or ""
+        meta = data.get("meta_info") or {}
+        if isinstance(meta.get("prompt_tokens"), int):
+            self.prompt_tokens = meta["prompt_tokens"]
+        if isinstance(meta.get("e2e_latency"), int | float):
+            self.server_e2e_s = float(meta["e2e_latency"])
+        count = meta.get("completion_tokens")
+        if not text:
+            return 0
+        if isinstance(count, int):
+            # SGLang's bench_serving: a chunk counts when the token count grows (or it is the first).
+            before = self.completion_tokens or 0
+            self.completion_tokens = count
+            if self.text_len == 0:
+                self.text_len = len(text)
+                return max(count, 1)
+            self.text_len = len(text)
+            return max(count - before, 0)
+        # No meta_info: one token per chunk that brings text (cumulative or incremental).
+        self.text_len = len(text)
+        return 1
+
+    def _openai(self, data: dict[str, Any]) -> int:
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            if isinstance(usage.get("completion_tokens"), int):
+                self.completion_tokens = usage["completion_tokens"]
+            if isinstance(usage.get("prompt_tokens"), int):
+                self.prompt_tokens = usage["prompt_tokens"]
+        choices = data.get("choices") or []
+        if not choices:
+            return 0
+        choice = choices[0]
+        if self.api == "chat":
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or delta.get("reasoning_content") or ""
+        else:
+            text = choice.get("text") or ""
+        if not text:
+            return 0
+        self.text_len += len(text)
+        return 1
+
+
+async def send_request(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    api: Api,
+    prompt: Prompt,
+    record: RequestRecord,
+    *,
+    model: str | None = None,
+    timeout_s: float,
+    on_chunk: Callable[[int], None] | None = None,
+) -> None:
+    """Send one streaming request and fill ``record`` in place (times, tokens, ok/error).
+
+    ``record.sent_ns`` is stamped here, just before the request is written. ``on_chunk(t_ns)`` is
+    called for every timed chunk (the benchmark's hang detector listens). The record is filled in
+    place so that a cancelled request (stall, early stop) still leaves what it had.
+    """
+    url = base_url.rstrip("/") + PATHS[api]
+    body = request_body(api, prompt, model)
+    state = _StreamState(api)
+    record.sent_ns = time.perf_counter_ns()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with session.post(url, json=body) as resp:
+                record.status = resp.status
+                if resp.status != 200:
+                    text = (await resp.text(errors="replace"))[:300]
+                    record.error = f"HTTP {resp.status}: {text.strip()}"
+                    return
+                await _read_stream(resp, state, record, on_chunk)
+    except TimeoutError:
+        record.error = f"timeout: no complete response within request_timeout_s={timeout_s:g}"
+    except aiohttp.ClientError as e:
+        record.error = f"{type(e).__name__}: {e}"
+    except OSError as e:
+        record.error = f"{type(e).__name__}: {e}"
+    finally:
+        if record.done_ns is None:
+            record.done_ns = time.perf_counter_ns()
+        if state.prompt_tokens is not None:
+            record.prompt_tokens = state.prompt_tokens
+        record.server_e2e_s = state.server_e2e_s
+        record.output_tokens = (
+            state.completion_tokens if state.completion_tokens is not None else sum(record.chunk_tokens)
+        )
+    if record.error is None and state.error is not None:
+        record.error = state.error
+    if record.error is None and record.first_token_ns is None:
+        record.error = "stream ended without any output text"
+    record.ok = record.error is None
+
+
+async def _read_stream(
+    resp: aiohttp.ClientResponse,
+    state: _StreamState,
+    record: RequestRecord,
+    on_chunk: Callable[[int], None] | None,
+) -> None:
+    """Split the SSE byte stream into ``data:`` events and time the ones that carry tokens.
+
+    ``[DONE]`` stamps ``record.done_ns``; the rest of the body is still drained so that the
+    connection goes back to the pool instead of being closed.
+    """
+    buffer = b""
+    async for data in resp.content.iter_any():
+        now = time.perf_counter_ns()
+        if record.done_ns is not None:
+            continue
+        buffer += data
+        if b"\n" not in data:
+            continue
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments, event:/id: fields
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                record.done_ns = now
+                break
+            try:
+                event = json.loads(payload)
+            except ValueError:
+                state.error = f"undecodable stream event: {payload[:200]!r}"
+                return
+            if not isinstance(event, dict):
+                continue
+            tokens = state.tokens_in(event)
+            if state.error is not None:
+                return
+            if tokens <= 0:
+                continue
+            if record.first_token_ns is None:
+                record.first_token_ns = now
+            record.chunk_times_ns.append(now)
+            record.chunk_tokens.append(tokens)
+            if on_chunk is not None:
+                on_chunk(now)

@@ -1,0 +1,132 @@
+"""Prompts for a workload: synthetic random words (or token ids), or a JSONL file.
+
+Synthetic prompts need no download and no tokenizer, like SGLang's ``random-ids`` dataset: a
+prompt of N tokens is N common English words separated by spaces. The simulator counts one
+token per word; real BPE tokenizers give close to one token per such word. Everything is drawn
+from one ``random.Random(seed)``, so the same workload gives the same prompts in the same order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.errors import ConfigError
+from tuner.loadgen.workload import LengthDist, WorkloadSpec
+
+# Short, common words: each is a single token in the usual BPE vocabularies.
+_WORD_TEXT = """the of and to in is you that it he was for on are as with his they at be this have from or one
+    had by word but not what all were we when your can said there use an each which she do how their
+    if will up other about out many then them these so some her would make like him into time has look
+    two more write go see number no way could people my than first water been call who oil its now find
+    long down day did get come made may part over new sound take only little work know place year live
+    me back give most very after thing our just name good sentence man think say great where help
+    through much before line right too mean old any same tell boy follow came want show also around
+    form three small set put end does another well large must big even such because turn here why ask
+    went men read need land different home us move try kind hand picture again change off play spell
+    air away animal house point page letter mother answer found study still learn should world high
+    every near add food between own below country plant last school father keep tree never start city
+    earth eye light thought head under story saw left few while along might close something seem next
+    hard open example begin life always those both paper together got group often run"""
+WORDS = tuple(_WORD_TEXT.split())
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request's input. Exactly one of ``text`` and ``input_ids`` is set.
+
+    ``prompt_tokens`` is the intended length (words or ids); the client replaces it with the
+    server's own count when the server reports one.
+    """
+
+    text: str | None
+    input_ids: tuple[int, ...] | None
+    prompt_tokens: int
+    output_len: int
+
+
+def draw_length(spec: int | LengthDist, rng: random.Random) -> int:
+    """Draw one length (at least 1) from a fixed int or a :class:`LengthDist`."""
+    if isinstance(spec, int):
+        return spec
+    if spec.dist == "fixed":
+        assert spec.mean is not None
+        return max(1, round(spec.mean))
+    if spec.dist == "uniform":
+        assert spec.low is not None and spec.high is not None
+        return rng.randint(spec.low, spec.high)
+    assert spec.mean is not None and spec.std is not None
+    value = round(rng.gauss(spec.mean, spec.std))
+    low = spec.low if spec.low is not None else 1
+    high = spec.high if spec.high is not None else max(value, low)
+    return min(max(value, low), high)
+
+
+def load_prompts_file(path: str | Path) -> list[tuple[str, int | None]]:
+    """Read a JSONL prompts file: one ``{"prompt": str, "output_len": int?}`` object a line.
+
+    Blank lines are skipped. Raises ConfigError naming the file and line of the first bad entry.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read prompts file ({e.strerror}); check the path", source=str(path)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError("prompts file is not UTF-8 text", source=str(path)) from e
+    entries: list[tuple[str, int | None]] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"not valid JSON ({e.msg}); write one JSON object a line", source=where) from e
+        if not isinstance(obj, dict):
+            raise ConfigError('each line must be a JSON object like {"prompt": "..."}', source=where)
+        unknown = sorted(set(obj) - {"prompt", "output_len"})
+        if unknown:
+            keys = ", ".join(unknown)
+            raise ConfigError(f"unknown key(s) {keys}; allowed: prompt, output_len", source=where)
+        prompt = obj.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError("needs a non-empty string", source=where, field="prompt")
+        output_len = obj.get("output_len")
+        if output_len is not None and (
+            not isinstance(output_len, int) or isinstance(output_len, bool) or output_len < 1
+        ):
+            msg = f"must be a positive integer, got {output_len!r}"
+            raise ConfigError(msg, source=where, field="output_len")
+        entries.append((prompt, output_len))
+    if not entries:
+        raise ConfigError("prompts file holds no prompts", source=str(path))
+    return entries
+
+
+def make_prompts(workload: WorkloadSpec) -> Iterator[Prompt]:
+    """Yield the workload's prompts, endlessly and deterministically (warm-up ones first).
+
+    A prompts file is cycled in file order; its entries without ``output_len`` take one drawn
+    from ``workload.output_len``.
+    """
+    rng = random.Random(workload.seed)
+    if workload.prompts_file is not None:
+        entries = load_prompts_file(workload.prompts_file)
+        for text, output_len in itertools.cycle(entries):
+            out = output_len if output_len is not None else draw_length(workload.output_len, rng)
+            yield Prompt(text=text, input_ids=None, prompt_tokens=len(text.split()), output_len=out)
+        return
+    while True:
+        n_in = draw_length(workload.input_len, rng)
+        n_out = draw_length(workload.output_len, rng)
+        if workload.random_ids_vocab is not None:
+            ids = tuple(rng.randrange(workload.random_ids_vocab) for _ in range(n_in))
+            yield Prompt(text=None, input_ids=ids, prompt_tokens=n_in, output_len=n_out)
+        else:
+            text = " ".join(rng.choices(WORDS, k=n_in))
+            yield Prompt(text=text, input_ids=None, prompt_tokens=n_in, output_len=n_out)

@@ -1,0 +1,144 @@
+"""What load to put on a server: the workload and SLO models embedded in a search-space file.
+
+``WorkloadSpec`` sits under ``workload:`` and ``SLOs`` under ``slos:``. Both forbid unknown
+keys so a typo (``num_request``) is an error, not a silently ignored setting; the space loader
+turns pydantic's ValidationError into a ConfigError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class LengthDist(BaseModel):
+    """A token-length distribution: ``fixed`` (mean), ``uniform`` (low..high), ``normal`` (mean, std).
+
+    ``normal`` draws are rounded and clipped to ``[low, high]`` (``low`` defaults to 1).
+
+    >>> LengthDist(dist="uniform", low=16, high=64).high
+    64
+    """
+
+    model_config = _STRICT
+
+    dist: Literal["fixed", "uniform", "normal"]
+    mean: float | None = Field(default=None, gt=0)
+    low: int | None = Field(default=None, ge=1)
+    high: int | None = Field(default=None, ge=1)
+    std: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_parameters(self) -> LengthDist:
+        need = {"fixed": ("mean",), "uniform": ("low", "high"), "normal": ("mean", "std")}[self.dist]
+        missing = [name for name in need if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"dist '{self.dist}' needs {', '.join(missing)}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+Length = Annotated[int, Field(ge=1)] | LengthDist
+
+
+class ClosedArrival(BaseModel):
+    """Closed loop: ``clients`` workers, each sending its next request when the last one ends."""
+
+    model_config = _STRICT
+
+    kind: Literal["closed"] = "closed"
+    clients: int = Field(default=1, ge=1)
+
+
+class PoissonArrival(BaseModel):
+    """Open loop: requests arrive as a Poisson process at ``rate`` per second.
+
+    ``max_concurrency`` caps requests in flight (SGLang's ``--max-concurrency``); an arrival
+    beyond the cap waits for a free slot and is timed from when it is actually sent.
+    """
+
+    model_config = _STRICT
+
+    kind: Literal["poisson"]
+    rate: float = Field(gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+
+
+Arrival = Annotated[ClosedArrival | PoissonArrival, Field(discriminator="kind")]
+
+
+class WorkloadSpec(BaseModel):
+    """One benchmark's load: API, prompt and output lengths, arrival, size, time limits.
+
+    Exactly one of ``num_requests`` and ``duration_s`` is set. Warm-up requests are sent first,
+    are kept in the records (``warmup=True``) and are excluded from every metric.
+
+    >>> w = WorkloadSpec(input_len=128, output_len={"dist": "uniform", "low": 16, "high": 64},
+    ...                  arrival={"kind": "poisson", "rate": 4}, num_requests=100)
+    >>> w.arrival.rate, len(w.fingerprint())
+    (4.0, 16)
+    """
+
+    model_config = _STRICT
+
+    api: Literal["generate", "completions", "chat"] = "generate"
+    input_len: Length = 256
+    output_len: Length = 128
+    prompts_file: str | None = None
+    # For /generate only: send random token ids in [0, random_ids_vocab) instead of words
+    # (SGLang's random-ids dataset); exact prompt lengths on a real tokenizer.
+    random_ids_vocab: int | None = Field(default=None, ge=2)
+    arrival: Arrival = Field(default_factory=ClosedArrival)
+    num_requests: int | None = Field(default=None, ge=1)
+    duration_s: float | None = Field(default=None, gt=0)
+    warmup_requests: int = Field(default=0, ge=0)
+    seed: int = 0
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    stall_timeout_s: float = Field(default=120.0, gt=0)
+    window_requests: int = Field(default=50, ge=1)
+
+    @model_validator(mode="after")
+    def _check_size(self) -> WorkloadSpec:
+        if (self.num_requests is None) == (self.duration_s is None):
+            raise ValueError("set exactly one of num_requests and duration_s")
+        if self.random_ids_vocab is not None and self.api != "generate":
+            raise ValueError("random_ids_vocab needs api 'generate' (the OpenAI APIs take text)")
+        return self
+
+    def fingerprint(self) -> str:
+        """A stable 16-hex-digit hash of everything that shapes the load, for provenance.
+
+        Includes the prompts file's content (not its path), so the same file moved elsewhere
+        gives the same fingerprint and an edited file a new one.
+        """
+        data = self.model_dump(mode="json", exclude={"prompts_file"})
+        if self.prompts_file is not None:
+            try:
+                data["prompts_sha256"] = hashlib.sha256(Path(self.prompts_file).read_bytes()).hexdigest()
+            except OSError:
+                data["prompts_sha256"] = f"unreadable:{self.prompts_file}"
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class SLOs(BaseModel):
+    """Service-level objectives, all optional.
+
+    The ``*_p99_ms`` bounds apply to the run's p99 (as constraints) and, per request, to goodput:
+    a request counts toward goodput when its own TTFT, TPOT and E2E meet them (SGLang's
+    ``--goodput``). ``error_rate`` is the largest tolerated failed/(completed+failed).
+    """
+
+    model_config = _STRICT
+
+    ttft_p99_ms: float | None = Field(default=None, gt=0)
+    tpot_p99_ms: float | None = Field(default=None, gt=0)
+    e2e_p99_ms: float | None = Field(default=None, gt=0)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
