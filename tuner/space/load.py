@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from tuner.engines import get_engine
 from tuner.errors import ConfigError
 from tuner.objective import METRIC_NAMES
+from tuner.space.constraints import compile_expr
 from tuner.space.sample import domain_contains, is_active
 from tuner.space.schema import BoolParam, CategoricalParam, SearchSpace
 
@@ -113,10 +115,20 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
             if not active and name in seed.params:
                 raise ConfigError(f"{name} is set but its condition does not hold", source=source, field=field)
 
+    known = set(space.hardware) | {f.replace("-", "_") for f in (*space.fixed_flags, *map(space.flag_of, space.parameters))}
     for i, c in enumerate(space.constraints):
-        for dep in (c.when or {}):
+        for dep in c.when or {}:
             if dep not in space.parameters:
                 raise ConfigError(f"{dep!r} is not a parameter", source=source, field=f"constraints.{i}.when")
+        if c.expr is not None:
+            tree = compile_expr(c.expr, source=source, field=f"constraints.{i}.expr")
+            unknown = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - known)
+            if unknown:
+                raise ConfigError(
+                    f"unknown name(s) {', '.join(unknown)}; use flags (with _) or hardware figures",
+                    source=source,
+                    field=f"constraints.{i}.expr",
+                )
 
 
 def _check_choice(choices: tuple[str, ...] | None, value: object, source: str, field: str) -> None:

@@ -166,6 +166,7 @@ class SearchSpace(_Strict):
     failure: FailurePolicy = FailurePolicy()
     seed_trials: list[SeedTrial] = []
     constraints: list[KnownConstraint] = []
+    hardware: dict[str, float] = {}  # named figures constraint expressions may use (gpu_memory_gb, …)
 
     def flag_of(self, param: str) -> str:
         """The engine flag a parameter sets."""

@@ -1,0 +1,101 @@
+"""Readiness: a server is ready when ``/health`` answers 200 AND one real request succeeds.
+
+``/model_info`` and ``/v1/models`` answer before the warm-up has run, so they are not readiness
+(shared/facts/sglang.md). While waiting, the server's exit status is polled every 100 ms so a
+death at start-up is seen within a second, not at the start-up timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import aiohttp
+
+from tuner.errors import ServerCrash
+from tuner.failures import Failure, FailureKind, Phase, Signature, classify
+from tuner.launch.base import ServerHandle
+
+Probe = Callable[[aiohttp.ClientSession, str], Awaitable[None]]
+"""One real request against ``base_url``; raises on failure (any exception)."""
+
+POLL_S = 0.1
+HEALTH_EVERY_S = 0.25
+PROBE_ATTEMPTS = 3
+
+
+def crash_of(handle: ServerHandle, signatures: Sequence[Signature], phase: Phase, detail: str = "") -> Failure | None:
+    """The classified failure if the server has exited, else ``None``."""
+    status = handle.exit_status()
+    if status is None:
+        return None
+    return classify(signatures, phase=phase, log_text=handle.log_text(), exit=status, detail=detail)
+
+
+async def wait_ready(
+    handle: ServerHandle,
+    *,
+    health_path: str,
+    probe: Probe,
+    timeout_s: float,
+    signatures: Sequence[Signature],
+) -> float:
+    """Wait until ``handle`` is ready; return the seconds it took.
+
+    Raises :class:`ServerCrash` with kind STARTUP_TIMEOUT, HEALTHY_BUT_FAILING (``/health`` 200
+    but the probe request fails :data:`PROBE_ATTEMPTS` times) or the classified crash.
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + timeout_s
+    url = handle.base_url + health_path
+    probe_errors: list[str] = []
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        next_health = 0.0
+        while True:
+            if (failure := crash_of(handle, signatures, Phase.STARTUP)) is not None:
+                raise ServerCrash(failure)
+            now = time.perf_counter()
+            if now > deadline:
+                raise ServerCrash(
+                    Failure(
+                        FailureKind.STARTUP_TIMEOUT,
+                        Phase.STARTUP,
+                        None,
+                        (),
+                        handle.log_text()[-4000:],
+                        f"/health not 200 after {timeout_s:.0f} s",
+                    )
+                )
+            if now >= next_health:
+                next_health = now + HEALTH_EVERY_S
+                if await _healthy(session, url):
+                    try:
+                        await asyncio.wait_for(probe(session, handle.base_url), timeout=max(5.0, deadline - now))
+                        return time.perf_counter() - t0
+                    except Exception as e:  # recorded as evidence: any failure of the real request
+                        probe_errors.append(f"{type(e).__name__}: {e}"[:300])
+                        if (failure := crash_of(handle, signatures, Phase.WARMUP)) is not None:
+                            raise ServerCrash(failure) from e
+                        if len(probe_errors) >= PROBE_ATTEMPTS:
+                            raise ServerCrash(
+                                Failure(
+                                    FailureKind.HEALTHY_BUT_FAILING,
+                                    Phase.WARMUP,
+                                    None,
+                                    tuple(probe_errors),
+                                    handle.log_text()[-4000:],
+                                    "/health 200 but the first real request failed "
+                                    f"{PROBE_ATTEMPTS} times",
+                                )
+                            ) from e
+            await asyncio.sleep(POLL_S)
+
+
+async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return False

@@ -1,0 +1,333 @@
+"""One trial: sampled config -> server launch -> readiness -> benchmark -> outcome -> Optuna.
+
+:class:`ConfigRunner` measures one flag vector and returns a typed :class:`Outcome` (no Optuna in
+it: the nightly job re-measures configurations with it too). :class:`TrialRunner` is the Optuna
+objective: the ONLY code that touches ``optuna.Trial``. A failed server becomes a PRUNED trial
+with the ``crash`` constraint violated and the failure kind and evidence in user attributes, so
+TPE learns to avoid it (a FAIL trial would be invisible to it: shared/facts/optuna.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuner.engines import get_engine
+from tuner.errors import ServerCrash
+from tuner.failures import Failure, FailureKind, Phase
+from tuner.launch.base import Launcher, LaunchSpec, ServerHandle
+from tuner.launch.process import wait_port_free
+from tuner.launch.readiness import crash_of, wait_ready
+from tuner.loadgen.benchmark import run_benchmark
+from tuner.loadgen.metrics import BenchResult
+from tuner.objective import constraints_for_crash, constraints_for_metrics, objective_values
+from tuner.progress import Progress
+from tuner.records import GpuSample
+from tuner.space.constraints import violated_constraint
+from tuner.space.sample import params_to_flags, sample_params
+from tuner.space.schema import SearchSpace, SimulatorTarget
+from tuner.telemetry import TelemetryRecorder
+
+WATCH_S = 0.1  # how often a running benchmark checks that the server is still alive
+
+ShouldStop = Callable[[int, Mapping[str, float]], bool]
+
+
+@dataclass
+class Outcome:
+    """What measuring one configuration produced."""
+
+    flags: dict[str, Any]
+    argv: list[str]
+    log_path: Path | None
+    metrics: dict[str, float] | None = None
+    failure: Failure | None = None
+    bench: BenchResult | None = None
+    gpu_samples: list[GpuSample] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def simulator_program(space: SearchSpace, target: SimulatorTarget, seed: int | None) -> list[str]:
+    """The simulator's command line prefix (its ``--sim-*`` options); SGLang's flags follow."""
+    argv = [
+        sys.executable, "-m", "tuner.sim",
+        "--sim-sglang-version", space.engine_version,
+        "--sim-gpu", target.gpu,
+        "--sim-model", target.model,
+        "--sim-noise", str(target.noise),
+        "--sim-startup-scale", str(target.startup_scale),
+    ]  # fmt: skip
+    if seed is not None:
+        argv += ["--sim-seed", str(seed)]
+    return [*argv, *target.extra_args]
+
+
+class ConfigRunner:
+    """Measures flag vectors of one search space with one launcher. Optuna-free."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        launcher: Launcher,
+        *,
+        study: str,
+        log_dir: Path,
+        worker: str = "0",
+        progress: Progress | None = None,
+    ) -> None:
+        self.space = space
+        self.engine = get_engine(space.engine)
+        self.launcher = launcher
+        self.study = study
+        self.log_dir = log_dir
+        self.worker = worker
+        self.progress = progress
+        self.gpu_ids = tuple(space.launch.gpu_ids) if space.launch.gpu_ids is not None else None
+
+    def program(self, run_index: int) -> list[str] | None:
+        target = self.space.target
+        if isinstance(target, SimulatorTarget):
+            # a different but reproducible seed per trial, so repeats differ as real runs do
+            seed = target.seed if target.seed is not None else zlib.crc32(f"{self.study}:{run_index}".encode())
+            return simulator_program(self.space, target, seed)
+        return target.command
+
+    def measure(self, flags: Mapping[str, Any], *, run_index: int, should_stop: ShouldStop | None = None) -> Outcome:
+        """Start a server with ``flags``, benchmark it, stop it. Never raises for a server failure."""
+        flags = dict(flags)
+        host = self.space.launch.host
+        if (reason := violated_constraint(self.space, flags)) is not None:
+            failure = Failure(FailureKind.INFEASIBLE, Phase.PRECHECK, detail=reason)
+            return Outcome(flags, [], None, failure=failure)
+        port = self.launcher.free_port(host)
+        argv = self.engine.launch_argv(
+            model=self.space.model,
+            host=host,
+            port=port,
+            flags=flags,
+            version=self.space.engine_version,
+            program=self.program(run_index),
+        )
+        log_path = self.log_dir / f"{self.study}-{run_index}.log"
+        log_path.unlink(missing_ok=True)
+        spec = LaunchSpec(
+            argv=argv,
+            host=host,
+            port=port,
+            log_path=log_path,
+            study=self.study,
+            trial=run_index,
+            env=getattr(self.space.target, "env", {}),
+            secret_env=_host_secrets(getattr(self.space.target, "secret_env_from_host", [])),
+            gpu_ids=self.gpu_ids,
+            worker=self.worker,
+        )
+        outcome = Outcome(flags, argv, log_path)
+        t0 = time.perf_counter()
+        handle = self.launcher.start(spec)  # LaunchError propagates: the study cannot run at all
+        outcome.timings["launch_s"] = time.perf_counter() - t0
+        try:
+            asyncio.run(self._serve_and_measure(handle, outcome, should_stop))
+        except ServerCrash as crash:
+            outcome.failure = crash.failure
+        finally:
+            t_stop = time.perf_counter()
+            handle.stop(self.space.launch.stop_timeout_s)
+            wait_port_free(host, port)
+            outcome.timings["stop_s"] = time.perf_counter() - t_stop
+            if (first := handle.first_output_at()) is not None:
+                outcome.timings["to_first_log_s"] = first - t0
+        return outcome
+
+    async def _serve_and_measure(self, handle: ServerHandle, outcome: Outcome, should_stop: ShouldStop | None) -> None:
+        self._phase("warming", "waiting for /health and a first request")
+        t0 = time.perf_counter()
+        await wait_ready(
+            handle,
+            health_path=self.engine.request.health_path,
+            probe=self._probe,
+            timeout_s=self.space.launch.startup_timeout_s,
+            signatures=self.engine.signatures,
+        )
+        outcome.timings["ready_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        async with TelemetryRecorder(
+            base_url=handle.base_url, gpu_indices=self.gpu_ids, simulator=isinstance(self.space.target, SimulatorTarget)
+        ) as telemetry:
+            bench = await self._bench_watching(handle, should_stop)
+        outcome.gpu_samples = list(telemetry.samples)
+        outcome.timings["bench_s"] = time.perf_counter() - t1
+        outcome.bench = bench
+        outcome.stopped_early = bench.stopped_early
+        metrics = bench.flat()
+        if (peak := telemetry.peak_memory_mib()) is not None:
+            metrics["gpu_peak_memory_mib"] = peak
+        if (util := telemetry.mean_utilization()) is not None:
+            metrics["gpu_mean_utilization_pct"] = util
+        outcome.metrics = metrics
+        if bench.stalled:
+            raise ServerCrash(
+                Failure(
+                    FailureKind.HANG,
+                    Phase.LOAD,
+                    handle.exit_status(),
+                    (),
+                    handle.log_text()[-4000:],
+                    f"no token from any request for {self.space.workload.stall_timeout_s:.0f} s",
+                )
+            )
+        rate = metrics.get("error_rate", 0.0)
+        if rate > self.space.failure.error_rate_threshold:
+            errors = tuple(sorted({r.error or f"HTTP {r.status}" for r in bench.records if not r.ok}))[:5]
+            raise ServerCrash(
+                Failure(
+                    FailureKind.HEALTHY_BUT_FAILING,
+                    Phase.LOAD,
+                    handle.exit_status(),
+                    errors,
+                    handle.log_text()[-4000:],
+                    f"{rate:.0%} of requests failed while /health answered 200",
+                )
+            )
+
+    async def _bench_watching(self, handle: ServerHandle, should_stop: ShouldStop | None) -> BenchResult:
+        """Run the benchmark while checking every 100 ms that the server is alive."""
+        self._phase("measuring")
+        progress = self.progress
+        task = asyncio.create_task(
+            run_benchmark(
+                handle.base_url,
+                self.space.workload,
+                slos=self.space.slos,
+                should_stop=should_stop,
+                on_progress=progress.live if progress else None,
+            )
+        )
+        while not task.done():
+            await asyncio.wait({task}, timeout=WATCH_S)
+            if not task.done() and (failure := crash_of(handle, self.engine.signatures, Phase.LOAD)) is not None:
+                task.cancel()
+                raise ServerCrash(failure)
+        if (failure := crash_of(handle, self.engine.signatures, Phase.LOAD)) is not None:
+            raise ServerCrash(failure)
+        return task.result()
+
+    async def _probe(self, base_url: str) -> None:
+        """One real request, through the same client the benchmark uses."""
+        probe = self.space.workload.model_copy(
+            update={
+                "num_requests": 1,
+                "duration_s": None,
+                "warmup_requests": 0,
+                "output_len": 4,
+                "prompts_file": None,
+                "input_len": 16,
+                "arrival": {"kind": "closed", "clients": 1},
+            }
+        )
+        result = await run_benchmark(base_url, probe)
+        if result.flat().get("completed", 0) < 1:
+            errors = [r.error or f"HTTP {r.status}" for r in result.records if not r.ok]
+            raise RuntimeError(errors[0] if errors else "no response")
+
+    def _phase(self, name: str, detail: str = "") -> None:
+        if self.progress is not None:
+            self.progress.phase(name, detail)
+
+
+def _host_secrets(names: list[str]) -> dict[str, str]:
+    return {n: os.environ[n] for n in names if n in os.environ}
+
+
+class TrialRunner:
+    """The Optuna objective: sample, measure, and record the outcome on the trial."""
+
+    def __init__(
+        self,
+        config_runner: ConfigRunner,
+        *,
+        on_outcome: Callable[[optuna.Trial, Outcome], None] | None = None,
+        prune_on_windows: bool = False,
+    ) -> None:
+        self.runner = config_runner
+        self.space = config_runner.space
+        self.on_outcome = on_outcome
+        self.prune_on_windows = prune_on_windows
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        params = sample_params(self.space, trial)
+        flags = dict(params_to_flags(self.space, params))
+        progress = self.runner.progress
+        if progress is not None:
+            progress.start_trial(trial.number, str(trial.user_attrs.get("seed_name", "")))
+        should_stop = self._window_pruner(trial) if self.prune_on_windows else None
+        try:
+            outcome = self.runner.measure(flags, run_index=trial.number, should_stop=should_stop)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        return self.record(trial, outcome)
+
+    def _window_pruner(self, trial: optuna.Trial) -> ShouldStop:
+        objective = self.space.objectives[0]
+
+        def should_stop(window: int, metrics: Mapping[str, float]) -> bool:
+            if objective.metric in metrics:
+                trial.report(float(metrics[objective.metric]), window)
+            return trial.should_prune()
+
+        return should_stop
+
+    def record(self, trial: optuna.Trial, outcome: Outcome) -> float | list[float]:
+        """Write the outcome onto ``trial``; raise TrialPruned for a failed or pruned configuration."""
+        trial.set_user_attr("flags", outcome.flags)
+        trial.set_user_attr("command", outcome.argv)
+        trial.set_user_attr("timings", {k: round(v, 3) for k, v in outcome.timings.items()})
+        if outcome.metrics is not None:
+            trial.set_user_attr("metrics", {k: _json_float(v) for k, v in outcome.metrics.items()})
+        if self.on_outcome is not None:
+            self.on_outcome(trial, outcome)
+        if outcome.failure is not None:
+            failure = outcome.failure
+            trial.set_user_attr("failure_kind", failure.kind.value)
+            trial.set_user_attr("failure", failure.to_attrs())
+            for key, value in constraints_for_crash(self.space.slos).values.items():
+                trial.set_constraint(key, value)
+            self._end(f"PRUNED {failure.kind.value}: {failure.summary()[:120]}")
+            raise optuna.TrialPruned(f"{failure.kind.value}: {failure.summary()}")
+        assert outcome.metrics is not None
+        constraints = constraints_for_metrics(outcome.metrics, self.space.slos)
+        for key, value in constraints.values.items():
+            trial.set_constraint(key, value)
+        if outcome.stopped_early:
+            trial.set_user_attr("pruned_by", "slow")
+            self._end("PRUNED (slower than the trials before it)")
+            raise optuna.TrialPruned("stopped early: clearly worse than earlier trials")
+        values = objective_values(outcome.metrics, self.space.objectives)
+        shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
+        slo = "" if constraints.feasible else f"  SLO violated: {', '.join(constraints.violated())}"
+        self._end(f"COMPLETE {shown}{slo}", best=values[0] if constraints.feasible else None)
+        return values[0] if len(values) == 1 else values
+
+    def _end(self, text: str, best: float | None = None) -> None:
+        progress = self.runner.progress
+        if progress is None:
+            return
+        if best is not None and len(self.space.objectives) == 1:
+            better = max if self.space.objectives[0].direction == "maximize" else min
+            progress.best = best if progress.best is None else better(progress.best, best)
+        progress.end_trial(text)
+
+
+def _json_float(v: float) -> float | None:
+    return None if v != v or v in (float("inf"), float("-inf")) else float(v)

@@ -1,0 +1,257 @@
+"""``python -m tuner.study``: run (or resume) a tuning study.
+
+    python -m tuner.study --trials 50
+    python -m tuner.study --space search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml \\
+        --storage sqlite:///storage/tuner.db --study demo --trials 50 --seed 0
+
+``--trials`` is the study's TOTAL of finished (complete or pruned) trials: re-running the same
+command after an interruption resumes and stops at that total.
+
+Exit codes: 0 done with at least one feasible trial; 2 bad input (space file, option); 3 storage
+error; 4 the launcher cannot run servers at all; 5 no trial produced a feasible measurement;
+130 interrupted (SIGINT/SIGTERM; the running trial is recorded and its server stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from tuner.errors import ConfigError, LaunchError, StorageError, TunerError
+from tuner.launch.base import Launcher
+from tuner.launch.process import ProcessLauncher
+from tuner.progress import Progress
+from tuner.runner import ConfigRunner, Outcome, TrialRunner
+from tuner.space import SearchSpace, load_space
+from tuner.space.schema import DockerTarget, SimulatorTarget
+from tuner.store.models import Provenance
+from tuner.store.store import TunerStore
+from tuner.store.urls import check_multiworker_safe, make_optuna_storage
+from tuner.summary import write_summary
+
+DEFAULT_SPACE = "search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml"
+DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+EXIT_OK, EXIT_INPUT, EXIT_STORAGE, EXIT_LAUNCH, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tuner.study",
+        description="Search an LLM serving engine's launch flags with Optuna. Each trial restarts the "
+        "server with sampled flags, benchmarks it, and records metrics or the failure.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--space", default=DEFAULT_SPACE, help="search-space YAML file")
+    p.add_argument("--trials", type=int, default=50, help="finished trials the study should reach in total")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="database URL (sqlite:///… or postgresql+psycopg://…)")
+    p.add_argument("--study", default=None, help="study name (default: the space's name)")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (reproducible when run by one worker)")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="how to propose trials")
+    p.add_argument("--prune", action="store_true", help="stop clearly worse trials early (single objective)")
+    p.add_argument("--no-seed-trials", action="store_true", help="do not enqueue the space's seed_trials")
+    p.add_argument("--worker", default="0", help="this worker's id (several workers can share one study)")
+    p.add_argument("--workers", type=int, default=1, help="how many workers share the study (SQLite allows 1)")
+    p.add_argument("--gpus", default=None, help="GPU ids this worker owns, e.g. 0 or 0,1 (overrides the space)")
+    p.add_argument("--heartbeat", type=int, default=10, help="heartbeat seconds; a silent worker's trial is retried")
+    p.add_argument("--out", default="storage", help="where logs, artifacts and the best configuration go")
+    p.add_argument("--timeout-min", type=float, default=None, help="stop starting new trials after this long")
+    return p
+
+
+@dataclass
+class StudyContext:
+    """What a running study holds on to (closed at the end)."""
+
+    space: SearchSpace
+    study: optuna.Study
+    store: TunerStore
+    launcher: Launcher
+    out: Path
+    worker: str
+
+
+def make_launcher(space: SearchSpace, *, source: str) -> Launcher:
+    """The launcher a space's target needs; for Docker, the image's flags are checked first."""
+    if isinstance(space.target, DockerTarget):
+        from tuner.launch.docker import launcher_for_space
+
+        return launcher_for_space(space, source=source)
+    return ProcessLauncher()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so the running trial is recorded and its server stopped."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
+    """Create or load the study, set metric names, record the target, enqueue seed trials."""
+    check_multiworker_safe(args.storage, args.workers)
+    storage = make_optuna_storage(args.storage, heartbeat_interval=args.heartbeat)
+    if args.sampler == "random":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=args.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=10)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        if args.prune
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(
+        study_name=args.study or space.name,
+        storage=storage,
+        directions=[o.direction for o in space.objectives],
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    study.set_metric_names([o.metric for o in space.objectives])
+    study.set_user_attr("space_file", str(args.space))
+    study.set_user_attr("space", space.model_dump(mode="json"))
+    study.set_user_attr("engine", f"{space.engine} {space.engine_version}")
+    if not args.no_seed_trials:
+        seeded = {t.user_attrs.get("seed_name") for t in study.get_trials(deepcopy=False)}
+        for seed in space.seed_trials:
+            if seed.name not in seeded:
+                study.enqueue_trial(
+                    dict(seed.params), user_attrs={"seed_name": seed.name, "seed_note": seed.note}, skip_if_exists=True
+                )
+    return study
+
+
+def provenance_for(ctx: StudyContext, trial_number: int, outcome: Outcome) -> Provenance:
+    space = ctx.space
+    target = space.target
+    gpu_name = f"simulated {target.gpu}" if isinstance(target, SimulatorTarget) else None
+    image = target.image if isinstance(target, DockerTarget) else None
+    mem = max((s.memory_total_mib for s in outcome.gpu_samples), default=None)
+    return Provenance(
+        study_name=ctx.study.study_name,
+        trial_number=trial_number,
+        engine=space.engine,
+        engine_version=space.engine_version,
+        image=image,
+        image_digest=ctx.study.user_attrs.get("image_digest"),
+        gpu_name=gpu_name or ctx.study.user_attrs.get("gpu_name"),
+        gpu_driver=ctx.study.user_attrs.get("gpu_driver"),
+        gpu_memory_mib=mem,
+        gpu_count=len({s.gpu_index for s in outcome.gpu_samples}) or None,
+        workload_fingerprint=space.workload.fingerprint(),
+        extra={"worker": ctx.worker, "timings": outcome.timings},
+    )
+
+
+def make_recorder(ctx: StudyContext, artifacts: FileSystemArtifactStore):
+    """The per-trial hook: request records, GPU samples and provenance to SQL; the log as an artifact."""
+
+    def on_outcome(trial: optuna.Trial, outcome: Outcome) -> None:
+        records = outcome.bench.records if outcome.bench is not None else ()
+        ctx.store.write_trial(
+            ctx.study.study_name,
+            trial.number,
+            requests=records,
+            gpu_samples=outcome.gpu_samples,
+            provenance=provenance_for(ctx, trial.number, outcome),
+        )
+        if outcome.log_path is not None and outcome.log_path.exists():
+            artifact_id = upload_artifact(
+                artifact_store=artifacts, file_path=str(outcome.log_path), study_or_trial=trial, mimetype="text/plain"
+            )
+            trial.set_user_attr("server_log_artifact", artifact_id)
+
+    return on_outcome
+
+
+def run(args: argparse.Namespace) -> int:
+    """The study; returns the exit code."""
+    space = load_space(args.space)
+    if args.gpus is not None:
+        gpu_ids = [int(g) for g in args.gpus.split(",") if g.strip()]
+        space = space.model_copy(update={"launch": space.launch.model_copy(update={"gpu_ids": gpu_ids})})
+    if args.trials < 1:
+        raise ConfigError("must be at least 1", source="--trials")
+    out = Path(args.out)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / "artifacts").mkdir(parents=True, exist_ok=True)
+    launcher = make_launcher(space, source=args.space)
+    study = open_study(args, space)
+    store = TunerStore(args.storage)
+    ctx = StudyContext(space, study, store, launcher, out, args.worker)
+    reaped = launcher.reap_orphans(study.study_name, args.worker)
+    progress = Progress(args.trials, metric=space.objectives[0].metric)
+    if reaped:
+        progress.note(f"stopped {reaped} server(s) left running by an earlier, killed run of this worker")
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    remaining = args.trials - done
+    progress._n = done
+    progress.note(
+        f"study {study.study_name!r} on {args.storage}: {done} finished trial(s), running up to {max(remaining, 0)} more"
+    )
+    config_runner = ConfigRunner(
+        space, launcher, study=study.study_name, log_dir=out / "logs", worker=args.worker, progress=progress
+    )
+    objective = TrialRunner(
+        config_runner,
+        on_outcome=make_recorder(ctx, FileSystemArtifactStore(str(out / "artifacts"))),
+        prune_on_windows=args.prune and len(space.objectives) == 1,
+    )
+    interrupted = False
+    try:
+        if remaining > 0:
+            with sigterm_as_interrupt():
+                study.optimize(
+                    objective,
+                    n_trials=remaining,
+                    timeout=args.timeout_min * 60 if args.timeout_min else None,
+                    callbacks=[MaxTrialsCallback(args.trials, states=FINISHED)],
+                )
+    except KeyboardInterrupt:
+        interrupted = True
+        progress.note("interrupted: the running trial was recorded as FAIL (interrupted) and its server stopped")
+    finally:
+        launcher.close()
+        store.close()
+    feasible = write_summary(study, space, out, stream=sys.stdout)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if feasible else EXIT_NOTHING
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return run(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except StorageError as e:
+        print(f"storage error: {e}", file=sys.stderr)
+        return EXIT_STORAGE
+    except LaunchError as e:
+        print(f"launch error: {e}", file=sys.stderr)
+        return EXIT_LAUNCH
+    except TunerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The end-of-study summary: top trials, failures by kind, and the best configuration as commands."""
+
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from pathlib import Path
+from typing import TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.export import docker_run_line, flags_yaml, launch_command
+from tuner.space.schema import SearchSpace
+
+
+def feasible_complete(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials whose constraints all hold (<= 0)."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(v <= 0 for v in t.constraints.values())
+    ]
+
+
+def best_trials(study: optuna.Study, space: SearchSpace) -> list[FrozenTrial]:
+    """Feasible complete trials, best first by the first objective."""
+    sign = -1.0 if space.objectives[0].direction == "maximize" else 1.0
+    return sorted(feasible_complete(study), key=lambda t: sign * t.values[0])
+
+
+def write_summary(study: optuna.Study, space: SearchSpace, out: Path, *, stream: TextIO, top: int = 5) -> bool:
+    """Print the summary and write the best configuration under ``out/<study>/``. True if one exists."""
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    kinds = Counter(t.user_attrs["failure_kind"] for t in trials if "failure_kind" in t.user_attrs)
+    metrics = [o.metric for o in space.objectives]
+    print(f"\nstudy {study.study_name}: {len(trials)} trials ({', '.join(f'{k} {v}' for k, v in states.items())})",
+          file=stream)  # fmt: skip
+    if kinds:
+        print("failures by kind: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()), file=stream)
+    ranked = best_trials(study, space)
+    if not ranked:
+        print("no trial produced a feasible measurement: see the failures above and the logs", file=stream)
+        return False
+    print(f"\ntop {min(top, len(ranked))} feasible trials ({', '.join(metrics)}):", file=stream)
+    for t in ranked[:top]:
+        seed = t.user_attrs.get("seed_name")
+        vals = ", ".join(f"{v:.2f}" for v in t.values)
+        print(f"  #{t.number:<4} {vals:<20} {'(' + seed + ')' if seed else ''}", file=stream)
+    seeds = {t.user_attrs["seed_name"]: t for t in ranked if "seed_name" in t.user_attrs}
+    best = ranked[0]
+    for name, t in seeds.items():
+        if t.number != best.number and t.values[0]:
+            print(f"best / {name}: {best.values[0] / t.values[0]:.3f}x on {metrics[0]} (one measurement each)",
+                  file=stream)  # fmt: skip
+    flags = best.user_attrs.get("flags", {})
+    folder = out / study.study_name
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = shlex.join(launch_command(space, flags))
+    docker = docker_run_line(space, flags)
+    header = f"best trial #{best.number} of study {study.study_name}: " + ", ".join(
+        f"{m} {v:.3f}" for m, v in zip(metrics, best.values, strict=True)
+    )
+    (folder / "best-launch.sh").write_text(f"#!/bin/sh\n# {header}\n{cmd}\n")
+    (folder / "best-docker-run.sh").write_text(f"#!/bin/sh\n# {header}\n{docker}\n")
+    (folder / "best-flags.yaml").write_text(flags_yaml(space, flags, header=header))
+    print(f"\n{header}\n  {cmd}\n\n  {docker}\n\nwritten to {folder}/best-*.sh and best-flags.yaml", file=stream)
+    return True
