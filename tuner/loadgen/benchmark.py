@@ -128,7 +128,8 @@ class _Run:
         finally:
             self.in_flight.discard(job.index)
         self.last_progress_ns = time.perf_counter_ns()
-        if not job.warmup:
+        # After an early stop the measured span is over: a late completion is not part of it.
+        if not job.warmup and self.stop_reason is not _Stop.EARLY:
             self._measured_done(record)
 
     def _on_chunk(self, t_ns: int) -> None:
@@ -255,10 +256,11 @@ async def run_benchmark(
 def _finish(run: _Run, end_ns: int) -> BenchResult:
     """Settle cancelled requests, close the last window, and compute the final result."""
     records: list[RequestRecord] = []
+    kept = {id(r) for r in run.finished}
     for r in run.started:
         cancelled = not r.ok and r.error is None
-        if cancelled and run.stop_reason is _Stop.EARLY:
-            continue  # cut off by our own early stop: not a measurement
+        if run.stop_reason is _Stop.EARLY and not r.warmup and id(r) not in kept:
+            continue  # cut off (or finished late) after our own early stop: not a measurement
         if cancelled:
             limit = run.workload.stall_timeout_s
             r.error = f"stalled: no chunk from any request for stall_timeout_s={limit:g}"
