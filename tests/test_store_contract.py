@@ -3,60 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
-import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
 
 from tuner.errors import StorageError
-from tuner.records import GpuSample, RequestRecord
+from tuner.records import GpuSample
 from tuner.store import SCHEMA_VERSION, Deployment, Provenance, TunerStore, fingerprint, make_optuna_storage
-from tuner.store.testing import postgres_url_or_skip, scratch_postgres_database
+from tuner.store.testing import backend_database, make_records
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'study.db'}"
-    else:
-        with scratch_postgres_database(postgres_url_or_skip()) as pg:
-            yield pg
-
-
-def make_records(n: int, seed: int = 0, base_ns: int = 10**15) -> list[RequestRecord]:
-    """Request records shaped like the load generator's: streamed chunks, a few errors, warm-ups."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        sent = base_ns + i * 50_000_000
-        if i % 17 == 5:
-            out.append(
-                RequestRecord(i, 128, 64, sent, status=503, error="HTTP 503: overloaded", window=i // 10)
-            )
-            continue
-        first = sent + rng.randint(20_000_000, 400_000_000)
-        chunks = [first + k * rng.randint(5_000_000, 30_000_000) for k in range(rng.randint(1, 40))]
-        out.append(
-            RequestRecord(
-                index=i,
-                prompt_tokens=rng.randint(16, 2048),
-                max_new_tokens=64,
-                sent_ns=sent,
-                warmup=i < 2,
-                first_token_ns=first,
-                done_ns=chunks[-1] + 1_000,
-                output_tokens=len(chunks),
-                chunk_times_ns=chunks,
-                chunk_tokens=[1] * len(chunks),
-                ok=True,
-                status=200,
-                server_e2e_s=(chunks[-1] - sent) / 1e9,
-                window=i // 10,
-            )
-        )
-    return out
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with backend_database(request.param, tmp_path) as u:
+        yield u
 
 
 def test_fresh_database_gets_current_schema(url: str) -> None:
