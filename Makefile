@@ -1,0 +1,54 @@
+# sglang-tuner. The README's two commands: `make demo` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+TRIALS  ?= 50
+SPACE   ?= search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml
+STORAGE ?= sqlite:///storage/tuner.db
+STUDY   ?= sglang-rtx5090-qwen3-32b-awq
+
+.PHONY: setup demo study sim test test-quick lint report dashboard nightly bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv and install the package with its dev tools
+
+demo: setup  ## install, then run the 50-trial study on the simulated RTX 5090 (SQLite under storage/)
+	$(BIN)/python -m tuner.study --space $(SPACE) --storage $(STORAGE) --trials $(TRIALS)
+
+study: demo
+
+sim: setup  ## start the simulated SGLang server on port 30000
+	$(BIN)/python -m tuner.sim --model-path Qwen/Qwen3-32B-AWQ --port 30000
+
+test: setup  ## install daemons/tools the tests need (docker, postgres, chromium, llama-server, sglang parser) and run every test
+	TUNER_REQUIRE_ALL=1 scripts/setup-test-env.sh $(BIN)/python -m pytest -q -ra
+
+test-quick: setup  ## tests that need nothing beyond the venv (the rest skip)
+	$(BIN)/python -m pytest -q -ra -m "not docker and not postgres and not llamacpp and not gpu"
+
+lint: setup
+	$(BIN)/ruff check tuner tests bench
+	$(BIN)/ruff format --check tuner tests bench
+	$(BIN)/mypy tuner
+
+report: setup  ## CSV/Parquet/Markdown/HTML report of the study under storage/report/
+	$(BIN)/python -m tuner.report --storage $(STORAGE) --study $(STUDY) --out storage/report
+
+dashboard: setup  ## optuna-dashboard on the study database with the server logs as artifacts
+	$(BIN)/python -m tuner.dashboard --storage $(STORAGE) --artifact-dir storage/artifacts
+
+nightly: setup  ## the nightly retune job (see README "Nightly retune")
+	$(BIN)/python -m tuner.nightly --space $(SPACE) --storage $(STORAGE)
+
+bench: setup  ## the benchmarks under bench/ (results in bench/results/)
+	$(BIN)/python bench/client_ceiling.py
+
+clean:
+	rm -rf storage/*.db storage/logs storage/artifacts storage/report
