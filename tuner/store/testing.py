@@ -11,13 +11,17 @@ import random
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import optuna
 import sqlalchemy
 
 from tuner.records import RequestRecord
+from tuner.store.store import TunerStore
+from tuner.store.urls import make_optuna_storage
 
 PG_ENV = "TUNER_TEST_PG_URL"
 
@@ -121,3 +125,86 @@ def make_records(n: int, seed: int = 0, base_ns: int = 10**15) -> list[RequestRe
             )
         )
     return out
+
+
+def populate_demo_study(
+    url: str,
+    name: str,
+    *,
+    metrics: Sequence[str] = ("output_throughput",),
+    space: dict[str, Any] | None = None,
+    target: Any = None,
+    seed: int = 0,
+) -> optuna.Study:
+    """Test data for reports and the dashboard: a study built through ``ask``/``tell`` as the runner does.
+
+    Trials, in order: a ``baseline`` seed, six measured configurations (one violating the TTFT SLO),
+    a CUDA OOM crash and a segfault (PRUNED, ``crash`` constraint 1, ``failure_kind``), and one FAIL
+    (interrupted). Measured trials get request records in ``tuner_requests``.
+    """
+    rng = random.Random(seed)
+    storage = make_optuna_storage(url)
+    directions = ["maximize" if m.endswith("throughput") else "minimize" for m in metrics]
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+    study.set_metric_names(list(metrics))
+    if space is not None:
+        study.set_user_attr("space", space)
+    if target is not None:
+        study.set_user_attr("target", target)
+    dists = {
+        "quantization": optuna.distributions.CategoricalDistribution(["awq", "awq_marlin"]),
+        "mem-fraction-static": optuna.distributions.FloatDistribution(0.70, 0.95, step=0.01),
+        "chunked-prefill-size": optuna.distributions.CategoricalDistribution([None, 1024, 4096]),
+        "schedule-policy": optuna.distributions.CategoricalDistribution(["fcfs", "lpm"]),
+    }
+    study.enqueue_trial(
+        {
+            "quantization": "awq",
+            "mem-fraction-static": 0.85,
+            "chunked-prefill-size": None,
+            "schedule-policy": "fcfs",
+        },
+        user_attrs={"seed_name": "baseline"},
+    )
+    plan = ["ok"] * 7 + ["cuda_oom", "segfault", "interrupted"]
+    with TunerStore(url) as store:
+        for k, what in enumerate(plan):
+            trial = study.ask(dists)
+            flags = {k2: v for k2, v in trial.params.items() if v is not None}
+            trial.set_user_attr("flags", flags)
+            argv = ["python3", "-m", "sglang.launch_server", "--model-path", "Qwen/Qwen3-32B-AWQ"]
+            for flag, value in flags.items():
+                argv += [f"--{flag}", str(value)]
+            trial.set_user_attr("command", argv)
+            if what == "ok":
+                tput = 20.0 + 30.0 * trial.params["mem-fraction-static"] + rng.uniform(0, 5) + k
+                ttft = 3500.0 if k == 3 else 400.0 + rng.uniform(0, 900) - 20 * k
+                values = {"output_throughput": tput, "ttft_p99_ms": ttft, "error_rate": 0.0}
+                trial.set_user_attr("metrics", values)
+                trial.set_constraint("crash", 0.0)
+                trial.set_constraint("slo_ttft_p99_ms", ttft / 3000.0 - 1.0)
+                records = make_records(40, seed=seed * 100 + k)
+                # Later trials are faster: shift first-token times so the distributions differ.
+                for r in records:
+                    if r.first_token_ns is not None:
+                        r.first_token_ns -= int(k * 2_000_000)
+                store.write_trial(name, trial.number, requests=records)
+                study.tell(trial, [values[m] for m in metrics])
+            elif what == "interrupted":
+                trial.set_user_attr("interrupted", True)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                lines = {
+                    "cuda_oom": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+                    "segfault": "Fatal Python error: Segmentation fault",
+                }
+                trial.set_user_attr("failure_kind", what)
+                trial.set_user_attr(
+                    "failure",
+                    {"kind": what, "phase": "startup", "exit": {"code": None, "signal": 9},
+                     "matched_lines": [lines[what]], "log_tail": lines[what], "detail": "", "extra": {}},
+                )  # fmt: skip
+                trial.set_constraint("crash", 1.0)
+                trial.set_constraint("slo_ttft_p99_ms", 0.0)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return study
