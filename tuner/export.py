@@ -35,8 +35,10 @@ def docker_run_line(space: SearchSpace, flags: Mapping[str, Any], *, image: str 
         "-p", f"{port}:{port}", "-v", "$HOME/.cache/huggingface:/root/.cache/huggingface",
         "--shm-size", "32g", "-e", "HF_TOKEN", image,
     ]  # fmt: skip
-    return " ".join(shlex.quote(a) if not a.startswith("$") else a for a in head) + " \\\n  " + shlex.join(
-        launch_command(space, flags, port=port)
+    return (
+        " ".join(shlex.quote(a) if not a.startswith("$") else a for a in head)
+        + " \\\n  "
+        + shlex.join(launch_command(space, flags, port=port))
     )
 
 

@@ -11,11 +11,11 @@ import re
 import signal
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class FailureKind(str, Enum):
+class FailureKind(StrEnum):
     """Why a trial produced no usable measurement. Values are stored in the database."""
 
     SEGFAULT = "segfault"
@@ -33,7 +33,7 @@ class FailureKind(str, Enum):
     INFEASIBLE = "infeasible_config"  # rejected before launch by a declared constraint
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """When the failure happened."""
 
     PRECHECK = "precheck"

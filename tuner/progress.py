@@ -15,7 +15,9 @@ class Progress:
     (CI logs stay readable).
     """
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, metric: str = "output_throughput") -> None:
+    def __init__(
+        self, total: int, *, stream: TextIO | None = None, metric: str = "output_throughput"
+    ) -> None:
         self.total = total
         self.stream = stream or sys.stderr
         self.metric = metric

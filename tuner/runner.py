@@ -35,7 +35,7 @@ from tuner.records import GpuSample
 from tuner.space.constraints import violated_constraint
 from tuner.space.sample import params_to_flags, sample_params
 from tuner.space.schema import SearchSpace, SimulatorTarget
-from tuner.telemetry import TelemetryRecorder
+from tuner.telemetry import GpuMonitor, ServerMemoryMonitor, current_memory_mib, wait_memory_baseline
 
 WATCH_S = 0.1  # how often a running benchmark checks that the server is still alive
 
@@ -93,16 +93,23 @@ class ConfigRunner:
         self.worker = worker
         self.progress = progress
         self.gpu_ids = tuple(space.launch.gpu_ids) if space.launch.gpu_ids is not None else None
+        self.simulated = isinstance(space.target, SimulatorTarget)
+        # GPU hygiene: memory in use before our first server, to wait for after each one
+        self.gpu_baseline = None if self.simulated else current_memory_mib(self.gpu_ids)
 
     def program(self, run_index: int) -> list[str] | None:
         target = self.space.target
         if isinstance(target, SimulatorTarget):
             # a different but reproducible seed per trial, so repeats differ as real runs do
-            seed = target.seed if target.seed is not None else zlib.crc32(f"{self.study}:{run_index}".encode())
+            seed = (
+                target.seed if target.seed is not None else zlib.crc32(f"{self.study}:{run_index}".encode())
+            )
             return simulator_program(self.space, target, seed)
         return target.command
 
-    def measure(self, flags: Mapping[str, Any], *, run_index: int, should_stop: ShouldStop | None = None) -> Outcome:
+    def measure(
+        self, flags: Mapping[str, Any], *, run_index: int, should_stop: ShouldStop | None = None
+    ) -> Outcome:
         """Start a server with ``flags``, benchmark it, stop it. Never raises for a server failure."""
         flags = dict(flags)
         host = self.space.launch.host
@@ -144,12 +151,16 @@ class ConfigRunner:
             t_stop = time.perf_counter()
             handle.stop(self.space.launch.stop_timeout_s)
             wait_port_free(host, port)
+            if self.gpu_baseline is not None and not wait_memory_baseline(self.gpu_ids, self.gpu_baseline):
+                outcome.timings["gpu_memory_not_freed"] = 1.0
             outcome.timings["stop_s"] = time.perf_counter() - t_stop
             if (first := handle.first_output_at()) is not None:
                 outcome.timings["to_first_log_s"] = first - t0
         return outcome
 
-    async def _serve_and_measure(self, handle: ServerHandle, outcome: Outcome, should_stop: ShouldStop | None) -> None:
+    async def _serve_and_measure(
+        self, handle: ServerHandle, outcome: Outcome, should_stop: ShouldStop | None
+    ) -> None:
         self._phase("warming", "waiting for /health and a first request")
         t0 = time.perf_counter()
         await wait_ready(
@@ -161,9 +172,10 @@ class ConfigRunner:
         )
         outcome.timings["ready_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        async with TelemetryRecorder(
-            base_url=handle.base_url, gpu_indices=self.gpu_ids, simulator=isinstance(self.space.target, SimulatorTarget)
-        ) as telemetry:
+        telemetry: GpuMonitor | ServerMemoryMonitor = (
+            ServerMemoryMonitor(handle.base_url) if self.simulated else GpuMonitor(self.gpu_ids)
+        )
+        with telemetry:
             bench = await self._bench_watching(handle, should_stop)
         outcome.gpu_samples = list(telemetry.samples)
         outcome.timings["bench_s"] = time.perf_counter() - t1
@@ -215,7 +227,10 @@ class ConfigRunner:
         )
         while not task.done():
             await asyncio.wait({task}, timeout=WATCH_S)
-            if not task.done() and (failure := crash_of(handle, self.engine.signatures, Phase.LOAD)) is not None:
+            if (
+                not task.done()
+                and (failure := crash_of(handle, self.engine.signatures, Phase.LOAD)) is not None
+            ):
                 task.cancel()
                 raise ServerCrash(failure)
         if (failure := crash_of(handle, self.engine.signatures, Phase.LOAD)) is not None:

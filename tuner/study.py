@@ -55,16 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--space", default=DEFAULT_SPACE, help="search-space YAML file")
     p.add_argument("--trials", type=int, default=50, help="finished trials the study should reach in total")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="database URL (sqlite:///… or postgresql+psycopg://…)")
+    p.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help="database URL (sqlite:///… or postgresql+psycopg://…)"
+    )
     p.add_argument("--study", default=None, help="study name (default: the space's name)")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed (reproducible when run by one worker)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="sampler seed (reproducible when run by one worker)"
+    )
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="how to propose trials")
     p.add_argument("--prune", action="store_true", help="stop clearly worse trials early (single objective)")
     p.add_argument("--no-seed-trials", action="store_true", help="do not enqueue the space's seed_trials")
     p.add_argument("--worker", default="0", help="this worker's id (several workers can share one study)")
-    p.add_argument("--workers", type=int, default=1, help="how many workers share the study (SQLite allows 1)")
-    p.add_argument("--gpus", default=None, help="GPU ids this worker owns, e.g. 0 or 0,1 (overrides the space)")
-    p.add_argument("--heartbeat", type=int, default=10, help="heartbeat seconds; a silent worker's trial is retried")
+    p.add_argument(
+        "--workers", type=int, default=1, help="how many workers share the study (SQLite allows 1)"
+    )
+    p.add_argument(
+        "--gpus", default=None, help="GPU ids this worker owns, e.g. 0 or 0,1 (overrides the space)"
+    )
+    p.add_argument(
+        "--heartbeat", type=int, default=10, help="heartbeat seconds; a silent worker's trial is retried"
+    )
     p.add_argument("--out", default="storage", help="where logs, artifacts and the best configuration go")
     p.add_argument("--timeout-min", type=float, default=None, help="stop starting new trials after this long")
     return p
@@ -131,7 +141,9 @@ def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
         for seed in space.seed_trials:
             if seed.name not in seeded:
                 study.enqueue_trial(
-                    dict(seed.params), user_attrs={"seed_name": seed.name, "seed_note": seed.note}, skip_if_exists=True
+                    dict(seed.params),
+                    user_attrs={"seed_name": seed.name, "seed_note": seed.note},
+                    skip_if_exists=True,
                 )
     return study
 
@@ -172,7 +184,10 @@ def make_recorder(ctx: StudyContext, artifacts: FileSystemArtifactStore):
         )
         if outcome.log_path is not None and outcome.log_path.exists():
             artifact_id = upload_artifact(
-                artifact_store=artifacts, file_path=str(outcome.log_path), study_or_trial=trial, mimetype="text/plain"
+                artifact_store=artifacts,
+                file_path=str(outcome.log_path),
+                study_or_trial=trial,
+                mimetype="text/plain",
             )
             trial.set_user_attr("server_log_artifact", artifact_id)
 
@@ -224,7 +239,9 @@ def run(args: argparse.Namespace) -> int:
                 )
     except KeyboardInterrupt:
         interrupted = True
-        progress.note("interrupted: the running trial was recorded as FAIL (interrupted) and its server stopped")
+        progress.note(
+            "interrupted: the running trial was recorded as FAIL (interrupted) and its server stopped"
+        )
     finally:
         launcher.close()
         store.close()

@@ -29,7 +29,9 @@ def best_trials(study: optuna.Study, space: SearchSpace) -> list[FrozenTrial]:
     return sorted(feasible_complete(study), key=lambda t: sign * t.values[0])
 
 
-def write_summary(study: optuna.Study, space: SearchSpace, out: Path, *, stream: TextIO, top: int = 5) -> bool:
+def write_summary(
+    study: optuna.Study, space: SearchSpace, out: Path, *, stream: TextIO, top: int = 5
+) -> bool:
     """Print the summary and write the best configuration under ``out/<study>/``. True if one exists."""
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
@@ -65,5 +67,7 @@ def write_summary(study: optuna.Study, space: SearchSpace, out: Path, *, stream:
     (folder / "best-launch.sh").write_text(f"#!/bin/sh\n# {header}\n{cmd}\n")
     (folder / "best-docker-run.sh").write_text(f"#!/bin/sh\n# {header}\n{docker}\n")
     (folder / "best-flags.yaml").write_text(flags_yaml(space, flags, header=header))
-    print(f"\n{header}\n  {cmd}\n\n  {docker}\n\nwritten to {folder}/best-*.sh and best-flags.yaml", file=stream)
+    print(
+        f"\n{header}\n  {cmd}\n\n  {docker}\n\nwritten to {folder}/best-*.sh and best-flags.yaml", file=stream
+    )
     return True

@@ -201,12 +201,19 @@ def launch_argv(
 # Log signatures, first match wins (ordered from most to least specific). Exit-code fallbacks
 # live in tuner.failures.classify.
 SIGNATURES: tuple[Signature, ...] = (
-    Signature(FailureKind.FLAG_REJECTED, r"launch_server(\.py)?: error: |error: unrecognized arguments|"
-              r"error: argument --[\w-]+: invalid choice"),
-    Signature(FailureKind.NOT_ENOUGH_MEMORY, r"Not enough memory\. Please try to increase --mem-fraction-static"),
+    Signature(
+        FailureKind.FLAG_REJECTED,
+        r"launch_server(\.py)?: error: |error: unrecognized arguments|"
+        r"error: argument --[\w-]+: invalid choice",
+    ),
+    Signature(
+        FailureKind.NOT_ENOUGH_MEMORY, r"Not enough memory\. Please try to increase --mem-fraction-static"
+    ),
     Signature(FailureKind.GRAPH_CAPTURE, r"Capture cuda graph failed"),
     Signature(FailureKind.SEGFAULT, r"crashed with exit code -11|Segmentation fault|SIGSEGV"),
-    Signature(FailureKind.CUDA_OOM, r"(torch\.)?OutOfMemoryError: CUDA out of memory|CUDA error: out of memory"),
+    Signature(
+        FailureKind.CUDA_OOM, r"(torch\.)?OutOfMemoryError: CUDA out of memory|CUDA error: out of memory"
+    ),
     Signature(FailureKind.UNSUPPORTED, r"not supported on (this GPU|sm_\d+)|no kernel image is available"),
     Signature(FailureKind.WARMUP_FAILED, r"Initialization failed\. warmup error"),
     Signature(FailureKind.CRASHED, r"Scheduler hit an exception|Subprocess .* crashed with exit code"),

@@ -113,10 +113,12 @@ class ProcessLauncher:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                preexec_fn=_child_setup,  # noqa: PLW1509 - setsid + pdeathsig must run in the child
+                preexec_fn=_child_setup,
             )
         except (FileNotFoundError, PermissionError) as e:
-            raise LaunchError(f"cannot start {spec.argv[0]!r}: {e.strerror}; is it installed and on PATH?") from e
+            raise LaunchError(
+                f"cannot start {spec.argv[0]!r}: {e.strerror}; is it installed and on PATH?"
+            ) from e
         return ProcessHandle(spec, proc)
 
     def free_port(self, host: str) -> int:

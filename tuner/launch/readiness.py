@@ -25,7 +25,9 @@ HEALTH_EVERY_S = 0.25
 PROBE_ATTEMPTS = 3
 
 
-def crash_of(handle: ServerHandle, signatures: Sequence[Signature], phase: Phase, detail: str = "") -> Failure | None:
+def crash_of(
+    handle: ServerHandle, signatures: Sequence[Signature], phase: Phase, detail: str = ""
+) -> Failure | None:
     """The classified failure if the server has exited, else ``None``."""
     status = handle.exit_status()
     if status is None:
@@ -72,7 +74,9 @@ async def wait_ready(
                 next_health = now + HEALTH_EVERY_S
                 if await _healthy(session, url):
                     try:
-                        await asyncio.wait_for(probe(session, handle.base_url), timeout=max(5.0, deadline - now))
+                        await asyncio.wait_for(
+                            probe(session, handle.base_url), timeout=max(5.0, deadline - now)
+                        )
                         return time.perf_counter() - t0
                     except Exception as e:  # recorded as evidence: any failure of the real request
                         probe_errors.append(f"{type(e).__name__}: {e}"[:300])
@@ -86,8 +90,7 @@ async def wait_ready(
                                     None,
                                     tuple(probe_errors),
                                     handle.log_text()[-4000:],
-                                    "/health 200 but the first real request failed "
-                                    f"{PROBE_ATTEMPTS} times",
+                                    f"/health 200 but the first real request failed {PROBE_ATTEMPTS} times",
                                 )
                             ) from e
             await asyncio.sleep(POLL_S)
@@ -97,5 +100,5 @@ async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
     try:
         async with session.get(url) as resp:
             return resp.status == 200
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False

@@ -69,7 +69,9 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
     overlap = set(space.fixed_flags) & {space.flag_of(p) for p in space.parameters}
     if overlap:
         raise ConfigError(
-            f"{', '.join(sorted(overlap))} is both fixed and searched; keep one", source=source, field="fixed_flags"
+            f"{', '.join(sorted(overlap))} is both fixed and searched; keep one",
+            source=source,
+            field="fixed_flags",
         )
 
     seen: list[str] = []
@@ -77,7 +79,9 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
         field = f"parameters.{name}"
         spec = specs[space.flag_of(name)]
         if isinstance(param, BoolParam) and spec.kind != "switch":
-            raise ConfigError(f"--{spec.name} takes a value; use categorical, not bool", source=source, field=field)
+            raise ConfigError(
+                f"--{spec.name} takes a value; use categorical, not bool", source=source, field=field
+            )
         if isinstance(param, CategoricalParam):
             for c in param.choices:
                 _check_choice(spec.choices, c, source, f"{field}.choices")
@@ -113,9 +117,13 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
             if active and name not in seed.params:
                 raise ConfigError(f"{name} is active but has no value", source=source, field=field)
             if not active and name in seed.params:
-                raise ConfigError(f"{name} is set but its condition does not hold", source=source, field=field)
+                raise ConfigError(
+                    f"{name} is set but its condition does not hold", source=source, field=field
+                )
 
-    known = set(space.hardware) | {f.replace("-", "_") for f in (*space.fixed_flags, *map(space.flag_of, space.parameters))}
+    known = set(space.hardware) | {
+        f.replace("-", "_") for f in (*space.fixed_flags, *map(space.flag_of, space.parameters))
+    }
     for i, c in enumerate(space.constraints):
         for dep in c.when or {}:
             if dep not in space.parameters:

@@ -71,7 +71,11 @@ def domain_contains(param: object, value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     if isinstance(param, IntParam):
-        return float(value).is_integer() and param.low <= value <= param.high and (value - param.low) % param.step == 0
+        return (
+            float(value).is_integer()
+            and param.low <= value <= param.high
+            and (value - param.low) % param.step == 0
+        )
     if isinstance(param, FloatParam):
         if not param.low <= value <= param.high:
             return False
@@ -80,4 +84,3 @@ def domain_contains(param: object, value: object) -> bool:
         k = (value - param.low) / param.step
         return math.isclose(k, round(k), abs_tol=1e-6)
     return False
-

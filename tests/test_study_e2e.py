@@ -1,0 +1,115 @@
+"""The product end to end: ``python -m tuner.study`` against the real simulator process, SQLite on disk."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tests.e2e_helpers import ROOT, popen_study, seed, server_pids, small_space, study_cmd, wait_for
+
+
+def load(tmp_path: Path, study: str = "t") -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/t.db")
+
+
+def test_study_of_ten_trials_prunes_crashes_with_their_kinds(tmp_path: Path) -> None:
+    seeds = [
+        seed("baseline"),
+        seed("cuda-graphs-on-sm120", **{"cuda-graph-backend-decode": "full", "cuda-graph-max-bs-decode": 8}),
+        seed("fp8-kv", **{"kv-cache-dtype": "fp8_e5m2"}),
+        seed("awq-marlin", quantization="awq_marlin"),
+        seed("too-much-memory", **{"mem-fraction-static": 0.95, "max-total-tokens": None}),
+    ]
+    space = small_space(tmp_path, seeds=seeds)
+    proc = subprocess.run(
+        study_cmd(space, tmp_path, trials=10), cwd=ROOT, capture_output=True, text=True, timeout=400
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    study = load(tmp_path)
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 10
+    by_seed = {t.user_attrs.get("seed_name"): t for t in trials}
+    assert by_seed["baseline"].state is TrialState.COMPLETE
+    assert by_seed["baseline"].constraints["crash"] == 0
+    expected = {
+        "cuda-graphs-on-sm120": "segfault",
+        "fp8-kv": "cuda_oom",
+        "awq-marlin": "cuda_oom",
+        "too-much-memory": "not_enough_memory",
+    }
+    for name, kind in expected.items():
+        t = by_seed[name]
+        assert t.state is TrialState.PRUNED, (name, t.state)
+        assert t.user_attrs["failure_kind"] == kind, (name, t.user_attrs.get("failure"))
+        assert t.constraints["crash"] == 1
+        evidence = t.user_attrs["failure"]
+        assert evidence["matched_lines"] and evidence["log_tail"], name
+    # every trial that ran a server has its log as an artifact and its flags/command recorded
+    for t in trials:
+        assert "command" in t.user_attrs and "flags" in t.user_attrs
+    best = tmp_path / "out" / "t"
+    for name in ("best-launch.sh", "best-docker-run.sh", "best-flags.yaml"):
+        assert (best / name).stat().st_size > 0
+    assert "python3 -m sglang.launch_server" in (best / "best-launch.sh").read_text()
+    assert "failures by kind" in out and "segfault" in out
+    assert not server_pids("t"), "a simulated server outlived the study"
+
+
+def test_sigkilled_tuner_resumes_and_leaves_no_server(tmp_path: Path) -> None:
+    space = small_space(tmp_path, num_requests=40)
+    cmd = study_cmd(space, tmp_path, "--heartbeat", "1", trials=3, study="k")
+    log = tmp_path / "first.log"
+    first = popen_study(cmd, log)
+    try:
+        wait_for(lambda: "measuring" in log.read_text(), 120, "the first trial to start measuring")
+        assert server_pids("k"), "no server running mid-trial"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    time.sleep(3)  # past the heartbeat grace period (2 x 1 s): the killed trial is stale
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout + second.stderr
+    study = load(tmp_path, "k")
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 3
+    assert TrialState.RUNNING not in states
+    assert TrialState.FAIL in states  # the killed trial, failed by the heartbeat check and retried
+    assert not server_pids("k")
+
+
+def test_sigint_stops_cleanly_and_records_the_interrupted_trial(tmp_path: Path) -> None:
+    space = small_space(tmp_path, num_requests=60)
+    log = tmp_path / "run.log"
+    proc = popen_study(study_cmd(space, tmp_path, trials=3, study="i"), log)
+    wait_for(lambda: "measuring" in log.read_text(), 120, "a trial to start measuring")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, log.read_text()
+    trial = load(tmp_path, "i").get_trials()[-1]
+    assert trial.state is TrialState.FAIL
+    assert trial.user_attrs.get("interrupted") is True
+    assert not server_pids("i")
+
+
+def test_bad_space_file_stops_before_anything_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml").read_text()
+                   .replace("schedule-policy:", "schedule-polcy:", 1))  # fmt: skip
+    proc = subprocess.run(study_cmd(bad, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "schedule-polcy" in proc.stderr
+    assert not (tmp_path / "t.db").exists() or not load(tmp_path).get_trials()
+
+
+def test_unreachable_storage_is_a_clear_error(tmp_path: Path) -> None:
+    space = small_space(tmp_path)
+    cmd = study_cmd(space, tmp_path)
+    cmd[cmd.index("--storage") + 1] = "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert "storage error" in proc.stderr and "secret" not in proc.stderr
