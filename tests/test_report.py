@@ -1,0 +1,117 @@
+"""``python -m tuner.report`` on real study databases (SQLite and PostgreSQL), run as the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from tuner.report import baseline_trial, latency_frame, ranked_trials
+from tuner.space import load_space
+from tuner.store import TunerStore, make_optuna_storage
+from tuner.store.testing import backend_database, populate_demo_study
+
+SPACE = Path("search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with backend_database(request.param, tmp_path) as u:
+        yield u
+
+
+def report(url: str, study: str, out: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "tuner.report", "--storage", url, "--study", study, "--out", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_single_objective_report(url: str, tmp_path: Path) -> None:
+    space = load_space(SPACE).model_dump(mode="json")
+    study = populate_demo_study(url, "single", space=space)
+    out = tmp_path / "single"
+    run = report(url, "single", out)
+    assert run.returncode == 0, run.stderr
+
+    frame = pd.read_csv(out / "trials.csv")
+    assert len(frame) == len(study.trials) == 10
+    assert pd.read_parquet(out / "trials.parquet")["number"].tolist() == frame["number"].tolist()
+    kinds = frame.set_index("number")["failure_kind"]
+    assert kinds[7] == "cuda_oom" and kinds[8] == "segfault" and kinds.isna().sum() == 8
+    assert frame.set_index("number").loc[9, "state"] == "FAIL"
+    assert not frame.set_index("number").loc[3, "feasible"]  # violates the TTFT SLO
+    assert {"param_mem-fraction-static", "metric_ttft_p99_ms", "constraint_crash"} <= set(frame.columns)
+
+    # The best is the feasible complete trial with the highest throughput, computed here independently.
+    feasible = [
+        t for t in study.trials if t.state.name == "COMPLETE" and t.constraints["slo_ttft_p99_ms"] <= 0
+    ]
+    best = max(feasible, key=lambda t: t.values[0])
+    md = (out / "report.md").read_text()
+    assert f"## Best configuration (trial #{best.number})" in md
+    assert "| cuda_oom | 1 | 7 |" in md and "against baseline #0" in md
+    launch = (out / "best-launch.sh").read_text()
+    assert "sglang.launch_server --model-path Qwen/Qwen3-32B-AWQ" in launch
+    assert f"--schedule-policy {best.params['schedule-policy']}" in launch
+    # Simulator target: the docker line falls back to the placeholder image.
+    assert "lmsysorg/sglang:latest" in (out / "best-docker-run.sh").read_text()
+    assert f"quantization: {best.params['quantization']}" in (out / "best-flags.yaml").read_text()
+
+    page = (out / "report.html").read_text()
+    for title in ("Optimisation history", "Parameter importance", "Failures by kind", "Latency distribution"):
+        assert f"<h2>{title}</h2>" in page
+    assert "Pareto front" not in page
+    assert "<script src=" not in page and "plotly.js v" in page.lower()  # self-contained: js inline
+
+
+def test_two_objective_report_has_pareto_front(url: str, tmp_path: Path) -> None:
+    populate_demo_study(url, "multi", metrics=("output_throughput", "ttft_p99_ms"),
+                        target={"image": "lmsysorg/sglang:v0.5.5"}, seed=3)  # fmt: skip
+    out = tmp_path / "multi"
+    run = report(url, "multi", out)
+    assert run.returncode == 0, run.stderr
+    assert "<h2>Pareto front</h2>" in (out / "report.html").read_text()
+    docker = (out / "best-docker-run.sh").read_text()
+    assert "lmsysorg/sglang:v0.5.5" in docker and "sglang.launch_server" in docker
+    frame = pd.read_csv(out / "trials.csv")
+    assert {"objective_output_throughput", "objective_ttft_p99_ms"} <= set(frame.columns)
+
+
+def test_latency_of_best_and_baseline_comes_from_request_records(url: str) -> None:
+    study = populate_demo_study(url, "lat", seed=5)
+    best, base = ranked_trials(study)[0], baseline_trial(study)
+    assert base is not None and base.user_attrs["seed_name"] == "baseline"
+    with TunerStore(url) as store:
+        lat = latency_frame(store, study, {"best": best, "baseline": base})
+        expected = [r.ttft_s * 1000 for r in store.read_requests("lat", best.number)
+                    if r.ok and not r.warmup and r.ttft_s is not None]  # fmt: skip
+    assert lat[lat.label == f"best (#{best.number})"].ttft_ms.tolist() == pytest.approx(expected)
+
+
+def test_few_trials_skip_importance_but_still_report(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'few.db'}"
+    study = optuna.create_study(study_name="few", storage=make_optuna_storage(url), direction="maximize")
+    study.set_metric_names(["output_throughput"])
+    for x in (1.0, 2.0):
+        t = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        t.set_user_attr("command", ["python3", "-m", "sglang.launch_server", "--x", str(x)])
+        t.set_user_attr("flags", {"x": x})
+        study.tell(t, x)
+    run = report(url, "few", tmp_path / "few")
+    assert run.returncode == 0, run.stderr
+    assert "parameter importance skipped: 2 complete trial(s)" in run.stderr
+    assert "--x 2.0" in (tmp_path / "few" / "best-launch.sh").read_text()
+    assert "lmsysorg/sglang:latest" in (tmp_path / "few" / "best-docker-run.sh").read_text()
+
+
+def test_unknown_study_and_bad_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    optuna.create_study(study_name="there", storage=make_optuna_storage(url))
+    run = report(url, "missing", tmp_path / "o")
+    assert run.returncode == 3 and "no study 'missing'" in run.stderr and "studies there: there" in run.stderr
+    run = report("postgresql+psycopg://u:pw@127.0.0.1:1/db", "s", tmp_path / "o")
+    assert run.returncode == 3 and "u:***@127.0.0.1:1/db" in run.stderr and ":pw@" not in run.stderr
