@@ -135,12 +135,14 @@ def populate_demo_study(
     space: dict[str, Any] | None = None,
     target: Any = None,
     seed: int = 0,
+    artifact_dir: Path | None = None,
 ) -> optuna.Study:
     """Test data for reports and the dashboard: a study built through ``ask``/``tell`` as the runner does.
 
     Trials, in order: a ``baseline`` seed, six measured configurations (one violating the TTFT SLO),
     a CUDA OOM crash and a segfault (PRUNED, ``crash`` constraint 1, ``failure_kind``), and one FAIL
-    (interrupted). Measured trials get request records in ``tuner_requests``.
+    (interrupted). Measured trials get request records in ``tuner_requests``; with ``artifact_dir``
+    every trial gets a server log uploaded as an artifact, as the study runner does.
     """
     rng = random.Random(seed)
     storage = make_optuna_storage(url)
@@ -176,6 +178,8 @@ def populate_demo_study(
             for flag, value in flags.items():
                 argv += [f"--{flag}", str(value)]
             trial.set_user_attr("command", argv)
+            if artifact_dir is not None:
+                _upload_log(artifact_dir, trial, what)
             if what == "ok":
                 tput = 20.0 + 30.0 * trial.params["mem-fraction-static"] + rng.uniform(0, 5) + k
                 ttft = 3500.0 if k == 3 else 400.0 + rng.uniform(0, 900) - 20 * k
@@ -208,3 +212,25 @@ def populate_demo_study(
                 trial.set_constraint("slo_ttft_p99_ms", 0.0)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return study
+
+
+def _upload_log(artifact_dir: Path, trial: optuna.Trial, what: str) -> None:
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    log = artifact_dir.parent / f"server-{trial.number}.log"
+    lines = ["[2026-11-20 10:00:00] server_args=ServerArgs(...)", "Load weight end. mem usage=18.05 GB"]
+    if what == "cuda_oom":
+        lines.append("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    elif what == "segfault":
+        lines.append("Fatal Python error: Segmentation fault")
+    else:
+        lines.append("The server is fired up and ready to roll!")
+    log.write_text("\n".join(lines) + "\n")
+    artifact_id = upload_artifact(
+        artifact_store=FileSystemArtifactStore(str(artifact_dir)),
+        file_path=str(log),
+        study_or_trial=trial,
+        mimetype="text/plain",
+    )
+    trial.set_user_attr("server_log_artifact", artifact_id)
