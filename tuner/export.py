@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from tuner.engines import get_engine
-from tuner.space.schema import DockerTarget, SearchSpace
+from tuner.launch.docker import DockerTarget
+from tuner.space.schema import SearchSpace
 
 
 def launch_command(space: SearchSpace, flags: Mapping[str, Any], *, port: int | None = None) -> list[str]:

@@ -105,7 +105,7 @@ class ConfigRunner:
                 target.seed if target.seed is not None else zlib.crc32(f"{self.study}:{run_index}".encode())
             )
             return simulator_program(self.space, target, seed)
-        return target.command
+        return getattr(target, "command", None)  # docker: the image runs the engine's own program
 
     def measure(
         self, flags: Mapping[str, Any], *, run_index: int, should_stop: ShouldStop | None = None

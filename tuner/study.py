@@ -33,7 +33,8 @@ from tuner.launch.process import ProcessLauncher
 from tuner.progress import Progress
 from tuner.runner import ConfigRunner, Outcome, TrialRunner
 from tuner.space import SearchSpace, load_space
-from tuner.space.schema import DockerTarget, SimulatorTarget
+from tuner.launch.docker import DockerTarget
+from tuner.space.schema import SimulatorTarget
 from tuner.store.models import Provenance
 from tuner.store.store import TunerStore
 from tuner.store.urls import check_multiworker_safe, make_optuna_storage

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tuner.launch.docker import DockerTarget
 from tuner.loadgen.workload import SLOs, WorkloadSpec
 
 ChoiceValue = str | int | float | bool | None
@@ -90,22 +91,6 @@ class ProcessTarget(_Strict):
     command: list[str] | None = None
     env: dict[str, str] = {}
     secret_env_from_host: list[str] = []
-
-
-class DockerTarget(_Strict):
-    """Run the engine's image through the Docker SDK (see ``tuner/launch/docker.py``)."""
-
-    kind: Literal["docker"]
-    image: str
-    command: list[str] | None = None
-    gpus: Literal["all", "none"] | list[int] = "all"
-    shm_size: str | None = "32g"
-    ipc: str | None = None
-    env: dict[str, str] = {}
-    secret_env_from_host: list[str] = ["HF_TOKEN"]
-    volumes: dict[str, dict[str, str]] = {}
-    mem_limit: str | None = None
-    check_flags: bool = True
 
 
 Target = Annotated[SimulatorTarget | ProcessTarget | DockerTarget, Field(discriminator="kind")]
