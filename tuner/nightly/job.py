@@ -1,0 +1,460 @@
+"""The nightly retune job: lock, re-measure the deployed configuration, search, validate, decide.
+
+    lock -> load space/study -> which configuration is deployed? -> does tonight's engine accept it?
+      -> re-measure it (repeats) -> regression vs its deployment-time repeats
+      -> warm start (deployed + best known) -> new trials within the time budget
+      -> validate the best candidates interleaved with the deployed one (A/B/A/B)
+      -> promote only a significant, SLO-clean improvement -> deployed file, history row, report
+
+The result carries the exit code a scheduler alerts on (see :mod:`tuner.nightly` and docs/nightly.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import traceback
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial
+
+from tuner.errors import ConfigError
+from tuner.nightly.compat import image_check_available, rejection
+from tuner.nightly.decide import Verdict, promotion_verdict, regression_verdict
+from tuner.nightly.deployed import (
+    DeployedConfig,
+    params_from_flags,
+    read_deployed,
+    same_config,
+    write_deployed,
+)
+from tuner.nightly.lock import NightlyLock
+from tuner.nightly.remeasure import Measurement, Remeasurer, paired_values, values
+from tuner.nightly.search import WarmStart, candidates, enqueue, known_top, run_search, tonights_trials
+from tuner.runner import ConfigRunner, TrialRunner, simulator_program
+from tuner.space import SearchSpace, load_space
+from tuner.space.schema import DockerTarget, SimulatorTarget
+from tuner.store.models import Deployment
+from tuner.store.store import TunerStore
+from tuner.store.urls import mask_url
+from tuner.study import StudyContext, make_launcher, make_recorder, open_study, sigterm_as_interrupt
+from tuner.summary import best_trials
+
+EXIT_KEPT = 0
+EXIT_FAILED = 1
+EXIT_PROMOTED = 10
+EXIT_REGRESSION = 20
+EXIT_DEPLOYED_FAILED = 21
+EXIT_LOCKED = 75
+
+NIGHTLY_WORKER = "nightly"
+
+
+@dataclass(frozen=True)
+class NightlyOptions:
+    """Everything one run needs; the CLI fills it (``python -m tuner.nightly --help``)."""
+
+    space: Path
+    storage: str
+    out: Path = Path("storage")
+    study: str | None = None
+    deployed: Path | None = None  # default: <out>/deployed/<study>.yaml
+    lock: Path | None = None  # default: <out>/nightly/<study>.lock
+    repeats: int = 5
+    max_trials: int = 20
+    budget_s: float = 3600.0
+    known_top: int = 3
+    candidates: int = 2
+    rounds: int = 5
+    margin: float = 0.02
+    regression_margin: float = 0.02
+    confidence: float = 0.95
+    resamples: int = 4000
+    seed: int = 0
+    sampler_seed: int | None = None
+    accept_current: bool = False
+
+
+@dataclass
+class NightlyRun:
+    """What one run did and found: the report is rendered from this."""
+
+    stamp: str
+    options: NightlyOptions
+    study: str = ""
+    space: SearchSpace | None = None
+    notes: list[str] = field(default_factory=list)
+    deployed: DeployedConfig | None = None
+    deployed_origin: str = ""
+    deployed_rejected: str | None = None
+    repeats: list[Measurement] = field(default_factory=list)
+    reference: list[float] | None = None
+    reference_desc: str = ""
+    regression: Verdict | None = None
+    warm_start: list[WarmStart] = field(default_factory=list)
+    search_seconds: float = 0.0
+    tonight: list[FrozenTrial] = field(default_factory=list)
+    validation: dict[str, list[Measurement]] = field(default_factory=dict)
+    candidate_trials: dict[str, FrozenTrial] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    promoted: str | None = None
+    decision: str = "failed"
+    exit_code: int = EXIT_FAILED
+    error: str | None = None
+    report_path: Path | None = None
+
+    @property
+    def deployed_failures(self) -> list[Measurement]:
+        ref = [m for m in self.repeats if not m.ok]
+        ref += [m for m in self.validation.get("deployed", []) if not m.ok]
+        return ref
+
+
+class NightlyConfigRunner(ConfigRunner):
+    """A ConfigRunner whose simulator seeds differ every night (as real nights do).
+
+    The study's own runner seeds the simulator by trial number; re-measurements are numbered
+    from 0 each night, so the night's stamp is mixed in.
+    """
+
+    def __init__(self, *args: Any, salt: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.salt = salt
+
+    def program(self, run_index: int) -> list[str] | None:
+        target = self.space.target
+        if isinstance(target, SimulatorTarget) and target.seed is None:
+            seed = zlib.crc32(f"{self.study}:{self.salt}:{run_index}".encode())
+            return simulator_program(self.space, target, seed)
+        return super().program(run_index)
+
+
+def run_nightly(opts: NightlyOptions, *, stamp: str | None = None) -> NightlyRun:
+    """One nightly run under the lock. Raises :class:`tuner.nightly.lock.LockHeld` if another runs.
+
+    Errors after the lock is taken are caught: the run is reported as failed (exit 1) and the
+    report says why.
+    """
+    stamp = stamp or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run = NightlyRun(stamp, opts)
+    space = load_space(opts.space)  # a broken space file fails before the lock: nothing to report yet
+    run.space = space
+    run.study = opts.study or space.name
+    lock_path = opts.lock or opts.out / "nightly" / f"{run.study}.lock"
+    with NightlyLock(lock_path) as lock:
+        if lock.recovered:
+            who = ", ".join(f"{k} {v}" for k, v in lock.recovered.items())
+            run.notes.append(f"took over the lock left by a run that did not finish ({who})")
+        try:
+            with sigterm_as_interrupt():
+                _run(run, space)
+        except KeyboardInterrupt:
+            run.error = "interrupted (SIGINT/SIGTERM); the deployed configuration was not changed"
+            run.decision, run.exit_code = "failed", EXIT_FAILED
+        except Exception as e:  # the job must always leave a report a person can read
+            run.error = f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+            run.decision, run.exit_code = "failed", EXIT_FAILED
+        finally:
+            from tuner.nightly.report import write_report
+
+            run.report_path = write_report(run, opts.out / "nightly")
+    return run
+
+
+def _deployed_path(run: NightlyRun) -> Path:
+    return run.options.deployed or run.options.out / "deployed" / f"{run.study}.yaml"
+
+
+def _run(run: NightlyRun, space: SearchSpace) -> None:
+    opts = run.options
+    objective = space.objectives[0]
+    maximize = objective.direction == "maximize"
+    if len(space.objectives) > 1:
+        run.notes.append(
+            f"the space has {len(space.objectives)} objectives; the nightly decisions use the first, "
+            f"{objective.metric}, and the SLOs"
+        )
+    if isinstance(space.target, DockerTarget) and not image_check_available():
+        run.notes.append("image flag check unavailable (tuner.launch.image_check): flags checked against "
+                         f"the {space.engine} {space.engine_version} flag table only")  # fmt: skip
+    study_args = argparse.Namespace(
+        storage=opts.storage, workers=1, heartbeat=60, sampler="tpe", seed=opts.sampler_seed, prune=False,
+        study=run.study, space=str(opts.space), no_seed_trials=False,
+    )  # fmt: skip
+    study = open_study(study_args, space)
+    store = TunerStore(opts.storage)
+    launcher = make_launcher(space, source=str(opts.space))
+    try:
+        reaped = launcher.reap_orphans(run.study, NIGHTLY_WORKER)
+        if reaped:
+            run.notes.append(f"stopped {reaped} server(s) an earlier, killed nightly run left running")
+        _resolve_deployed(run, space, study, store)
+        assert run.deployed is not None
+        if (why := rejection(space, run.deployed.flags)) is not None:
+            run.deployed_rejected = why
+            run.notes.append(f"the deployed configuration cannot run on tonight's engine: {why}")
+            run.decision, run.exit_code = "deployed configuration rejected", EXIT_DEPLOYED_FAILED
+            return
+        logs = opts.out / "logs" / f"nightly-{run.stamp}"
+        logs.mkdir(parents=True, exist_ok=True)
+        measurer = Remeasurer(
+            NightlyConfigRunner(space, launcher, study=run.study, log_dir=logs, worker=NIGHTLY_WORKER,
+                                salt=run.stamp),
+            space,
+        )  # fmt: skip
+
+        # 1. the deployed configuration, again, several times
+        _find_reference(run, space, store)
+        run.repeats = measurer.repeats("deployed", run.deployed.flags, opts.repeats)
+        if run.deployed_failures:
+            run.decision, run.exit_code = "deployed configuration failed", EXIT_DEPLOYED_FAILED
+            return
+        fresh = values(run.repeats)
+        if run.reference is not None and not opts.accept_current:
+            run.regression = regression_verdict(
+                run.reference, fresh, maximize=maximize, margin=opts.regression_margin,
+                confidence=opts.confidence, resamples=opts.resamples, seed=opts.seed,
+            )  # fmt: skip
+        else:
+            reason = (
+                "re-baselined on request (--accept-current)" if opts.accept_current else run.reference_desc
+            )
+            _record(run, space, store, run.deployed, run.repeats, reason=reason)
+
+        # 2. warm start and the time-boxed search
+        deployed_params = run.deployed.params or params_from_flags(space, run.deployed.flags)
+        if deployed_params:
+            run.warm_start.append(WarmStart("deployed", dict(deployed_params), dict(run.deployed.flags)))
+        else:
+            run.notes.append(
+                "the deployed flags are not expressible as this space's parameters: not enqueued"
+            )
+        top, dropped = known_top(study, space, n=opts.known_top, exclude=run.deployed.flags)
+        run.warm_start += top
+        run.notes += dropped
+        if opts.max_trials > 0:
+            enqueue(study, run.warm_start, run.stamp)
+            ctx = StudyContext(space, study, store, launcher, opts.out, NIGHTLY_WORKER)
+            (opts.out / "logs").mkdir(parents=True, exist_ok=True)
+            runner = TrialRunner(
+                ConfigRunner(
+                    space, launcher, study=run.study, log_dir=opts.out / "logs", worker=NIGHTLY_WORKER
+                ),
+                on_outcome=make_recorder(ctx, FileSystemArtifactStore(_artifacts(opts.out))),
+            )
+            run.search_seconds = run_search(
+                study, runner, stamp=run.stamp, max_trials=opts.max_trials, budget_s=opts.budget_s
+            )
+        run.tonight = tonights_trials(study, run.stamp)
+
+        # 3. validation, interleaved with the deployed configuration
+        _validate(run, space, study, measurer, maximize)
+
+        # 4. decision
+        if run.deployed_failures:
+            run.decision, run.exit_code = "deployed configuration failed", EXIT_DEPLOYED_FAILED
+            return
+        if run.promoted is not None:
+            _promote(run, space, store)
+        if run.regression is not None and run.regression.decision == "regression":
+            run.decision = "regression" + (f" (and promoted {run.promoted})" if run.promoted else "")
+            run.exit_code = EXIT_REGRESSION
+        elif run.promoted is not None:
+            run.decision, run.exit_code = f"promoted {run.promoted}", EXIT_PROMOTED
+        else:
+            run.decision, run.exit_code = "kept", EXIT_KEPT
+    finally:
+        launcher.close()
+        store.close()
+
+
+def _artifacts(out: Path) -> str:
+    path = out / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _resolve_deployed(run: NightlyRun, space: SearchSpace, study: optuna.Study, store: TunerStore) -> None:
+    """The file wins; then the database history; then the study's best feasible trial; then a seed."""
+    path = _deployed_path(run)
+    from_file = read_deployed(path)
+    last = store.last_deployment(run.study)
+    if from_file is not None:
+        run.deployed, run.deployed_origin = from_file, f"file {path}"
+        if last is not None and not same_config(last.flags, from_file.flags):
+            run.notes.append(f"{path} differs from the last deployment recorded in the database "
+                             f"({last.deployed_at:%Y-%m-%d}); the file is what runs, so the file is used")  # fmt: skip
+        return
+    if last is not None:
+        run.deployed = DeployedConfig(dict(last.flags), dict(last.params), last.study_name, last.trial_number,
+                                      last.reason, last.deployed_at.isoformat(timespec="seconds"))  # fmt: skip
+        run.deployed_origin = "database history (file missing: written again)"
+        write_deployed(
+            path, space, run.deployed, header=f"restored from the database by nightly run {run.stamp}"
+        )
+        return
+    ranked = best_trials(study, space)
+    if ranked:
+        t = ranked[0]
+        flags = dict(t.user_attrs.get("flags", {}))
+        run.deployed = DeployedConfig(
+            flags, dict(t.params), run.study, t.number, "initial deployment: best known trial"
+        )
+        run.deployed_origin = f"nothing was deployed: deploying the study's best feasible trial #{t.number}"
+    elif space.seed_trials:
+        seed = space.seed_trials[0]
+        from tuner.space.sample import params_to_flags
+
+        flags = dict(params_to_flags(space, seed.params))
+        run.deployed = DeployedConfig(
+            flags, dict(seed.params), run.study, None, f"initial deployment: seed {seed.name}"
+        )
+        run.deployed_origin = (
+            f"nothing was deployed and the study has no feasible trial: deploying seed {seed.name!r}"
+        )
+    else:
+        raise ConfigError(
+            f"nothing is deployed ({path} missing, no history in the database), the study has no feasible "
+            "trial and the space no seed_trials: run a study first (make demo) or write the deployed file",
+            source=str(run.options.space),
+        )
+    run.notes.append(run.deployed_origin)
+    write_deployed(path, space, run.deployed, header=f"initial deployment by nightly run {run.stamp}")
+
+
+def _find_reference(run: NightlyRun, space: SearchSpace, store: TunerStore) -> None:
+    """The repeats recorded when the deployed configuration went into service (same workload)."""
+    assert run.deployed is not None
+    objective = space.objectives[0].metric
+    workload = space.workload.fingerprint()
+    for row in reversed(store.deployments(run.study)):
+        if not same_config(row.flags, run.deployed.flags):
+            continue
+        m = row.metrics or {}
+        when = f"{row.deployed_at:%Y-%m-%d %H:%M} UTC"
+        if m.get("objective") != objective or not m.get("samples"):
+            run.reference_desc = (
+                f"the deployment of {when} recorded no repeats of {objective}: tonight's become the reference"
+            )
+        elif m.get("workload_fingerprint") != workload:
+            run.reference_desc = (f"the deployment of {when} was measured with another workload "
+                                  f"({m.get('workload_fingerprint')} vs {workload}): tonight's repeats become the reference")  # fmt: skip
+        else:
+            run.reference = [float(v) for v in m["samples"]]
+            run.reference_desc = (
+                f"{len(run.reference)} repeats recorded at the deployment of {when} ({row.reason})"
+            )
+            if m.get("engine_version") and m["engine_version"] != space.engine_version:
+                run.notes.append(f"engine version changed since the reference: {m['engine_version']} -> "
+                                 f"{space.engine_version}")  # fmt: skip
+        return
+    run.reference_desc = (
+        f"no history for this configuration ({run.deployed_origin}): tonight's repeats become the reference"
+    )
+
+
+def _validate(
+    run: NightlyRun, space: SearchSpace, study: optuna.Study, measurer: Remeasurer, maximize: bool
+) -> None:
+    opts = run.options
+    assert run.deployed is not None
+    fresh_mean = sum(values(run.repeats)) / len(values(run.repeats))
+    picked = candidates(study, space, run.stamp, deployed_flags=run.deployed.flags, n=opts.candidates)
+    promising = [t for t in picked if (t.values[0] > fresh_mean if maximize else t.values[0] < fresh_mean)]
+    for t in picked:
+        if t not in promising:
+            run.notes.append(f"candidate #{t.number} ({t.values[0]:.3f}) did not beat the deployed mean "
+                             f"({fresh_mean:.3f}) tonight: not validated")  # fmt: skip
+    if not promising:
+        if not picked:
+            run.notes.append("no feasible configuration other than the deployed one was measured tonight")
+        return
+    run.candidate_trials = {f"#{t.number}": t for t in promising}
+    configs: dict[str, dict[str, Any]] = {"deployed": dict(run.deployed.flags)}
+    configs.update({label: dict(t.user_attrs.get("flags", {})) for label, t in run.candidate_trials.items()})
+    run.validation = measurer.interleaved(configs, opts.rounds)
+    # Bonferroni: several candidates tested against one deployed configuration
+    confidence = 1.0 - (1.0 - opts.confidence) / len(promising)
+    best: tuple[float, str] | None = None
+    for label in run.candidate_trials:
+        base, cand = paired_values(run.validation["deployed"], run.validation[label])
+        ms = run.validation[label]
+        verdict = promotion_verdict(
+            base, cand, candidate_slo_ok=[m.slo_ok for m in ms if m.ok],
+            candidate_failures=sum(1 for m in ms if not m.ok), maximize=maximize, margin=opts.margin,
+            confidence=confidence, resamples=opts.resamples, seed=opts.seed,
+        )  # fmt: skip
+        run.verdicts[label] = verdict
+        if (
+            verdict.decision == "promote"
+            and verdict.ci is not None
+            and (best is None or verdict.ci.low > best[0])
+        ):
+            best = (verdict.ci.low, label)
+    run.promoted = best[1] if best else None
+
+
+def _promote(run: NightlyRun, space: SearchSpace, store: TunerStore) -> None:
+    assert run.promoted is not None
+    trial = run.candidate_trials[run.promoted]
+    verdict = run.verdicts[run.promoted]
+    assert verdict.ci is not None
+    reason = f"nightly {run.stamp}: promoted trial {run.promoted}, {space.objectives[0].metric} ratio {verdict.ci.describe()}"
+    config = DeployedConfig(
+        dict(trial.user_attrs.get("flags", {})), dict(trial.params), run.study, trial.number, reason
+    )
+    _record(run, space, store, config, run.validation[run.promoted], reason=reason, ci=verdict)
+    write_deployed(_deployed_path(run), space, config, header=f"promoted by nightly run {run.stamp}")
+    run.notes.append(
+        f"promoted {run.promoted}: {_deployed_path(run)} rewritten, deployment recorded in the database"
+    )
+
+
+def _record(
+    run: NightlyRun,
+    space: SearchSpace,
+    store: TunerStore,
+    config: DeployedConfig,
+    measurements: list[Measurement],
+    *,
+    reason: str,
+    ci: Verdict | None = None,
+) -> None:
+    """Append a deployment row whose metrics hold the repeats later nights compare against."""
+    from tuner.export import launch_command
+
+    objective = space.objectives[0]
+    samples = values(measurements)
+    ok = [m for m in measurements if m.ok]
+    means = {k: sum(m.metrics[k] for m in ok) / len(ok) for k in ok[0].metrics} if ok else {}
+    metrics: dict[str, Any] = {
+        "objective": objective.metric,
+        "direction": objective.direction,
+        "samples": samples,
+        "mean": sum(samples) / len(samples) if samples else None,
+        "workload_fingerprint": space.workload.fingerprint(),
+        "engine_version": space.engine_version,
+        "nightly": run.stamp,
+        "means": means,
+    }
+    if ci is not None and ci.ci is not None:
+        metrics["ratio_ci"] = {"estimate": ci.ci.estimate, "low": ci.ci.low, "high": ci.ci.high,
+                               "confidence": ci.ci.confidence}  # fmt: skip
+    image = space.target.image if isinstance(space.target, DockerTarget) else None
+    store.record_deployment(
+        Deployment(
+            study_name=run.study, command=launch_command(space, config.flags), flags=dict(config.flags),
+            reason=reason, params=dict(config.params), metrics=metrics, trial_number=config.trial_number,
+            image=image,
+        )
+    )  # fmt: skip
+
+
+def masked_storage(run: NightlyRun) -> str:
+    """The storage URL with any password hidden (for the report)."""
+    return mask_url(run.options.storage)
