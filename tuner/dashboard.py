@@ -93,8 +93,8 @@ def ensure_metric_names(study: optuna.Study) -> None:
     if study.metric_names:
         return
     objectives = (study.user_attrs.get("space") or {}).get("objectives") or []
-    names = [o.get("metric") for o in objectives if isinstance(o, dict)]
-    if names and len(names) == len(study.directions) and all(isinstance(n, str) for n in names):
+    names = [str(o["metric"]) for o in objectives if isinstance(o, dict) and o.get("metric")]
+    if names and len(names) == len(study.directions):
         study.set_metric_names(names)
 
 

@@ -124,8 +124,8 @@ class TunerStore:
         row = asdict(deployment)
         row.pop("id")
         with self._begin(f"recording a deployment of study {deployment.study_name!r} in") as conn:
-            result = conn.execute(schema.deployments.insert().values(**row))
-            return int(result.inserted_primary_key[0])
+            stmt = schema.deployments.insert().values(**row).returning(schema.deployments.c.id)
+            return int(conn.execute(stmt).scalar_one())
 
     def _replace_only(self, table: Table, study_name: str, trial_number: int, rows: list[dict]) -> None:
         with self._begin(f"writing {table.name} of trial {trial_number} ({study_name!r}) to") as conn:

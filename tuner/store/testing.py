@@ -146,7 +146,12 @@ def populate_demo_study(
     """
     rng = random.Random(seed)
     storage = make_optuna_storage(url)
-    directions = ["maximize" if m.endswith("throughput") else "minimize" for m in metrics]
+    directions = [
+        optuna.study.StudyDirection.MAXIMIZE
+        if m.endswith("throughput")
+        else optuna.study.StudyDirection.MINIMIZE
+        for m in metrics
+    ]
     study = optuna.create_study(study_name=name, storage=storage, directions=directions)
     study.set_metric_names(list(metrics))
     if space is not None:

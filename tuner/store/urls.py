@@ -8,6 +8,7 @@ Every SQLAlchemy or Optuna storage error that reaches the tuner passes through
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -112,8 +113,10 @@ def make_optuna_storage(
 
     >>> storage = make_optuna_storage("sqlite:///storage/tuner.db")  # doctest: +SKIP
     """
-    callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
-    with storage_errors(url, "opening the Optuna storage at"):
+    with storage_errors(url, "opening the Optuna storage at"), warnings.catch_warnings():
+        # Heartbeats are "experimental" in Optuna since 2.8; we rely on them on purpose.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
         try:
             return RDBStorage(
                 url,
