@@ -11,7 +11,6 @@ the record, never raised; only cancellation propagates.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,11 @@ import aiohttp
 
 from tuner.loadgen.prompts import Prompt
 from tuner.records import RequestRecord
+
+try:  # parsing every streamed event is the client's hottest path: orjson is ~8x faster
+    from orjson import loads as _json_loads
+except ImportError:  # pragma: no cover - the standard library is the fallback
+    from json import loads as _json_loads
 
 Api = Literal["generate", "completions", "chat"]
 
@@ -194,20 +198,20 @@ async def _read_stream(
         now = time.perf_counter_ns()
         if record.done_ns is not None:
             continue
-        buffer += data
-        if b"\n" not in data:
-            continue
-        *lines, buffer = buffer.split(b"\n")
-        for raw in lines:
-            line = raw.strip()
-            if not line.startswith(b"data:"):
+        if buffer:
+            data, buffer = buffer + data, b""
+        if not data.endswith(b"\n"):  # keep an incomplete last line for the next read
+            cut = data.rfind(b"\n") + 1
+            data, buffer = data[:cut], data[cut:]
+        for raw in data.split(b"\n"):
+            if not raw.startswith(b"data:"):
                 continue  # blank separators, comments, event:/id: fields
-            payload = line[5:].strip()
+            payload = raw[5:].strip()
             if payload == b"[DONE]":
                 record.done_ns = now
                 break
             try:
-                event = json.loads(payload)
+                event = _json_loads(payload)
             except ValueError:
                 state.error = f"undecodable stream event: {payload[:200]!r}"
                 return
