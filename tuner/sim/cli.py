@@ -1,0 +1,128 @@
+"""The command line of ``python -m tuner.sim``: SGLang's flags for one version, plus ``--sim-*``.
+
+SGLang's flags come from ``tuner.engines.sglang.flag_specs(version)``, the tuner's one table,
+so the simulated server accepts and rejects exactly what the tuner believes that SGLang
+version does: an unknown flag is an argparse error with exit code 2, as with the real
+``launch_server``. ``--sim-sglang-version`` is read first because it decides the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from tuner.engines import sglang
+from tuner.engines.base import FlagSpec
+from tuner.sim.config import SimOptions
+from tuner.sim.failures import INJECTABLE
+from tuner.sim.profiles import GPUS, MODELS
+
+DEFAULT_GPU = "rtx5090"
+DEFAULT_MODEL = "qwen3-32b-awq"
+DEFAULT_NOISE = 0.03
+SIM_FLAGS = (
+    "sim_sglang_version",
+    "sim_gpu",
+    "sim_model",
+    "sim_seed",
+    "sim_noise",
+    "sim_startup_scale",
+    "sim_inject",
+)
+
+
+def _version(argv: Sequence[str]) -> str:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--sim-sglang-version", default=sglang.DEFAULT_VERSION)
+    ns, _ = pre.parse_known_args(argv)
+    return str(ns.sim_sglang_version)
+
+
+def build_parser(version: str) -> argparse.ArgumentParser:
+    """SGLang ``version``'s launch_server parser with the simulator's own group appended."""
+    parser = argparse.ArgumentParser(
+        prog="launch_server.py",
+        description=f"Simulated SGLang {version} server (tuner.sim): SGLang's API and flags, modelled timing.",
+    )
+    seen: set[str] = set()
+    for spec in sglang.flag_specs(version).values():
+        if spec.name in seen:
+            continue
+        seen.add(spec.name)
+        _add(parser, spec)
+    sim = parser.add_argument_group("simulator options (not SGLang's)")
+    sim.add_argument(
+        "--sim-sglang-version",
+        default=sglang.DEFAULT_VERSION,
+        choices=sglang.KNOWN_VERSIONS,
+        help="which SGLang release's flag set to accept",
+    )
+    sim.add_argument("--sim-gpu", default=DEFAULT_GPU, choices=sorted(GPUS), help="GPU profile")
+    sim.add_argument(
+        "--sim-model", default=None, choices=sorted(MODELS), help="model profile (default: from --model-path)"
+    )
+    sim.add_argument(
+        "--sim-seed", type=int, default=None, help="seed of noise and sampling (default: random per run)"
+    )
+    sim.add_argument(
+        "--sim-noise", type=float, default=DEFAULT_NOISE, help="relative std of run-to-run noise (0 = off)"
+    )
+    sim.add_argument(
+        "--sim-startup-scale",
+        type=float,
+        default=1.0,
+        help="multiply the modelled start-up durations (1.0 = realistic minutes; the demo uses 0.02)",
+    )
+    sim.add_argument(
+        "--sim-inject",
+        action="append",
+        default=[],
+        choices=INJECTABLE,
+        help="force a failure mode (repeatable)",
+    )
+    return parser
+
+
+def _add(parser: argparse.ArgumentParser, spec: FlagSpec) -> None:
+    names = [f"--{spec.name}", *(f"--{a}" for a in spec.aliases)]
+    dest = spec.name.replace("-", "_")
+    if spec.kind == "switch":
+        parser.add_argument(*names, dest=dest, action="store_true", help=spec.help or None)
+    elif spec.kind == "list":
+        parser.add_argument(*names, dest=dest, nargs="+", type=spec.type, help=spec.help or None)
+    else:
+        parser.add_argument(*names, dest=dest, type=spec.type, choices=spec.choices, help=spec.help or None)
+
+
+def model_for_path(path: str | None) -> str:
+    """Guess the model profile from ``--model-path`` (falls back to the report's model)."""
+    p = (path or "").lower()
+    if "0.5b" in p:
+        return "qwen2.5-0.5b"
+    if "llama" in p and "8b" in p:
+        return "llama-3.1-8b"
+    return DEFAULT_MODEL
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, SimOptions]:
+    """Parse the command line; argparse exits with code 2 on a flag the version lacks."""
+    version = _version(argv)
+    if version not in sglang.KNOWN_VERSIONS:
+        build_parser(sglang.DEFAULT_VERSION).error(
+            f"--sim-sglang-version {version}: known profiles are {', '.join(sglang.KNOWN_VERSIONS)}"
+        )
+    ns = build_parser(version).parse_args(argv)
+    seed = ns.sim_seed if ns.sim_seed is not None else int.from_bytes(os.urandom(4), "little")
+    opts = SimOptions(
+        sglang_version=version,
+        gpu=ns.sim_gpu,
+        model=ns.sim_model or model_for_path(ns.model_path),
+        seed=seed,
+        noise=max(0.0, ns.sim_noise),
+        startup_scale=max(0.0, ns.sim_startup_scale),
+        inject=tuple(ns.sim_inject),
+    )
+    for name in SIM_FLAGS:
+        delattr(ns, name)
+    return ns, opts

@@ -1,0 +1,202 @@
+"""Start-up of the simulated server: SGLang's milestones, their durations, then serving.
+
+Order and log lines follow ``sglang.launch_server``: arguments, weight loading, KV pool,
+CUDA-graph capture (with torch.compile inside it), the scheduler summary, the HTTP server,
+the warm-up request, and "The server is fired up and ready to roll!". Durations are modelled
+(``STARTUP_*``) and multiplied by ``--sim-startup-scale``; serving always runs in real time.
+A configuration that fails dies at the milestone where SGLang would (``failures.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from packaging.version import Version
+
+from tuner.engines import sglang
+from tuner.sim import cli, failures, perfmodel
+from tuner.sim.config import SimConfig, SimOptions, resolve
+from tuner.sim.engine import Engine, SimRequest
+from tuner.sim.logs import log
+from tuner.sim.profiles import GpuProfile, ModelProfile, gpu_profile, model_profile
+
+STARTUP_IMPORT_S = 9.0  # python, torch and sglang imports, CUDA initialisation
+STARTUP_LOAD_GIB_S = 1.2  # safetensors from a warm page cache into GPU memory, GiB/s
+STARTUP_KV_S = 1.0  # KV pool allocation and memory profiling
+STARTUP_GRAPH_S_PER_BS = 1.2  # capture of one batch size for a 64-layer model (scaled by layers)
+STARTUP_COMPILE_S = 30.0  # torch.compile: first compilation
+STARTUP_COMPILE_S_PER_BS = 8.0  # torch.compile: each further batch size up to --torch-compile-max-bs
+WARMUP_TEXT = "The capital city of France is"
+WARMUP_TOKENS = 8
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tuner.sim``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns, opts = cli.parse(args)
+    gpu, model = gpu_profile(opts.gpu), model_profile(opts.model)
+    cfg = resolve(ns, gpu, model)
+    log(f"server_args=ServerArgs({', '.join(f'{k}={v!r}' for k, v in cfg.as_server_args().items())})")
+    log(
+        f"Simulated SGLang {opts.sglang_version} on {gpu.name} ({gpu.arch}), model profile {model.hf_id}, seed {opts.seed}"
+    )
+    for flag, (since, warning) in sglang.DEPRECATED.items():
+        if getattr(ns, flag.replace("-", "_"), None) and Version(opts.sglang_version) >= Version(since):
+            log(f"WARNING: {warning}")
+    raw = {k: v for k, v in vars(ns).items()}
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(cfg, opts, gpu, model, raw))
+    return 0
+
+
+async def _pause(seconds: float, opts: SimOptions) -> None:
+    await asyncio.sleep(seconds * opts.startup_scale)
+
+
+async def _serve(
+    cfg: SimConfig, opts: SimOptions, gpu: GpuProfile, model: ModelProfile, raw: dict[str, object]
+) -> None:
+    from aiohttp import web
+
+    from tuner.sim.server import Api, ServerState
+
+    mem = perfmodel.memory_plan(cfg, gpu, model)
+    fail = failures.startup_failure(cfg, gpu, model, mem, opts.inject)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def die_at(stage: str) -> None:
+        if fail is None or fail.stage != stage:
+            return
+        if fail.segfault:
+            failures.scheduler_segfault()
+        failures.scheduler_exception(fail.exception, at_init=True)
+
+    await _pause(STARTUP_IMPORT_S, opts)
+    avail = gpu.mem_gib - perfmodel.CONTEXT_GIB
+    log(f"[TP0] Init torch distributed begin. avail mem={avail:.2f} GB")
+    log(f"[TP0] Load weight begin. avail mem={avail:.2f} GB")
+    await _pause(model.weight_gib / STARTUP_LOAD_GIB_S, opts)
+    die_at("load")
+    avail -= model.weight_gib + mem.marlin_gib
+    log(
+        f"[TP0] Load weight end. type={_arch(model)}, dtype=torch.bfloat16, avail mem={avail:.2f} GB, "
+        f"mem usage={model.weight_gib + mem.marlin_gib:.2f} GB."
+    )
+    await _pause(STARTUP_KV_S, opts)
+    die_at("kv")
+    half = mem.kv_pool_gib / 2
+    log(
+        f"[TP0] KV Cache is allocated. #tokens: {mem.kv_pool_tokens}, K size: {half:.2f} GB, V size: {half:.2f} GB"
+    )
+    avail -= mem.kv_pool_gib + mem.hicache_gib
+    log(f"[TP0] Memory pool end. avail mem={avail:.2f} GB")
+    die_at("attention")
+    if cfg.cuda_graph:
+        log(f"[TP0] Capture cuda graph begin. This can take up to several minutes. avail mem={avail:.2f} GB")
+        n_bs = perfmodel.graph_batch_sizes(cfg)
+        capture = n_bs * STARTUP_GRAPH_S_PER_BS * model.layers / 64
+        if cfg.torch_compile:
+            compiled = min(
+                n_bs,
+                perfmodel.graph_batch_sizes(cfg)
+                if cfg.torch_compile_max_bs >= cfg.cuda_graph_max_bs
+                else max(1, int(math.log2(max(cfg.torch_compile_max_bs, 1))) + 1),
+            )
+            capture += STARTUP_COMPILE_S + STARTUP_COMPILE_S_PER_BS * compiled
+        await _pause(capture * 0.3, opts)
+        die_at("graph")
+        await _pause(capture * 0.7, opts)
+        avail -= mem.graph_gib + mem.compile_gib
+        log(
+            f"[TP0] Capture cuda graph end. Time elapsed: {capture * opts.startup_scale:.2f} s. "
+            f"mem usage={mem.graph_gib + mem.compile_gib:.2f} GB. avail mem={avail:.2f} GB."
+        )
+    noise_rng = random.Random(opts.seed)
+    noise_factor = math.exp(noise_rng.gauss(0.0, opts.noise)) if opts.noise > 0 else 1.0
+    load = failures.LoadFailures(cfg, gpu, model, mem, opts.inject)
+    engine = Engine(
+        cfg,
+        gpu,
+        model,
+        mem,
+        seed=opts.seed,
+        noise_factor=noise_factor,
+        jitter=opts.noise / 3,
+        on_batch=load.check,
+    )
+    log(
+        f"[TP0] max_total_num_tokens={mem.kv_pool_tokens}, chunked_prefill_size={cfg.chunked_prefill_size}, "
+        f"max_prefill_tokens={cfg.max_prefill_tokens}, max_running_requests={engine.max_running}, "
+        f"context_len={cfg.context_length}, available_gpu_mem={avail:.2f} GB"
+    )
+    state = ServerState(
+        opts=opts,
+        cfg=cfg,
+        gpu=gpu,
+        model=model,
+        mem=mem,
+        engine=engine,
+        version=opts.sglang_version,
+        raw_args=raw,
+    )
+    runner = web.AppRunner(Api(state).app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as e:
+        log(
+            f"ERROR: [Errno {e.errno}] error while attempting to bind on address ({cfg.host!r}, {cfg.port}): {e.strerror}"
+        )
+        raise SystemExit(1) from e
+    scheduler = asyncio.create_task(engine.run())
+    log(f"INFO:     Started server process [{os.getpid()}]", stamp=False)
+    log("INFO:     Waiting for application startup.", stamp=False)
+    log("INFO:     Application startup complete.", stamp=False)
+    log(f"INFO:     Uvicorn running on http://{cfg.host}:{cfg.port} (Press CTRL+C to quit)", stamp=False)
+    if not cfg.skip_warmup:
+        await _warmup(engine, model)
+        log('INFO:     127.0.0.1:0 - "POST /generate HTTP/1.1" 200 OK', stamp=False)
+    state.ready = True
+    state.failing = "fail-requests" in opts.inject
+    log(sglang.READY_LINE)
+    await stop.wait()
+    scheduler.cancel()
+    await runner.cleanup()
+
+
+async def _warmup(engine: Engine, model: ModelProfile) -> None:
+    from tuner.sim.text import tokenize
+
+    req = SimRequest(
+        rid=engine.new_rid(),
+        prompt=tokenize(WARMUP_TEXT, model.vocab),
+        max_new=WARMUP_TOKENS,
+        ignore_eos=True,
+        stop_at=WARMUP_TOKENS,
+        arrival=time.monotonic(),
+    )
+    engine.submit(req)
+    while (await req.queue.get())[1] is None:
+        pass
+
+
+def _arch(model: ModelProfile) -> str:
+    return (
+        "Qwen3ForCausalLM"
+        if "qwen3" in model.name
+        else "LlamaForCausalLM"
+        if "llama" in model.name
+        else "Qwen2ForCausalLM"
+    )
