@@ -101,11 +101,7 @@ class LoadFailures:
         q, cfg = self.gpu.quirks, self.cfg
         loaded = batch.requests >= UNDER_LOAD
         if loaded and ("hang-under-load" in self.inject or (cfg.two_batch_overlap and q.tbo_hangs)):
-            if not self.hang:
-                log(
-                    "[TP0] Decode batch. #running-req: %d (two-batch overlap: waiting for micro-batch)"
-                    % batch.requests
-                )
+            # A real hang prints nothing: the scheduler waits forever inside a kernel or a collective.
             self.hang = True
             return True
         if loaded and "crash-under-load" in self.inject:
