@@ -1,0 +1,200 @@
+"""Everything the tuner knows about ``transformers serve`` (Hugging Face transformers 5.x), in one place.
+
+It runs on the H100 machine (transformers 5.17, torch 2.11) on a random-weight model written by
+``tuner.models.hf_random``, and on the CPU anywhere transformers and its serving extras are installed.
+Facts checked against transformers 5.17.0 (``shared/facts/real-engines-here.md`` and a CPU run here):
+
+- the CLI is click/typer: an unknown option or a bad value exits with code 2 and prints
+  ``Error: No such option '--x'`` / ``Error: Invalid value for '--x': …``; on/off options are
+  pairs (``--compile`` / ``--no-compile``), so a false value renders the ``no-`` form;
+- the model is loaded before uvicorn starts, so ``GET /health`` answering 200 means loaded;
+- ``/v1/completions`` and ``/v1/chat/completions`` stream SSE with a final ``usage`` chunk;
+  unknown request fields are refused with HTTP 422 (``"ignore_eos"`` included): exact output
+  lengths come from the model's ``generation_config.eos_token_id = None`` instead;
+- ``--continuous-batching`` with an impossible ``--cb-num-blocks`` starts, answers ``/health`` 200,
+  and fails every request (HTTP 500, then 503 "CB worker is dead"): healthy but failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+from tuner.engines.base import FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
+from tuner.errors import ConfigError, UnknownFlagError
+from tuner.failures import FailureKind, Signature
+
+NAME = "transformers"
+DEFAULT_PORT = 8000
+KNOWN_VERSIONS: tuple[str, ...] = ("5.17.0",)
+DEFAULT_VERSION = "5.17.0"
+PROGRAM = ("transformers", "serve")
+ENV = {"HF_HUB_OFFLINE": "1"}  # the model is a local directory; never reach for the Hub
+
+
+def _s(name: str, help: str = "") -> FlagSpec:
+    return FlagSpec(name=name, kind="switch", type=bool, help=help)
+
+
+def _v(name: str, typ: type = str, *, choices: tuple[str, ...] | None = None, help: str = "") -> FlagSpec:
+    return FlagSpec(name=name, kind="value", type=typ, choices=choices, help=help)
+
+
+_FLAGS: tuple[FlagSpec, ...] = (
+    _v("host"),
+    _v("port", int),
+    _v("device", help="auto, cuda:0, cpu …"),
+    _v("dtype", choices=("auto", "bfloat16", "float16", "float32")),
+    _v("attn-implementation", choices=("sdpa", "eager", "flex_attention", "flash_attention_2")),
+    _v("quantization", choices=("bnb-4bit", "bnb-8bit")),
+    _v("reasoning", choices=("on", "off", "auto")),
+    _v("chat-template-kwargs"),
+    _v("model-timeout", int),
+    _v("log-level"),
+    _v("default-seed", int),
+    _s("continuous-batching", help="paged attention + continuous batching (the big throughput switch)"),
+    _s("no-continuous-batching"),
+    _s("compile", help="torch.compile (non-batching path)"),
+    _s("no-compile"),
+    _s("trust-remote-code"),
+    _s("no-trust-remote-code"),
+    _s("enable-cors"),
+    _s("no-enable-cors"),
+    _v("cb-block-size", int, help="KV block size in tokens"),
+    _v("cb-num-blocks", int, help="KV blocks; too many kills the CB worker while /health stays 200"),
+    _v("cb-max-batch-tokens", int),
+    _v("cb-max-memory-percent", float, help="GPU memory fraction for the KV cache, 0..1"),
+    _s("cb-use-cuda-graph"),
+    _s("no-cb-use-cuda-graph"),
+)
+
+NEGATIONS: Mapping[str, str] = {
+    "continuous-batching": "no-continuous-batching",
+    "compile": "no-compile",
+    "trust-remote-code": "no-trust-remote-code",
+    "enable-cors": "no-enable-cors",
+    "cb-use-cuda-graph": "no-cb-use-cuda-graph",
+}
+
+
+def parse_version(version: str) -> str:
+    """Return ``version`` if it is a known profile; otherwise raise ConfigError naming the known ones."""
+    if version not in KNOWN_VERSIONS:
+        raise ConfigError(
+            f"unknown transformers version {version!r}; known: {', '.join(KNOWN_VERSIONS)}",
+            field="engine_version",
+        )
+    return version
+
+
+@cache
+def flag_specs(version: str) -> Mapping[str, FlagSpec]:
+    """Options ``transformers serve`` ``version`` accepts, keyed by name without dashes."""
+    parse_version(version)
+    return {spec.name: spec for spec in _FLAGS}
+
+
+def check_flags(flags: Sequence[str], version: str, *, source: str | None = None) -> None:
+    """Raise :class:`UnknownFlagError` naming each option ``transformers serve`` rejects."""
+    specs = flag_specs(version)
+    bad = [f.lstrip("-") for f in flags if f.lstrip("-") not in specs]
+    if bad:
+        raise UnknownFlagError(bad, engine=NAME, version=version, source=source)
+
+
+def canonical_flags(flags: FlagVector) -> dict[str, FlagValue]:
+    """``{switch: False}`` becomes the ``no-`` switch, so turning a feature off is explicit.
+
+    >>> canonical_flags({"continuous-batching": False, "cb-num-blocks": 64})
+    {'no-continuous-batching': True, 'cb-num-blocks': 64}
+    """
+    out: dict[str, FlagValue] = {}
+    for key, value in flags.items():
+        name = key.lstrip("-")
+        if value is False and name in NEGATIONS:
+            name, value = NEGATIONS[name], True
+        if name in out:
+            raise ConfigError(f"--{name} is set twice (directly and through its no- form)", field=key)
+        out[name] = value
+    return out
+
+
+def launch_argv(
+    *, model: str, host: str, port: int, flags: FlagVector, version: str, program: Sequence[str] | None = None
+) -> list[str]:
+    """``transformers serve MODEL_DIR --host H --port P <flags>``; run it with :data:`ENV` set.
+
+    ``model`` is the directory (or Hub id) to preload; requests must name it or leave ``model`` out.
+    ``program`` replaces ``transformers serve`` (e.g. ``["/venv/bin/transformers", "serve"]``).
+    """
+    return [
+        *(program or PROGRAM),
+        model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *render_flags(canonical_flags(flags), flag_specs(version)),
+    ]
+
+
+# First match wins. Exit code 2 at start-up (click's usage error) is FLAG_REJECTED by classify()'s fallback
+# too; the signature keeps the evidence line.
+SIGNATURES: tuple[Signature, ...] = (
+    Signature(
+        FailureKind.FLAG_REJECTED,
+        r"^Error: (No such option|Invalid value for '--|Got unexpected extra argument|Option '--[\w-]+' requires)",
+    ),
+    Signature(
+        FailureKind.CUDA_OOM, r"(torch\.)?OutOfMemoryError: CUDA out of memory|CUDA error: out of memory"
+    ),
+    Signature(
+        FailureKind.UNSUPPORTED,
+        r"no kernel image is available|is not supported for this|ImportError: .*flash_attn",
+    ),
+    Signature(
+        FailureKind.HEALTHY_BUT_FAILING, r"CB worker is dead|Error in generation loop|CB generation failed"
+    ),
+    Signature(FailureKind.SEGFAULT, r"Segmentation fault|SIGSEGV"),
+    Signature(FailureKind.CRASHED, r"^Traceback \(most recent call last\)"),
+)
+
+
+@dataclass(frozen=True)
+class TransformersServe:
+    """The ``transformers serve`` engine profile (see :class:`tuner.engines.base.Engine`).
+
+    Load goes to ``/v1/completions``. The request must NOT carry ``ignore_eos`` (HTTP 422).
+    """
+
+    name: str = NAME
+    default_port: int = DEFAULT_PORT
+    signatures: Sequence[Signature] = SIGNATURES
+    request: RequestShape = field(
+        default_factory=lambda: RequestShape(api="completions", health_path="/health")
+    )
+
+    def known_versions(self) -> Sequence[str]:
+        return KNOWN_VERSIONS
+
+    def flag_specs(self, version: str) -> Mapping[str, FlagSpec]:
+        return flag_specs(version)
+
+    def check_flags(self, flags: Sequence[str], version: str, *, source: str | None = None) -> None:
+        check_flags(flags, version, source=source)
+
+    def launch_argv(
+        self,
+        *,
+        model: str,
+        host: str,
+        port: int,
+        flags: FlagVector,
+        version: str,
+        program: Sequence[str] | None = None,
+    ) -> list[str]:
+        return launch_argv(model=model, host=host, port=port, flags=flags, version=version, program=program)
+
+
+ENGINE = TransformersServe()
