@@ -32,6 +32,7 @@ class FakeEngine:
     fail_every: int = 0  # every k-th request answers HTTP 500
     hang_after_chunks: int | None = None  # stop writing (but keep the connection) after k chunks
     with_meta: bool = True
+    error_after_chunks: int | None = None  # send an SGLang-style error event after k chunks
     arrivals_ns: list[int] = field(default_factory=list)
     bodies: list[dict] = field(default_factory=list)
     in_flight: int = 0
@@ -74,6 +75,9 @@ class FakeEngine:
                 await asyncio.sleep(3600)
             if chunks:
                 await asyncio.sleep(self.itl_s)
+            if self.error_after_chunks is not None and chunks >= self.error_after_chunks:
+                await resp.write(b'data: {"error": {"message": "CUDA error: an illegal memory access"}}\n\n')
+                break
             k = min(self.tokens_per_chunk, out_len - sent)
             sent += k
             chunks += 1
@@ -317,3 +321,12 @@ async def test_same_seed_same_prompts(server: ServerThread) -> None:
     server.engine.bodies.clear()
     await run_benchmark(server.url, spec(num_requests=3, seed=8))
     assert [b["text"] for b in server.engine.bodies] != first
+
+
+async def test_error_event_in_stream_fails_the_request(server: ServerThread) -> None:
+    server.engine.error_after_chunks = 2
+    result = await run_benchmark(server.url, spec(num_requests=2))
+    assert result.failed == 2 and result.completed == 0
+    r = result.records[0]
+    assert r.status == 200 and len(r.chunk_times_ns) == 2
+    assert r.error == "error in stream: CUDA error: an illegal memory access"

@@ -68,11 +68,12 @@ class _StreamState:
     """What the chunks so far have told us about one response."""
 
     api: Api
-    text_len: int = 0
+    seen_text: bool = False
     completion_tokens: int | None = None  # cumulative, from meta_info or usage
     prompt_tokens: int | None = None
     server_e2e_s: float | None = None
     error: str | None = None
+    last_meta: dict[str, Any] | None = None  # /generate: read once at the end, not per chunk
 
     def tokens_in(self, data: dict[str, Any]) -> int:
         """Output tokens the event ``data`` carries as new text (0: not a timed chunk)."""
@@ -86,27 +87,20 @@ class _StreamState:
         return self._openai(data)
 
     def _generate(self, data: dict[str, Any]) -> int:
-        text = data.get("text") or ""
-        meta = data.get("meta_info") or {}
-        if isinstance(meta.get("prompt_tokens"), int):
-            self.prompt_tokens = meta["prompt_tokens"]
-        if isinstance(meta.get("e2e_latency"), int | float):
-            self.server_e2e_s = float(meta["e2e_latency"])
-        count = meta.get("completion_tokens")
-        if not text:
+        meta = data.get("meta_info")
+        if meta:
+            self.last_meta = meta
+        if not data.get("text"):
             return 0
-        if isinstance(count, int):
+        count = meta.get("completion_tokens") if meta else None
+        first = not self.seen_text
+        self.seen_text = True
+        if type(count) is int:
             # SGLang's bench_serving: a chunk counts when the token count grows (or it is the first).
             before = self.completion_tokens or 0
             self.completion_tokens = count
-            if self.text_len == 0:
-                self.text_len = len(text)
-                return max(count, 1)
-            self.text_len = len(text)
-            return max(count - before, 0)
-        # No meta_info: one token per chunk that brings text (cumulative or incremental).
-        self.text_len = len(text)
-        return 1
+            return max(count, 1) if first else max(count - before, 0)
+        return 1  # no meta_info: one token per chunk that brings text (cumulative or incremental)
 
     def _openai(self, data: dict[str, Any]) -> int:
         usage = data.get("usage")
@@ -115,19 +109,26 @@ class _StreamState:
                 self.completion_tokens = usage["completion_tokens"]
             if isinstance(usage.get("prompt_tokens"), int):
                 self.prompt_tokens = usage["prompt_tokens"]
-        choices = data.get("choices") or []
+        choices = data.get("choices")
         if not choices:
             return 0
         choice = choices[0]
         if self.api == "chat":
             delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("reasoning_content") or ""
+            text = delta.get("content") or delta.get("reasoning_content")
         else:
-            text = choice.get("text") or ""
-        if not text:
-            return 0
-        self.text_len += len(text)
-        return 1
+            text = choice.get("text")
+        return 1 if text else 0
+
+    def finish(self) -> None:
+        """Take the server's own prompt count and latency from the last meta_info seen."""
+        meta = self.last_meta
+        if meta is None:
+            return
+        if isinstance(meta.get("prompt_tokens"), int):
+            self.prompt_tokens = meta["prompt_tokens"]
+        if isinstance(meta.get("e2e_latency"), int | float):
+            self.server_e2e_s = float(meta["e2e_latency"])
 
 
 async def send_request(
@@ -169,6 +170,7 @@ async def send_request(
     finally:
         if record.done_ns is None:
             record.done_ns = time.perf_counter_ns()
+        state.finish()
         if state.prompt_tokens is not None:
             record.prompt_tokens = state.prompt_tokens
         record.server_e2e_s = state.server_e2e_s
