@@ -157,7 +157,6 @@ SIGNATURES: tuple[Signature, ...] = (
         FailureKind.HEALTHY_BUT_FAILING, r"CB worker is dead|Error in generation loop|CB generation failed"
     ),
     Signature(FailureKind.SEGFAULT, r"Segmentation fault|SIGSEGV"),
-    Signature(FailureKind.CRASHED, r"^Traceback \(most recent call last\)"),
 )
 
 
