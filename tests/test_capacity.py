@@ -1,0 +1,347 @@
+"""Capacity search against a real single-server FIFO queue with a fixed service time.
+
+The server (aiohttp, its own thread and event loop) serves one request at a time for
+``service_s`` seconds, then streams the answer; a request whose client has gone is dropped
+(as SGLang aborts a disconnected stream). Its TTFT is therefore ``wait + service_s``, and the
+wait follows Lindley's recursion ``W[k+1] = max(0, W[k] + S - gap[k+1])`` over the arrival
+gaps. Because every probe reuses the workload seed, its arrivals are one fixed pattern scaled
+by 1/rate, so the rate at which the probe's p99 TTFT crosses the SLO can be computed exactly
+from that recursion: an independent model the search must agree with. Saturation is 1/S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from aiohttp import web
+
+from tuner.errors import ConfigError
+from tuner.loadgen import SLOs, WorkloadSpec
+from tuner.loadgen.arrival import poisson_offsets
+from tuner.loadgen.capacity import (
+    CapacitySpec,
+    StopReason,
+    Verdict,
+    _must_exceed,
+    find_capacity,
+    judge,
+    probe_workload,
+)
+from tuner.loadgen.metrics import FLAT_METRICS
+
+SERVICE_S = 0.02  # saturation at 50 requests/s
+SLO_TTFT_MS = 120.0
+PROBE_N = 60
+
+
+@dataclass
+class QueueEngine:
+    """One FIFO server. ``free_at`` is the virtual end of the last service, so a late timer
+    wake-up delays that request's stream but never shifts the next one's start."""
+
+    service_s: float = SERVICE_S
+    fail_all: bool = False
+    served: int = 0
+    dropped: int = 0
+    free_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.lock = asyncio.Lock()  # FIFO: asyncio wakes lock waiters in arrival order
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        if self.fail_all:
+            return web.Response(status=503, text="overloaded")
+        async with self.lock:
+            if request.transport is None or request.transport.is_closing():
+                self.dropped += 1
+                return web.Response(status=499)
+            start = max(arrived, self.free_at)
+            self.free_at = start + self.service_s
+            await asyncio.sleep(self.free_at - loop.time())
+        self.served += 1
+        out_len = body["sampling_params"]["max_new_tokens"]
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        try:
+            await resp.prepare(request)
+            for k in range(1, out_len + 1):
+                event = {"text": " ".join(["tok"] * k), "meta_info": {"completion_tokens": k}}
+                await resp.write(f"data: {json.dumps(event)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        return resp
+
+
+class QueueServer:
+    """The queue engine behind an aiohttp server on 127.0.0.1, in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.engine: QueueEngine | None = None
+        self.port = 0
+        ready = threading.Event()
+        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
+        assert ready.wait(10), "queue server did not start"
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_post("/generate", self._handle)
+        runner = web.AppRunner(app)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ready.set()
+        self.loop.run_forever()
+
+    def reset(self, **kw: object) -> QueueEngine:
+        async def make() -> QueueEngine:
+            return QueueEngine(**kw)  # type: ignore[arg-type]  # its lock belongs to the server loop
+
+        self.engine = asyncio.run_coroutine_threadsafe(make(), self.loop).result(5)
+        return self.engine
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self.engine is not None
+        return await self.engine.handle(request)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def queue_server() -> Iterator[QueueServer]:
+    yield QueueServer()
+
+
+@pytest.fixture
+def server(queue_server: QueueServer) -> QueueServer:
+    queue_server.reset()
+    return queue_server
+
+
+WORKLOAD = WorkloadSpec(
+    input_len=8, output_len=4, num_requests=1, seed=0, stall_timeout_s=5, request_timeout_s=10
+)
+SLO = SLOs(ttft_p99_ms=SLO_TTFT_MS, error_rate=0.05)
+
+
+def spec(**kw: object) -> CapacitySpec:
+    base: dict[str, object] = {
+        "min_rate": 5.0,
+        "max_rate": 200.0,
+        "probe_requests": PROBE_N,
+        "min_probe_requests": 20,
+        "tolerance": 0.05,
+        "time_budget_s": 60.0,
+        "cooldown_s": 0.3,
+    }
+    return CapacitySpec(**(base | kw))  # type: ignore[arg-type]
+
+
+def lindley_p99_ms(rate: float, n: int = PROBE_N, seed: int = 0, service_s: float = SERVICE_S) -> float:
+    """The probe's p99 TTFT (ms) the queue should give at ``rate``: same arrivals, exact queue."""
+    offsets = itertools.islice(poisson_offsets(rate, random.Random(f"arrival:{seed}")), n)
+    free, ttfts = 0.0, []
+    for t in offsets:
+        free = max(t, free) + service_s
+        ttfts.append((free - t) * 1000.0)
+    return float(np.percentile(ttfts, 99))
+
+
+def crossing_rate(slo_ms: float) -> float:
+    """The rate where the modelled p99 crosses ``slo_ms`` (monotone in the rate: bisect it)."""
+    lo, hi = 1.0, 1.0 / SERVICE_S * 3
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if lindley_p99_ms(mid) <= slo_ms else (lo, mid)
+    return lo
+
+
+# -- pure logic --------------------------------------------------------------------------------
+
+
+def test_must_exceed_is_the_exact_p99_threshold() -> None:
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 10, 50, 99, 100, 101, 250, 1000):
+        need = _must_exceed(n)
+        for _ in range(20):
+            # exactly `need` values above the bound 1.0 force p99 above it ...
+            a = np.concatenate([rng.uniform(0, 1, n - need), rng.uniform(1.001, 5, need)])
+            assert np.percentile(a, 99) > 1.0, (n, need)
+        # ... and with one fewer, the lower neighbour of the p99 is no longer forced above it.
+        a = np.sort(np.concatenate([np.full(n - need + 1, 1.0), np.full(need - 1, 5.0)]))
+        assert a[math.floor(0.99 * (n - 1))] <= 1.0
+
+
+def test_judge_pass_fail_and_fail_badly() -> None:
+    s = spec()
+    slos = SLOs(ttft_p99_ms=100, tpot_p99_ms=20, error_rate=0.05)
+    ok = {"ttft_p99_ms": 90.0, "tpot_p99_ms": 19.0, "error_rate": 0.0}
+    assert judge(ok, slos, s) == (Verdict.PASS, ())
+    verdict, why = judge(ok | {"tpot_p99_ms": 25.0}, slos, s)
+    assert verdict is Verdict.FAIL and why == ("tpot_p99_ms 25 > 20",)
+    assert judge(ok | {"ttft_p99_ms": 301.0}, slos, s)[0] is Verdict.FAIL_BADLY
+    assert judge(ok | {"error_rate": 0.1}, slos, s)[0] is Verdict.FAIL
+    assert judge(ok | {"error_rate": 0.6}, slos, s)[0] is Verdict.FAIL_BADLY
+    # nothing completed: latencies are NaN, which can never pass
+    assert judge(ok | {"ttft_p99_ms": math.nan}, slos, s)[0] is Verdict.FAIL_BADLY
+    # with no error-rate SLO, most requests failing still fails (badly)
+    verdict, why = judge({"ttft_p99_ms": 10.0, "error_rate": 0.9}, SLOs(ttft_p99_ms=100), s)
+    assert verdict is Verdict.FAIL_BADLY and why == ("error_rate 0.900 > 0.5",)
+
+
+def test_spec_validation_and_probe_size() -> None:
+    with pytest.raises(ValueError, match="min_rate"):
+        CapacitySpec(min_rate=4, max_rate=2)
+    with pytest.raises(ValueError, match="at most one"):
+        CapacitySpec(min_rate=1, max_rate=2, probe_requests=100, probe_duration_s=10)
+    with pytest.raises(ValueError, match="min_probe_requests"):
+        CapacitySpec(min_rate=1, max_rate=2, probe_requests=10)
+    with pytest.raises(ValueError, match="extra"):
+        CapacitySpec(min_rate=1, max_rate=2, tolerence=0.1)  # type: ignore[call-arg]
+    by_time = CapacitySpec(min_rate=1, max_rate=20, probe_duration_s=30, min_probe_requests=50)
+    assert (by_time.requests_at(1.0), by_time.requests_at(10.0)) == (50, 300)
+    assert CapacitySpec(min_rate=1, max_rate=2).requests_at(1.5) == 100
+
+
+def test_probe_workload_overrides_only_arrival_and_size() -> None:
+    w = WorkloadSpec.model_validate(
+        WORKLOAD.model_dump() | {"arrival": {"kind": "closed", "clients": 8}, "warmup_requests": 3}
+    )
+    first = probe_workload(w, spec(), 12.5, first=True)
+    later = probe_workload(w, spec(), 12.5, first=False)
+    assert first.arrival.kind == "poisson" and first.arrival.rate == 12.5
+    assert first.arrival.max_concurrency is None
+    assert (first.num_requests, first.duration_s, first.warmup_requests) == (PROBE_N, None, 3)
+    assert later.warmup_requests == 0
+    assert first.window_requests == PROBE_N // 20
+    assert (first.seed, first.input_len, first.output_len, first.api) == (w.seed, w.input_len, w.output_len, w.api)
+
+
+async def test_no_slo_is_a_config_error(server: QueueServer) -> None:
+    with pytest.raises(ConfigError, match=r"capacity\.slos"):
+        await find_capacity(server.url, WORKLOAD, SLOs(), spec())
+
+
+# -- end to end against the queue ---------------------------------------------------------------
+
+
+async def test_capacity_matches_the_queue_model_within_tolerance(server: QueueServer) -> None:
+    expected = crossing_rate(SLO_TTFT_MS)
+    assert 0.5 / SERVICE_S < expected < 1.0 / SERVICE_S  # below saturation, as it must be
+    seen = []
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(), on_probe=seen.append)
+    assert result.reason is StopReason.CONVERGED and not result.stopped_early
+    assert result.upper_rps is not None and result.upper_rps / result.capacity_rps - 1 <= 0.05
+    # The true crossing lies in the final bracket, give or take the server's timer jitter (3 %).
+    assert result.capacity_rps * 0.97 <= expected <= result.upper_rps * 1.03, (expected, result.curve())
+    assert result.capacity_rps < 1.0 / SERVICE_S
+    # Ramp from 5/s by doubling to the first fail, then bisection: never above a failing rate.
+    rates = [p.rate for p in result.probes]
+    assert rates[:4] == [5.0, 10.0, 20.0, 40.0]
+    for k, p in enumerate(result.probes):
+        failing_before = [q.rate for q in result.probes[:k] if not q.passed]
+        assert all(p.rate < r for r in failing_before)
+    assert [p.index for p in seen] == list(range(len(result.probes)))
+    assert len(result.probes) <= 9
+
+
+async def test_records_are_complete_and_json_ready(server: QueueServer) -> None:
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(tolerance=0.2))
+    best = result.best
+    assert best is not None and best.passed and best.rate == result.capacity_rps
+    flat = result.flat()
+    assert flat["capacity_rps"] == result.capacity_rps
+    assert set(FLAT_METRICS) <= set(flat)
+    assert flat["ttft_p99_ms"] == best.metrics["ttft_p99_ms"] <= SLO_TTFT_MS
+    for p in result.probes:
+        assert set(FLAT_METRICS) <= set(p.metrics)
+        assert p.wall_s > 0 and p.requests == PROBE_N
+        if not p.decided_early:
+            assert p.metrics["completed"] + p.metrics["failed"] == PROBE_N
+        assert p.passed == (p.verdict is Verdict.PASS) and p.passed == (not p.violations)
+    doc = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert doc["reason"] == "converged" and len(doc["probes"]) == len(result.probes)
+    point = doc["probes"][0]
+    for key in ("rate", "passed", "ttft_median_ms", "ttft_p99_ms", "tpot_median_ms", "tpot_p99_ms", "goodput"):
+        assert key in point
+    curve = result.curve()
+    assert [c["rate"] for c in curve] == sorted(p.rate for p in result.probes)
+    # latency rises with load along the curve (the queue's hockey stick)
+    assert curve[-1]["ttft_p99_ms"] > 2 * curve[0]["ttft_p99_ms"]
+
+
+async def test_incumbent_out_of_reach_stops_after_one_probe(server: QueueServer) -> None:
+    t0 = time.perf_counter()
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(), incumbent_rps=70.0)
+    assert result.reason is StopReason.CANNOT_BEAT_INCUMBENT and result.stopped_early
+    assert [p.rate for p in result.probes] == [70.0] and not result.probes[0].passed
+    assert result.capacity_rps == 0.0 and result.upper_rps == 70.0
+    # the failure was certain before all 60 requests came back
+    assert result.probes[0].decided_early
+    assert time.perf_counter() - t0 < PROBE_N / 70.0 + 1.0
+    # no probe passed: flat() carries the failing probe's metrics, so SLO constraints are violated
+    assert result.flat()["ttft_p99_ms"] > SLO_TTFT_MS
+
+
+async def test_incumbent_within_reach_saves_the_ramp(server: QueueServer) -> None:
+    expected = crossing_rate(SLO_TTFT_MS)
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(), incumbent_rps=30.0)
+    assert result.probes[0].rate == 30.0 and result.probes[0].passed
+    assert result.reason is StopReason.CONVERGED
+    assert result.capacity_rps * 0.97 <= expected <= result.upper_rps * 1.03  # type: ignore[operator]
+    assert all(p.rate >= 30.0 for p in result.probes)
+
+
+async def test_failing_badly_at_the_first_rate_stops(server: QueueServer) -> None:
+    server.reset(service_s=0.05)  # TTFT >= 50 ms against a 10 ms SLO: more than 3x over
+    result = await find_capacity(server.url, WORKLOAD, SLOs(ttft_p99_ms=10.0), spec())
+    assert result.reason is StopReason.FAILED_BADLY and result.stopped_early
+    assert len(result.probes) == 1 and result.probes[0].verdict is Verdict.FAIL_BADLY
+    assert result.probes[0].decided_early
+
+
+async def test_mild_failure_at_min_rate_is_below_range(server: QueueServer) -> None:
+    server.reset(service_s=0.05)
+    result = await find_capacity(server.url, WORKLOAD, SLOs(ttft_p99_ms=45.0), spec())
+    assert result.reason is StopReason.BELOW_MIN_RATE and not result.stopped_early
+    assert result.probes[0].verdict is Verdict.FAIL and result.capacity_rps == 0.0
+
+
+async def test_errors_fail_badly(server: QueueServer) -> None:
+    server.reset(fail_all=True)
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec())
+    assert result.reason is StopReason.FAILED_BADLY
+    assert result.probes[0].metrics["error_rate"] == 1.0 or result.probes[0].decided_early
+
+
+async def test_passing_the_whole_range(server: QueueServer) -> None:
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=2.0, max_rate=8.0))
+    assert result.reason is StopReason.REACHED_MAX_RATE
+    assert [p.rate for p in result.probes] == [2.0, 4.0, 8.0] and result.capacity_rps == 8.0
+
+
+async def test_time_budget_and_max_probes_bound_the_search(server: QueueServer) -> None:
+    # 60 requests at 5/s take ~12 s: a 5 s budget does not even start the first probe ...
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(time_budget_s=5.0))
+    assert result.reason is StopReason.TIME_BUDGET and result.probes == ()
+    # ... and max_probes cuts the ramp (the bracket is then wider than the tolerance).
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=20.0, max_probes=2))
+    assert result.reason is StopReason.MAX_PROBES and len(result.probes) == 2
