@@ -1,0 +1,92 @@
+"""The benchmark client against the real simulator process (``python -m tuner.sim``)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from tuner.loadgen import WorkloadSpec, run_benchmark
+from tuner.telemetry import ServerMemoryMonitor, fetch_server_memory
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_sim(*extra: str) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tuner.sim", "--model-path", "Qwen/Qwen2.5-0.5B-Instruct"]
+    cmd += ["--sim-model", "qwen2.5-0.5b", "--sim-gpu", "h100", "--sim-startup-scale", "0", "--sim-seed", "1"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"simulator exited with {proc.returncode}: {' '.join(cmd)}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    pytest.fail("simulator not ready within 60 s")
+
+
+@pytest.fixture
+def sim() -> Iterator[str]:
+    proc, url = _start_sim()
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def hanging_sim() -> Iterator[str]:
+    proc, url = _start_sim("--sim-inject", "hang-under-load")
+    yield url
+    proc.kill()
+    proc.wait(10)
+
+
+def spec(**kw) -> WorkloadSpec:
+    base = {
+        "input_len": 32,
+        "output_len": 16,
+        "num_requests": 12,
+        "arrival": {"kind": "closed", "clients": 3},
+    }
+    return WorkloadSpec(**(base | kw))
+
+
+async def test_generate_and_chat_against_the_simulator(sim: str) -> None:
+    with ServerMemoryMonitor(sim, interval_s=0.1) as mem:
+        result = await run_benchmark(sim, spec(warmup_requests=2))
+    assert (result.completed, result.failed, result.stalled) == (12, 0, False), result.errors()
+    assert all(r.output_tokens == 16 and sum(r.chunk_tokens) == 16 for r in result.records)
+    assert all(r.prompt_tokens == 32 for r in result.records)  # the server's own count
+    assert result.ttft.n == 12 and result.ttft.median > 0 and result.tpot.n == 12
+    assert mem.available and mem.samples[0].source == "simulator"
+
+    chat = await run_benchmark(sim, spec(api="chat", num_requests=4))
+    assert chat.completed == 4 and chat.output_tokens == 4 * 16
+    sample = fetch_server_memory(sim)
+    assert sample is not None and 0 < sample.memory_used_mib <= sample.memory_total_mib
+
+
+async def test_hang_under_load_is_detected_as_stall(hanging_sim: str) -> None:
+    t = time.monotonic()
+    result = await run_benchmark(
+        hanging_sim, spec(num_requests=20, arrival={"kind": "closed", "clients": 4}, stall_timeout_s=1)
+    )
+    assert result.stalled and time.monotonic() - t < 10
+    assert result.failed >= 1 and any("stalled" in (r.error or "") for r in result.records)
