@@ -270,14 +270,14 @@ def table(rows: list[Row], poisson: list[Row]) -> str:
 
 
 async def measure(url: str, repeat: int) -> tuple[list[Row], list[Row]]:
-    base = {"input_len": 8, "stall_timeout_s": 30, "window_requests": 100}
+    base: dict[str, object] = {"input_len": 8, "stall_timeout_s": 30, "window_requests": 100}
     rows: list[Row] = []
     # Warm both paths (connections, imports, caches) before anything is timed.
-    warm = WorkloadSpec(**(base | {"output_len": 4, "num_requests": 200}))
+    warm = WorkloadSpec.model_validate(base | {"output_len": 4, "num_requests": 200})
     await run_ours(url, warm, "warm")
     await run_bare(url, warm, "warm")
     for name, fields in SCENARIOS:
-        w = WorkloadSpec(**(base | fields))
+        w = WorkloadSpec.model_validate(base | fields)
         tries: dict[str, list[Row]] = {"ours": [], "bare": []}
         for i in range(repeat):
             # Interleave and alternate the order so neither client always runs on a warmer machine.
@@ -291,9 +291,8 @@ async def measure(url: str, repeat: int) -> tuple[list[Row], list[Row]]:
     for frac, cap in ((0.25, None), (0.5, None), (0.5, 64), (0.75, 64)):
         rate = frac * ceiling
         arrival = {"kind": "poisson", "rate": rate, "max_concurrency": cap}
-        w = WorkloadSpec(
-            **(base | {"output_len": 64, "num_requests": max(100, int(rate * 3))}), arrival=arrival
-        )
+        size = {"output_len": 64, "num_requests": max(100, int(rate * 3)), "arrival": arrival}
+        w = WorkloadSpec.model_validate(base | size)
         capped = f", max_concurrency {cap}" if cap else ""
         name = f"{frac:.0%} of ceiling ({rate:,.0f} req/s){capped}, 64 tokens"
         poisson.append(await run_ours(url, w, name))

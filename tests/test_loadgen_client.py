@@ -153,7 +153,7 @@ def spec(**kw) -> WorkloadSpec:
         "stall_timeout_s": 5,
         "request_timeout_s": 10,
     }
-    return WorkloadSpec(**(base | kw))
+    return WorkloadSpec.model_validate(base | kw)
 
 
 async def test_generate_metrics_match_injected_delays(server: ServerThread) -> None:

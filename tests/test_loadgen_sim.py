@@ -65,7 +65,7 @@ def spec(**kw) -> WorkloadSpec:
         "num_requests": 12,
         "arrival": {"kind": "closed", "clients": 3},
     }
-    return WorkloadSpec(**(base | kw))
+    return WorkloadSpec.model_validate(base | kw)
 
 
 async def test_generate_and_chat_against_the_simulator(sim: str) -> None:

@@ -10,14 +10,16 @@ import pytest
 from pydantic import ValidationError
 
 from tuner.errors import ConfigError
-from tuner.loadgen import SLOs, WorkloadSpec, load_prompts_file, make_prompts
+from tuner.loadgen import LengthDist, SLOs, WorkloadSpec, load_prompts_file, make_prompts
 from tuner.loadgen.workload import ClosedArrival, PoissonArrival
 
 
 def test_defaults_and_arrival_kinds() -> None:
     w = WorkloadSpec(num_requests=10)
     assert w.api == "generate" and isinstance(w.arrival, ClosedArrival) and w.arrival.clients == 1
-    p = WorkloadSpec(duration_s=5, arrival={"kind": "poisson", "rate": 2.5, "max_concurrency": 4})
+    p = WorkloadSpec.model_validate(
+        {"duration_s": 5, "arrival": {"kind": "poisson", "rate": 2.5, "max_concurrency": 4}}
+    )
     assert isinstance(p.arrival, PoissonArrival) and p.arrival.max_concurrency == 4
 
 
@@ -38,13 +40,13 @@ def test_defaults_and_arrival_kinds() -> None:
 )
 def test_invalid_workloads_name_the_field(fields: dict, where: str) -> None:
     with pytest.raises(ValidationError, match=where):
-        WorkloadSpec(**fields)
+        WorkloadSpec.model_validate(fields)
 
 
 def test_slos_forbid_unknown_keys() -> None:
     assert SLOs(ttft_p99_ms=200).tpot_p99_ms is None
     with pytest.raises(ValidationError, match="ttft_p95_ms"):
-        SLOs(ttft_p95_ms=200)
+        SLOs.model_validate({"ttft_p95_ms": 200})
     with pytest.raises(ValidationError, match="error_rate"):
         SLOs(error_rate=2)
 
@@ -71,8 +73,8 @@ def test_fingerprint_is_stable_and_sensitive(tmp_path: Path) -> None:
 def test_synthetic_prompts_follow_the_distributions() -> None:
     w = WorkloadSpec(
         num_requests=1,
-        input_len={"dist": "uniform", "low": 10, "high": 30},
-        output_len={"dist": "normal", "mean": 50, "std": 10, "low": 40},
+        input_len=LengthDist(dist="uniform", low=10, high=30),
+        output_len=LengthDist(dist="normal", mean=50, std=10, low=40),
         seed=3,
     )
     prompts = list(itertools.islice(make_prompts(w), 2000))

@@ -11,6 +11,7 @@ the record, never raised; only cancellation propagates.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +22,13 @@ import aiohttp
 from tuner.loadgen.prompts import Prompt
 from tuner.records import RequestRecord
 
+_json_loads: Callable[[bytes], Any]
 try:  # parsing every streamed event is the client's hottest path: orjson is ~8x faster
-    from orjson import loads as _json_loads
-except ImportError:  # pragma: no cover - the standard library is the fallback
-    from json import loads as _json_loads
+    import orjson
+
+    _json_loads = orjson.loads
+except ImportError:  # the standard library is the fallback
+    _json_loads = json.loads
 
 Api = Literal["generate", "completions", "chat"]
 
