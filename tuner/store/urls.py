@@ -24,6 +24,8 @@ DEFAULT_URL = "sqlite:///storage/tuner.db"
 # SQLite: wait this long for another connection's write lock instead of failing at once
 # ("database is locked"): the runner's Optuna storage and our tables share one file.
 SQLITE_BUSY_TIMEOUT_S = 60.0
+# Any fixed 64-bit number: identifies our lock among the database's advisory locks.
+_PG_OPTUNA_LOCK_KEY = 0x7475_6E65_7201
 
 
 def mask_url(url: str) -> str:
@@ -113,7 +115,11 @@ def make_optuna_storage(
 
     >>> storage = make_optuna_storage("sqlite:///storage/tuner.db")  # doctest: +SKIP
     """
-    with storage_errors(url, "opening the Optuna storage at"), warnings.catch_warnings():
+    with (
+        storage_errors(url, "opening the Optuna storage at"),
+        warnings.catch_warnings(),
+        _table_creation_lock(url),
+    ):
         # Heartbeats are "experimental" in Optuna since 2.8; we rely on them on purpose.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
@@ -133,6 +139,29 @@ def make_optuna_storage(
         except RuntimeError as e:
             # Optuna's own schema check: "The runtime optuna version … is no longer compatible …".
             raise StorageError(f"Optuna refuses the database {mask_url(url)}: {e}") from e
+
+
+@contextmanager
+def _table_creation_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, one process at a time creates Optuna's tables (session advisory lock).
+
+    Optuna's ``RDBStorage`` runs ``create_all`` on every open; workers on several hosts opening an
+    empty database together otherwise fail with "duplicate key … pg_type_typname_nsp_index".
+    """
+    if backend_name(url) != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_OPTUNA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_OPTUNA_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 @contextmanager
