@@ -26,9 +26,10 @@ from tuner.errors import ServerCrash
 from tuner.failures import Failure, FailureKind, Phase
 from tuner.launch.base import Launcher, LaunchSpec, ServerHandle
 from tuner.launch.process import wait_port_free
-from tuner.launch.readiness import crash_of, wait_ready
+from tuner.launch.readiness import ProbeFailed, crash_of, wait_ready
 from tuner.loadgen.benchmark import run_benchmark
 from tuner.loadgen.metrics import BenchResult
+from tuner.loadgen.workload import ClosedArrival
 from tuner.objective import constraints_for_crash, constraints_for_metrics, objective_values
 from tuner.progress import Progress
 from tuner.records import GpuSample
@@ -247,13 +248,13 @@ class ConfigRunner:
                 "output_len": 4,
                 "prompts_file": None,
                 "input_len": 16,
-                "arrival": {"kind": "closed", "clients": 1},
+                "arrival": ClosedArrival(clients=1),
             }
         )
         result = await run_benchmark(base_url, probe)
         if result.flat().get("completed", 0) < 1:
             errors = [r.error or f"HTTP {r.status}" for r in result.records if not r.ok]
-            raise RuntimeError(errors[0] if errors else "no response")
+            raise ProbeFailed(errors[0] if errors else "no response")
 
     def _phase(self, name: str, detail: str = "") -> None:
         if self.progress is not None:

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,9 @@ def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
         pruner=pruner,
         load_if_exists=True,
     )
-    study.set_metric_names([o.metric for o in space.objectives])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.metric for o in space.objectives])
     study.set_user_attr("space_file", str(args.space))
     study.set_user_attr("space", space.model_dump(mode="json"))
     study.set_user_attr("engine", f"{space.engine} {space.engine_version}")

@@ -17,8 +17,13 @@ from tuner.errors import ServerCrash
 from tuner.failures import Failure, FailureKind, Phase, Signature, classify
 from tuner.launch.base import ServerHandle
 
-Probe = Callable[[aiohttp.ClientSession, str], Awaitable[None]]
-"""One real request against ``base_url``; raises on failure (any exception)."""
+Probe = Callable[[str], Awaitable[None]]
+"""One real request against ``base_url``; raises :class:`ProbeFailed` when the server answers wrongly."""
+
+
+class ProbeFailed(Exception):
+    """The readiness request reached the server but did not succeed (the message is the evidence)."""
+
 
 POLL_S = 0.1
 HEALTH_EVERY_S = 0.25
@@ -74,11 +79,9 @@ async def wait_ready(
                 next_health = now + HEALTH_EVERY_S
                 if await _healthy(session, url):
                     try:
-                        await asyncio.wait_for(
-                            probe(session, handle.base_url), timeout=max(5.0, deadline - now)
-                        )
+                        await asyncio.wait_for(probe(handle.base_url), timeout=max(5.0, deadline - now))
                         return time.perf_counter() - t0
-                    except Exception as e:  # recorded as evidence: any failure of the real request
+                    except (ProbeFailed, aiohttp.ClientError, TimeoutError, OSError) as e:
                         probe_errors.append(f"{type(e).__name__}: {e}"[:300])
                         if (failure := crash_of(handle, signatures, Phase.WARMUP)) is not None:
                             raise ServerCrash(failure) from e
