@@ -115,3 +115,44 @@ def test_unknown_study_and_bad_url(tmp_path: Path) -> None:
     assert run.returncode == 3 and "no study 'missing'" in run.stderr and "studies there: there" in run.stderr
     run = report("postgresql+psycopg://u:pw@127.0.0.1:1/db", "s", tmp_path / "o")
     assert run.returncode == 3 and "u:***@127.0.0.1:1/db" in run.stderr and ":pw@" not in run.stderr
+
+
+@pytest.fixture(scope="module")
+def real_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
+    """A short real study: ``python -m tuner.study`` against the shipped simulator (4 trials)."""
+    tmp = tmp_path_factory.mktemp("real")
+    url = f"sqlite:///{tmp / 'study.db'}"
+    cmd = [sys.executable, "-m", "tuner.study", "--space", str(SPACE), "--trials", "4", "--seed", "1",
+           "--storage", url, "--study", "real", "--out", str(tmp / "out")]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert run.returncode in (0, 5), run.stdout[-3000:] + run.stderr[-3000:]  # 5: no feasible trial
+    return url, "real", tmp
+
+
+def test_report_of_a_real_study_run(real_study: tuple[str, str, Path]) -> None:
+    url, name, tmp = real_study
+    out = tmp / "report"
+    run = report(url, name, out)
+    assert run.returncode == 0, run.stderr
+    study = optuna.load_study(study_name=name, storage=make_optuna_storage(url))
+    frame = pd.read_csv(out / "trials.csv").set_index("number")
+    assert sorted(frame.index) == [t.number for t in study.trials] and len(frame) >= 4
+    for t in study.trials:  # every trial as recorded, failures included
+        assert frame.loc[t.number, "state"] == t.state.name
+        kind = frame.loc[t.number, "failure_kind"]
+        assert (None if pd.isna(kind) else kind) == t.user_attrs.get("failure_kind")
+    ranked = ranked_trials(study)
+    md = (out / "report.md").read_text()
+    if not ranked:
+        assert not (out / "best-launch.sh").exists() and "no feasible complete trial" in md
+        return
+    best = ranked[0]
+    assert f"## Best configuration (trial #{best.number})" in md
+    assert "sglang.launch_server --model-path Qwen/Qwen3-32B-AWQ" in (out / "best-launch.sh").read_text()
+    with TunerStore(url) as store:
+        measured = [r for r in store.read_requests(name, best.number) if r.ok and not r.warmup]
+    assert measured, "the runner stores every request of a measured trial"
+    assert (
+        f"best (#{best.number})" in md
+        and "<h2>Latency distribution</h2>" in (out / "report.html").read_text()
+    )

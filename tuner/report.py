@@ -479,9 +479,12 @@ def markdown_report(
         out.append(markdown_table(top[cols + extra]))
     if baseline is not None and ranked and baseline.values and baseline.state == TrialState.COMPLETE:
         b = ranked[0]
-        ratio = b.values[0] / baseline.values[0] if baseline.values[0] else float("nan")
-        out.append(f"\nBest #{b.number} against baseline #{baseline.number}: {ratio:.3f}x on {names[0]} "
-                   "(one measurement each).\n")  # fmt: skip
+        if b.number == baseline.number:
+            out.append(f"\nThe baseline (#{b.number}) is the best feasible trial.\n")
+        else:
+            ratio = b.values[0] / baseline.values[0] if baseline.values[0] else float("nan")
+            out.append(f"\nBest #{b.number} against baseline #{baseline.number}: {ratio:.3f}x on {names[0]} "
+                       "(one measurement each).\n")  # fmt: skip
     if not lat.empty:
         out.append("\n## Latency of best against baseline (measured requests)\n")
         q = lat.groupby("label")[["ttft_ms", "e2e_ms"]].quantile([0.5, 0.9, 0.99]).unstack()
