@@ -39,8 +39,8 @@ from tuner.loadgen.capacity import (
 )
 from tuner.loadgen.metrics import FLAT_METRICS
 
-SERVICE_S = 0.02  # saturation at 50 requests/s
-SLO_TTFT_MS = 120.0
+SERVICE_S = 0.03  # saturation at 33.3 requests/s
+SLO_TTFT_MS = 150.0
 PROBE_N = 60
 
 
@@ -137,14 +137,14 @@ def server(queue_server: QueueServer) -> QueueServer:
 
 
 WORKLOAD = WorkloadSpec(
-    input_len=8, output_len=4, num_requests=1, seed=0, stall_timeout_s=5, request_timeout_s=10
+    input_len=8, output_len=4, num_requests=1, warmup_requests=2, seed=0, stall_timeout_s=5, request_timeout_s=10
 )
 SLO = SLOs(ttft_p99_ms=SLO_TTFT_MS, error_rate=0.05)
 
 
 def spec(**kw: object) -> CapacitySpec:
     base: dict[str, object] = {
-        "min_rate": 5.0,
+        "min_rate": 10.0,
         "max_rate": 200.0,
         "probe_requests": PROBE_N,
         "min_probe_requests": 20,
@@ -245,17 +245,17 @@ async def test_no_slo_is_a_config_error(server: QueueServer) -> None:
 
 async def test_capacity_matches_the_queue_model_within_tolerance(server: QueueServer) -> None:
     expected = crossing_rate(SLO_TTFT_MS)
-    assert 0.5 / SERVICE_S < expected < 1.0 / SERVICE_S  # below saturation, as it must be
+    assert 0.8 / SERVICE_S < expected < 1.0 / SERVICE_S  # below saturation, as it must be
     seen = []
     result = await find_capacity(server.url, WORKLOAD, SLO, spec(), on_probe=seen.append)
     assert result.reason is StopReason.CONVERGED and not result.stopped_early
     assert result.upper_rps is not None and result.upper_rps / result.capacity_rps - 1 <= 0.05
-    # The true crossing lies in the final bracket, give or take the server's timer jitter (3 %).
-    assert result.capacity_rps * 0.97 <= expected <= result.upper_rps * 1.03, (expected, result.curve())
+    # The true crossing lies in the final bracket, give or take 5 % for this shared machine's jitter.
+    assert result.capacity_rps * 0.95 <= expected <= result.upper_rps * 1.05, (expected, result.curve())
     assert result.capacity_rps < 1.0 / SERVICE_S
-    # Ramp from 5/s by doubling to the first fail, then bisection: never above a failing rate.
+    # Ramp from 10/s by doubling to the first fail, then bisection: never above a failing rate.
     rates = [p.rate for p in result.probes]
-    assert rates[:4] == [5.0, 10.0, 20.0, 40.0]
+    assert rates[:3] == [10.0, 20.0, 40.0]
     for k, p in enumerate(result.probes):
         failing_before = [q.rate for q in result.probes[:k] if not q.passed]
         assert all(p.rate < r for r in failing_before)
@@ -264,7 +264,7 @@ async def test_capacity_matches_the_queue_model_within_tolerance(server: QueueSe
 
 
 async def test_records_are_complete_and_json_ready(server: QueueServer) -> None:
-    result = await find_capacity(server.url, WORKLOAD, SLO, spec(tolerance=0.2))
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=20.0, tolerance=0.2))
     best = result.best
     assert best is not None and best.passed and best.rate == result.capacity_rps
     flat = result.flat()
@@ -284,35 +284,36 @@ async def test_records_are_complete_and_json_ready(server: QueueServer) -> None:
         assert key in point
     curve = result.curve()
     assert [c["rate"] for c in curve] == sorted(p.rate for p in result.probes)
-    # latency rises with load along the curve (the queue's hockey stick)
-    assert curve[-1]["ttft_p99_ms"] > 2 * curve[0]["ttft_p99_ms"]
+    # latency rises with load along the curve: passing below the capacity, failing above it
+    # (an early-decided probe's partial p99 is already above the bound: the decision is exact)
+    assert curve[0]["ttft_p99_ms"] <= SLO_TTFT_MS < curve[-1]["ttft_p99_ms"]
 
 
 async def test_incumbent_out_of_reach_stops_after_one_probe(server: QueueServer) -> None:
     t0 = time.perf_counter()
-    result = await find_capacity(server.url, WORKLOAD, SLO, spec(), incumbent_rps=70.0)
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(), incumbent_rps=45.0)
     assert result.reason is StopReason.CANNOT_BEAT_INCUMBENT and result.stopped_early
-    assert [p.rate for p in result.probes] == [70.0] and not result.probes[0].passed
-    assert result.capacity_rps == 0.0 and result.upper_rps == 70.0
+    assert [p.rate for p in result.probes] == [45.0] and not result.probes[0].passed
+    assert result.capacity_rps == 0.0 and result.upper_rps == 45.0
     # the failure was certain before all 60 requests came back
     assert result.probes[0].decided_early
-    assert time.perf_counter() - t0 < PROBE_N / 70.0 + 1.0
+    assert time.perf_counter() - t0 < PROBE_N / 45.0 + 1.0
     # no probe passed: flat() carries the failing probe's metrics, so SLO constraints are violated
     assert result.flat()["ttft_p99_ms"] > SLO_TTFT_MS
 
 
 async def test_incumbent_within_reach_saves_the_ramp(server: QueueServer) -> None:
     expected = crossing_rate(SLO_TTFT_MS)
-    result = await find_capacity(server.url, WORKLOAD, SLO, spec(), incumbent_rps=30.0)
-    assert result.probes[0].rate == 30.0 and result.probes[0].passed
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(), incumbent_rps=20.0)
+    assert result.probes[0].rate == 20.0 and result.probes[0].passed
     assert result.reason is StopReason.CONVERGED
-    assert result.capacity_rps * 0.97 <= expected <= result.upper_rps * 1.03  # type: ignore[operator]
-    assert all(p.rate >= 30.0 for p in result.probes)
+    assert result.capacity_rps * 0.95 <= expected <= result.upper_rps * 1.05  # type: ignore[operator]
+    assert all(p.rate >= 20.0 for p in result.probes)
 
 
 async def test_failing_badly_at_the_first_rate_stops(server: QueueServer) -> None:
     server.reset(service_s=0.05)  # TTFT >= 50 ms against a 10 ms SLO: more than 3x over
-    result = await find_capacity(server.url, WORKLOAD, SLOs(ttft_p99_ms=10.0), spec())
+    result = await find_capacity(server.url, WORKLOAD, SLOs(ttft_p99_ms=10.0), spec(min_rate=2.0))
     assert result.reason is StopReason.FAILED_BADLY and result.stopped_early
     assert len(result.probes) == 1 and result.probes[0].verdict is Verdict.FAIL_BADLY
     assert result.probes[0].decided_early
@@ -320,27 +321,27 @@ async def test_failing_badly_at_the_first_rate_stops(server: QueueServer) -> Non
 
 async def test_mild_failure_at_min_rate_is_below_range(server: QueueServer) -> None:
     server.reset(service_s=0.05)
-    result = await find_capacity(server.url, WORKLOAD, SLOs(ttft_p99_ms=45.0), spec())
+    result = await find_capacity(server.url, WORKLOAD, SLOs(ttft_p99_ms=45.0), spec(min_rate=2.0))
     assert result.reason is StopReason.BELOW_MIN_RATE and not result.stopped_early
     assert result.probes[0].verdict is Verdict.FAIL and result.capacity_rps == 0.0
 
 
 async def test_errors_fail_badly(server: QueueServer) -> None:
     server.reset(fail_all=True)
-    result = await find_capacity(server.url, WORKLOAD, SLO, spec())
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=2.0))
     assert result.reason is StopReason.FAILED_BADLY
     assert result.probes[0].metrics["error_rate"] == 1.0 or result.probes[0].decided_early
 
 
 async def test_passing_the_whole_range(server: QueueServer) -> None:
-    result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=2.0, max_rate=8.0))
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=10.0, max_rate=20.0, probe_requests=30))
     assert result.reason is StopReason.REACHED_MAX_RATE
-    assert [p.rate for p in result.probes] == [2.0, 4.0, 8.0] and result.capacity_rps == 8.0
+    assert [p.rate for p in result.probes] == [10.0, 20.0] and result.capacity_rps == 20.0
 
 
 async def test_time_budget_and_max_probes_bound_the_search(server: QueueServer) -> None:
     # 60 requests at 5/s take ~12 s: a 5 s budget does not even start the first probe ...
-    result = await find_capacity(server.url, WORKLOAD, SLO, spec(time_budget_s=5.0))
+    result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=5.0, time_budget_s=5.0))
     assert result.reason is StopReason.TIME_BUDGET and result.probes == ()
     # ... and max_probes cuts the ramp (the bracket is then wider than the tolerance).
     result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=20.0, max_probes=2))
