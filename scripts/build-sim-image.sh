@@ -5,11 +5,13 @@
 # through read-only bind mounts (see docker-images/README.md). Rebuilds only when the shim changed.
 #
 #   scripts/build-sim-image.sh [IMAGE]    # prints the search-space `target:` block for the image
+#   SIM_SGLANG_VERSION=0.4.10 scripts/build-sim-image.sh sglang-tuner/sim:0.4.10   # an "old SGLang" image
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 IMAGE=${1:-${TUNER_SIM_IMAGE:-sglang-tuner/sim:dev}}
 SHIM="$REPO/docker-images/sim-shim"
+VERSION=${SIM_SGLANG_VERSION:-}  # empty: the simulator's default SGLang version
 
 die() { echo "build-sim-image: $*" >&2; exit 1; }
 
@@ -17,7 +19,7 @@ docker info >/dev/null 2>&1 || "$REPO/scripts/setup-docker.sh" || die "no Docker
 [ -f "$SHIM/sglang/launch_server.py" ] || die "missing $SHIM/sglang/launch_server.py"
 
 # Content hash of the inputs: the image carries it as a label, so an unchanged shim is a no-op.
-HASH=$(cd "$REPO" && cat scripts/build-sim-image.sh $(find docker-images/sim-shim -type f -name '*.py' | sort) | sha256sum | cut -c1-16)
+HASH=$( (cd "$REPO" && cat scripts/build-sim-image.sh $(find docker-images/sim-shim -type f -name '*.py' | sort) ; echo "$VERSION") | sha256sum | cut -c1-16)
 have=$(docker image inspect -f '{{ index .Config.Labels "tuner.sim.inputs" }}' "$IMAGE" 2>/dev/null || true)
 if [ "$have" != "$HASH" ]; then
   ROOT=$(mktemp -d)
@@ -36,10 +38,12 @@ if [ "$have" != "$HASH" ]; then
     -c 'ENV HOME=/tmp' \
     -c 'WORKDIR /tmp' \
     -c "LABEL tuner.sim.inputs=$HASH" \
+    ${VERSION:+-c "ENV TUNER_SIM_SGLANG_VERSION=$VERSION"} \
     -c 'LABEL org.opencontainers.image.title="simulated SGLang (sglang-tuner)"' \
     -m "sglang-tuner simulated SGLang, inputs $HASH" \
     "$ROOT.tar" "$IMAGE" >/dev/null || { rm -f "$ROOT.tar"; die "docker import failed"; }
   rm -f "$ROOT.tar"
+  docker image prune -f --filter label=tuner.sim.inputs >/dev/null  # the previous build, now untagged
   echo "build-sim-image: built $IMAGE (inputs $HASH)" >&2
 fi
 

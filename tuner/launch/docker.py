@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import docker
 import docker.errors
@@ -49,6 +49,10 @@ from docker.types import DeviceRequest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuner.errors import LaunchError
+
+if TYPE_CHECKING:
+    from tuner.launch.image_check import ImageInfo
+    from tuner.space.schema import SearchSpace
 from tuner.failures import ExitStatus
 from tuner.launch.base import TOOL_LABEL, LaunchSpec
 
@@ -57,6 +61,7 @@ log = logging.getLogger(__name__)
 SIM_IMAGE = "sglang-tuner/sim:dev"
 STUDY_LABEL = "tuner.study"
 TRIAL_LABEL = "tuner.trial"
+WORKER_LABEL = "tuner.worker"
 ROLE_LABEL = "tuner.role"  # "server" for trial servers, "probe" for one-off commands (image checks)
 OWNER_HOST_LABEL = "tuner.owner.host"
 OWNER_PID_LABEL = "tuner.owner.pid"
@@ -163,7 +168,7 @@ class DockerLauncher:
 
     >>> launcher = DockerLauncher(sim_image_target())          # doctest: +SKIP
     >>> port = launcher.free_port(launcher.bind_host)           # doctest: +SKIP
-    >>> argv = engine.launch_argv(model=m, host=launcher.bind_host, port=port, flags=f, version=v)
+    >>> argv = engine.launch_argv(model=m, host=launcher.bind_host, port=port, flags=f, version=v)  # doctest: +SKIP
     >>> spec = LaunchSpec(argv, launcher.bind_host, port, log_path, "s", 0)  # doctest: +SKIP
     >>> handle = launcher.start(spec)  # doctest: +SKIP
     """
@@ -172,6 +177,7 @@ class DockerLauncher:
         self.target = target
         self._client = client
         self._client_lock = threading.Lock()
+        self.image_info: ImageInfo | None = None  # set by launcher_for_space after the image check
 
     @property
     def bind_host(self) -> str:
@@ -265,20 +271,24 @@ class DockerLauncher:
             s.bind((addr or "0.0.0.0", 0))
             return int(s.getsockname()[1])
 
-    def containers(self, study: str | None = None) -> list[dict[str, Any]]:
-        """Containers of ours (``tuner=1``) on the daemon, running or not, optionally of one study."""
-        filters = [f"{TOOL_LABEL}=1"] + ([f"{STUDY_LABEL}={study}"] if study is not None else [])
+    def containers(self, study: str | None = None, worker: str | None = None) -> list[dict[str, Any]]:
+        """Containers of ours (``tuner=1``) on the daemon, running or not, optionally of one study/worker."""
+        filters = [f"{TOOL_LABEL}=1"]
+        filters += [f"{STUDY_LABEL}={study}"] if study is not None else []
+        filters += [f"{WORKER_LABEL}={worker}"] if worker is not None else []
         with _daemon_call("list containers", self.target.daemon):
             return list(self.client.api.containers(all=True, filters={"label": filters}))
 
-    def reap_orphans(self, study: str | None = None, *, include_live: bool = False) -> int:
-        """Remove containers a killed tuner left (of ``study``, or all of ours). Returns how many.
+    def reap_orphans(
+        self, study: str | None = None, worker: str | None = None, *, include_live: bool = False
+    ) -> int:
+        """Remove containers a killed tuner left (of ``study`` and ``worker``, or all of ours). Returns how many.
 
         A container whose owner process still runs on this host is left alone unless
-        ``include_live`` (another worker of the same study may be using it).
+        ``include_live`` (another tuner process may be measuring with it).
         """
         n = 0
-        for c in self.containers(study):
+        for c in self.containers(study, worker):
             if not include_live and _owner_alive(c.get("Labels") or {}):
                 continue
             with _daemon_call(f"remove container {c['Id'][:12]}", self.target.daemon):
@@ -462,6 +472,45 @@ class DockerHandle:
             log.debug("log stream of %s ended: %s", self.name, e)
         finally:
             self._logs_done.set()
+
+
+def launcher_for_space(
+    space: SearchSpace, *, source: str | None = None, cache_dir: Path | None = None
+) -> DockerLauncher:
+    """The launcher for a space whose target is Docker, after checking its flags against the image.
+
+    Runs the engine's ``--help`` in the image (cached by image id) and raises
+    :class:`~tuner.errors.UnknownFlagError` naming every parameter or fixed flag the image rejects,
+    or :class:`~tuner.errors.ConfigError` for a categorical choice its help does not list. The
+    launcher's ``image_info`` then holds the image id and engine version for the study to record.
+    """
+    from tuner.launch.image_check import check_image  # image_check imports this module
+
+    if not isinstance(space.target, DockerTarget):
+        raise TypeError(f"space {space.name!r} does not run in Docker (target kind {space.target.kind})")
+    launcher = DockerLauncher(space.target)
+    flags = {"model-path", "host", "port", *space.fixed_flags}
+    choices: dict[str, list[object]] = {}
+    for name, param in space.parameters.items():
+        flag = space.flag_of(name)
+        flags.add(flag)
+        if getattr(param, "type", None) == "categorical":
+            choices.setdefault(flag, []).extend(param.choices)  # type: ignore[union-attr]
+    for flag, value in space.fixed_flags.items():
+        if isinstance(value, str):
+            choices.setdefault(flag, []).append(value)
+    info = check_image(launcher, sorted(flags), choices=choices, source=source, cache_dir=cache_dir)
+    if info.engine_version != space.engine_version:
+        log.warning(
+            "%s: engine_version %s but image %s runs %s %s; the image's --help decided which flags pass",
+            source or space.name,
+            space.engine_version,
+            info.image,
+            info.engine,
+            info.engine_version,
+        )
+    launcher.image_info = info
+    return launcher
 
 
 def missing_image_message(image: str) -> str:

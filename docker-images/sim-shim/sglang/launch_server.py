@@ -1,12 +1,16 @@
 """``python3 -m sglang.launch_server ARGS`` inside the simulated-SGLang image: run ``python -m tuner.sim ARGS``.
 
 ``exec`` replaces this process, so the simulator gets the container's signals and its exit code is
-the container's.
+the container's. An image built for one SGLang version (``TUNER_SIM_SGLANG_VERSION`` in its
+environment) passes ``--sim-sglang-version``, so its ``--help`` and its parser are that version's.
 """
 
 import os
 import sys
 
 if __name__ == "__main__":
-    argv = [sys.executable, "-m", "tuner.sim", *sys.argv[1:]]
-    os.execv(sys.executable, argv)
+    args = sys.argv[1:]
+    pinned = os.environ.get("TUNER_SIM_SGLANG_VERSION")
+    if pinned and not any(a.split("=")[0] == "--sim-sglang-version" for a in args):
+        args = ["--sim-sglang-version", pinned, *args]
+    os.execv(sys.executable, [sys.executable, "-m", "tuner.sim", *args])
