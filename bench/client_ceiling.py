@@ -306,6 +306,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18431)
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median one is kept")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file (markdown)")
+    parser.add_argument(
+        "--machine", default="this machine", help="a name for the machine, for the section title"
+    )
+    parser.add_argument(
+        "--append", action="store_true", help="add a section to the results file, do not replace it"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not write the results file")
     args = parser.parse_args()
     if args.serve is not None:
@@ -334,8 +340,12 @@ def main() -> None:
     )
     print(header + "\n\n" + text)
     if not args.no_write:
+        section = f"## {args.machine}\n\n{header}\n\n{text}\n"
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(_report(header, text))
+        if args.append and args.output.exists():
+            args.output.write_text(args.output.read_text() + "\n" + section)
+        else:
+            args.output.write_text(_INTRO + "\n" + section)
 
 
 def _cpu_model() -> str:
@@ -348,15 +358,14 @@ def _cpu_model() -> str:
     return "unknown CPU"
 
 
-def _report(header: str, text: str) -> str:
-    return (
-        "# Benchmark client ceiling\n\n"
-        "Produced by `bench/client_ceiling.py` (method in its docstring): an instant SSE server in its own\n"
-        "process and core; our client (`run_benchmark`) and a bare aiohttp streaming loop measured side by\n"
-        "side in one run. `ours/bare` is the cost of our parsing and bookkeeping. TTFT bias is what the\n"
-        "client adds to a TTFT measurement (client-seen first chunk minus the server's write stamp).\n\n"
-        f"{header}\n\n{text}\n"
-    )
+_INTRO = (
+    "# Benchmark client ceiling\n\n"
+    "Produced by `bench/client_ceiling.py` (method in its docstring): an instant SSE server in its own\n"
+    "process and core; our client (`run_benchmark`) and a bare aiohttp streaming loop measured side by\n"
+    "side in one run. `ours/bare` is the cost of our parsing and bookkeeping. TTFT bias is what the\n"
+    "client adds to a TTFT measurement (client-seen first chunk minus the server's write stamp); send\n"
+    "bias is the time from the client's send stamp to the server having the whole request.\n"
+)
 
 
 if __name__ == "__main__":
