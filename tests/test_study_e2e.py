@@ -113,3 +113,23 @@ def test_unreachable_storage_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr
     assert "storage error" in proc.stderr and "secret" not in proc.stderr
+
+
+def test_two_objectives_give_a_pareto_front(tmp_path: Path) -> None:
+    import yaml
+
+    space = small_space(tmp_path, seeds=[seed("baseline"), seed("balanced-v2", base="balanced-v2")])
+    data = yaml.safe_load(space.read_text())
+    data["objectives"] = [
+        {"metric": "output_throughput", "direction": "maximize"},
+        {"metric": "ttft_p99_ms", "direction": "minimize"},
+    ]
+    space.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = subprocess.run(study_cmd(space, tmp_path, trials=3, study="mo"), cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study = load(tmp_path, "mo")
+    assert len(study.directions) == 2
+    assert study.metric_names == ["output_throughput", "ttft_p99_ms"]
+    assert "Pareto front" in proc.stdout
+    assert study.best_trials and all(len(t.values) == 2 for t in study.best_trials)

@@ -28,6 +28,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from tuner.dashboard import publish_best_note
 from tuner.errors import ConfigError, LaunchError, StorageError, TunerError
 from tuner.launch.base import Launcher
 from tuner.launch.process import ProcessLauncher
@@ -38,7 +39,7 @@ from tuner.launch.docker import DockerTarget
 from tuner.space.schema import SimulatorTarget
 from tuner.store.models import Provenance
 from tuner.store.store import TunerStore
-from tuner.store.urls import check_multiworker_safe, make_optuna_storage
+from tuner.store.urls import check_multiworker_safe, make_optuna_storage, storage_errors
 from tuner.summary import write_summary
 
 DEFAULT_SPACE = "search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml"
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         if remaining > 0:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), storage_errors(args.storage, "running the study on"):
                 study.optimize(
                     objective,
                     n_trials=remaining,
@@ -250,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
         launcher.close()
         store.close()
     feasible = write_summary(study, space, out, stream=sys.stdout)
+    if feasible:
+        publish_best_note(study)  # optuna-dashboard shows the best command on the study page
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if feasible else EXIT_NOTHING

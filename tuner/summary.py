@@ -50,6 +50,12 @@ def write_summary(
         seed = t.user_attrs.get("seed_name")
         vals = ", ".join(f"{v:.2f}" for v in t.values)
         print(f"  #{t.number:<4} {vals:<20} {'(' + seed + ')' if seed else ''}", file=stream)
+    if len(space.objectives) > 1:
+        front = sorted(study.best_trials, key=lambda t: t.number)  # feasible Pareto-optimal trials
+        print(f"Pareto front ({len(front)} trials): " + "; ".join(
+            f"#{t.number} " + ", ".join(f"{m} {v:.2f}" for m, v in zip(metrics, t.values, strict=True))
+            for t in front
+        ), file=stream)  # fmt: skip
     seeds = {t.user_attrs["seed_name"]: t for t in ranked if "seed_name" in t.user_attrs}
     best = ranked[0]
     for name, t in seeds.items():
