@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import traceback
 import zlib
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from tuner.nightly.deployed import (
 from tuner.nightly.lock import NightlyLock
 from tuner.nightly.remeasure import Measurement, Remeasurer, paired_values, values
 from tuner.nightly.search import WarmStart, candidates, enqueue, known_top, run_search, tonights_trials
+from tuner.progress import Progress
 from tuner.runner import ConfigRunner, TrialRunner, simulator_program
 from tuner.space import SearchSpace, load_space
 from tuner.space.schema import DockerTarget, SimulatorTarget
@@ -205,7 +207,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
         measurer = Remeasurer(
             NightlyConfigRunner(space, launcher, study=run.study, log_dir=logs, worker=NIGHTLY_WORKER,
                                 salt=run.stamp),
-            space,
+            space, echo=_echo,
         )  # fmt: skip
 
         # 1. the deployed configuration, again, several times
@@ -221,10 +223,15 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
                 confidence=opts.confidence, resamples=opts.resamples, seed=opts.seed,
             )  # fmt: skip
         else:
-            reason = (
-                "re-baselined on request (--accept-current)" if opts.accept_current else run.reference_desc
+            why = "re-baselined on request (--accept-current)" if opts.accept_current else run.deployed_origin
+            _record(
+                run,
+                space,
+                store,
+                run.deployed,
+                run.repeats,
+                reason=f"nightly {run.stamp}: reference repeats; {why}",
             )
-            _record(run, space, store, run.deployed, run.repeats, reason=reason)
 
         # 2. warm start and the time-boxed search
         deployed_params = run.deployed.params or params_from_flags(space, run.deployed.flags)
@@ -241,9 +248,15 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
             enqueue(study, run.warm_start, run.stamp)
             ctx = StudyContext(space, study, store, launcher, opts.out, NIGHTLY_WORKER)
             (opts.out / "logs").mkdir(parents=True, exist_ok=True)
+            progress = Progress(opts.max_trials, metric=objective.metric)
             runner = TrialRunner(
                 ConfigRunner(
-                    space, launcher, study=run.study, log_dir=opts.out / "logs", worker=NIGHTLY_WORKER
+                    space,
+                    launcher,
+                    study=run.study,
+                    log_dir=opts.out / "logs",
+                    worker=NIGHTLY_WORKER,
+                    progress=progress,
                 ),
                 on_outcome=make_recorder(ctx, FileSystemArtifactStore(_artifacts(opts.out))),
             )
@@ -271,6 +284,11 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
     finally:
         launcher.close()
         store.close()
+
+
+def _echo(text: str) -> None:
+    """Progress lines on stderr (the cron log / journal), one per measurement."""
+    print(f"nightly: {text}", file=sys.stderr, flush=True)
 
 
 def _artifacts(out: Path) -> str:

@@ -8,7 +8,7 @@ adds the same amount to every configuration over two rounds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +40,17 @@ class Measurement:
 class Remeasurer:
     """Runs measurements through one :class:`ConfigRunner`, numbering them from ``first_index``."""
 
-    def __init__(self, runner: ConfigRunner, space: SearchSpace, *, first_index: int = 0) -> None:
+    def __init__(
+        self,
+        runner: ConfigRunner,
+        space: SearchSpace,
+        *,
+        first_index: int = 0,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
         self.runner = runner
         self.space = space
+        self.echo = echo
         self.next_index = first_index
         self.all: list[Measurement] = []
 
@@ -67,6 +75,10 @@ class Remeasurer:
                 None, None, metrics, log,
             )  # fmt: skip
         self.all.append(m)
+        if self.echo is not None:
+            shown = f"{objective} {m.value:.3f}" if m.value is not None else f"FAILED {m.failure}"
+            where = f"round {round_} " if round_ is not None else ""
+            self.echo(f"{where}{label}: {shown}" + ("" if m.slo_ok or not m.ok else " (SLO violated)"))
         return m
 
     def repeats(

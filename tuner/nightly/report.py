@@ -79,12 +79,15 @@ def render(run: NightlyRun) -> str:
             lines.append(f"Regression check: **{run.regression.decision}**, fresh/reference {_ci(run.regression)}; "
                          + "; ".join(run.regression.reasons) + ".")  # fmt: skip
         lines.append("")
-    if run.warm_start or run.tonight:
+    if run.repeats and not run.deployed_failures:
         lines += ["## Search", ""]
-        if run.warm_start:
+        if o.max_trials <= 0:
+            lines.append("Skipped (--max-trials 0).")
+        elif run.warm_start:
             lines.append("Enqueued first: " + ", ".join(w.label for w in run.warm_start) + ".")
-        lines.append(f"{len(run.tonight)} trial(s) tonight in {run.search_seconds:.0f} s:")
-        lines += ["", "| trial | origin | state | value | note |", "|---|---|---|---|---|"]
+        if run.tonight:
+            lines.append(f"{len(run.tonight)} trial(s) tonight in {run.search_seconds:.0f} s:")
+            lines += ["", "| trial | origin | state | value | note |", "|---|---|---|---|---|"]
         for t in run.tonight:
             value = f"{t.values[0]:.3f}" if t.values else ""
             note = t.user_attrs.get("failure_kind", "")
