@@ -28,15 +28,26 @@ if ! command -v dockerd >/dev/null 2>&1; then
 fi
 command -v docker >/dev/null 2>&1 || die "the docker CLI is missing after installing docker.io"
 
+# Live dockerd processes (a killed daemon can linger as a zombie when nothing reaps it).
+live_dockerd() { ps -C dockerd -o pid=,stat= 2>/dev/null | awk '$2 !~ /^Z/ {print $1}' | tr '\n' ' '; }
+
 # Another start may be under way (a second caller, or a daemon still coming up): give it a moment.
-if pgrep -x dockerd >/dev/null 2>&1; then
-  for _ in $(seq 1 $((WAIT_S * 5))); do daemon_up && exit 0; sleep 0.2; done
-  die "dockerd runs (pid $(pgrep -x dockerd | tr '\n' ' ')) but does not answer 'docker info' within ${WAIT_S}s; see $LOG"
+if [ -n "$(live_dockerd)" ]; then
+  for _ in $(seq 1 $((WAIT_S * 5))); do daemon_up && exit 0; [ -n "$(live_dockerd)" ] || break; sleep 0.2; done
+  daemon_up && exit 0
+  [ -z "$(live_dockerd)" ] \
+    || die "dockerd runs (pid $(live_dockerd)) but does not answer 'docker info' within ${WAIT_S}s; see $LOG"
 fi
 [ "$(id -u)" = 0 ] || die "the Docker daemon is not running and only root can start it here"
 
-# A stale pid file from a killed daemon makes dockerd refuse to start.
+# Stale pid files of a killed daemon: dockerd refuses to start over its own, and waits 15 s for a
+# "still running" containerd that is in fact a zombie nobody reaped (PID 1 here does not reap).
 rm -f /var/run/docker.pid
+cpid_file=/var/run/docker/containerd/containerd.pid
+if [ -f "$cpid_file" ]; then
+  cstat=$(ps -o stat= -p "$(cat "$cpid_file")" 2>/dev/null || true)
+  case "$cstat" in ""|Z*) rm -f "$cpid_file" ;; esac
+fi
 
 start_dockerd() {  # $@: extra dockerd options
   echo "=== $(date -u +%FT%TZ) dockerd $*" >>"$LOG"
@@ -53,7 +64,7 @@ start_dockerd() {  # $@: extra dockerd options
 
 # Plain start first; on machines without iptables (this VM has none) or without overlayfs, fall back
 # to the options that avoid them. Each failure is kept in the log.
-if ! command -v iptables >/dev/null 2>&1; then
+if ! command -v iptables >/dev/null 2>&1 && [ ! -x /usr/sbin/iptables ]; then
   base_opts=(--iptables=false --ip6tables=false)
 else
   base_opts=()
