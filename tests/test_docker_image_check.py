@@ -137,6 +137,7 @@ def test_launcher_for_space_rejects_a_space_the_image_cannot_run_before_any_tria
     target = sim_image_target(image=OLD_IMAGE).model_dump(mode="json")
     raw["target"] = {**target, "kind": "docker"}
     space = SearchSpace.model_validate(raw)
+    assert isinstance(space.target, DockerTarget)
     n_before = len(DockerLauncher(space.target).containers())
     with pytest.raises(UnknownFlagError) as err:  # the field report's space uses 0.5.x flags
         launcher_for_space(space, source=str(space_file), cache_dir=tmp_path)
