@@ -20,6 +20,7 @@ from tuner.engines import sglang
 from tuner.errors import ConfigError, LaunchError, UnknownFlagError
 from tuner.launch.docker import (
     DockerLauncher,
+    DockerTarget,
     daemon_unavailable_reason,
     launcher_for_space,
     sim_image_target,
