@@ -217,7 +217,7 @@ def space_flag_vectors(space: SearchSpace) -> list[SpaceVector]:
             port=engine.default_port,
             flags=params_to_flags(space, active),
             version=space.engine_version,
-            program=("sglang",),
+            program=("<program>",),
         )[1:]
         out.append(SpaceVector(label, active, tuple(argv)))
     return out

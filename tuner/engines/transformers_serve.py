@@ -154,7 +154,8 @@ SIGNATURES: tuple[Signature, ...] = (
         r"no kernel image is available|is not supported for this|ImportError: .*flash_attn",
     ),
     Signature(
-        FailureKind.HEALTHY_BUT_FAILING, r"CB worker is dead|Error in generation loop|CB generation failed"
+        FailureKind.HEALTHY_BUT_FAILING,
+        r"CB worker is dead|cb_worker_dead|Error in generation loop|CB generation failed",
     ),
     Signature(FailureKind.SEGFAULT, r"Segmentation fault|SIGSEGV"),
 )

@@ -1,0 +1,265 @@
+"""The whole measuring loop (launcher -> readiness -> benchmark -> classification) against REAL engines.
+
+- llama.cpp ``llama-server`` on the CPU (marker ``llamacpp``): runs everywhere once
+  ``scripts/build-llama-server.sh`` has built the binary.
+- ``transformers serve``: needs a Python with ``transformers[serving]`` (``TUNER_TRANSFORMERS_PYTHON``,
+  or the ``python`` beside a ``transformers`` on PATH). On the CPU with a tiny model here; on the GPU
+  (marker ``gpu``) with the space's 1 B model on the H100 machine.
+
+Each test measures one configuration through :class:`tuner.runner.ConfigRunner`, exactly as a trial
+does, on a copy of the shipped search space with a small workload.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tuner.engines import llamacpp, transformers_serve
+from tuner.failures import FailureKind
+from tuner.launch.process import ProcessLauncher
+from tuner.models.gguf_llama import PRESETS, write
+from tuner.runner import ConfigRunner, Outcome
+from tuner.sglang_parser import space_flag_vectors
+from tuner.space.load import load_space, parse_space
+from tuner.space.sample import params_to_flags
+from tuner.space.schema import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+LLAMA_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-tiny.yaml"
+TF_SPACE = ROOT / "search_spaces" / "transformers-h100-tiny.yaml"
+REQUIRE_ALL = os.environ.get("TUNER_REQUIRE_ALL") == "1"
+
+
+def _missing(what: str) -> None:
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} missing (TUNER_REQUIRE_ALL=1)", pytrace=False)
+    pytest.skip(f"{what} missing")
+
+
+def _space(path: Path, **changes: Any) -> SearchSpace:
+    """The shipped space with top-level fields replaced and ``workload`` keys merged."""
+    raw = yaml.safe_load(path.read_text())
+    workload = changes.pop("workload", {})
+    raw.update(changes)
+    raw["workload"].update(workload)
+    return parse_space(raw, source=f"{path.name} (test copy)")
+
+
+def _measure(space: SearchSpace, flags: dict[str, Any], tmp_path: Path) -> Outcome:
+    launcher = ProcessLauncher()
+    try:
+        return ConfigRunner(space, launcher, study="test-real", log_dir=tmp_path).measure(flags, run_index=0)
+    finally:
+        launcher.close()
+
+
+# ---------------------------------------------------------------- llama.cpp on the CPU
+
+
+@pytest.fixture(scope="module")
+def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if llamacpp.find_binary() is None:
+        _missing("llama-server (scripts/build-llama-server.sh)")
+    return write(tmp_path_factory.mktemp("gguf") / "tiny.gguf", PRESETS["tiny"])
+
+
+def _llama_space(gguf: Path, **changes: Any) -> SearchSpace:
+    small = {"num_requests": 8, "warmup_requests": 1, "output_len": 16, "input_len": 32}
+    return _space(LLAMA_SPACE, model=str(gguf), workload=small, **changes)
+
+
+@pytest.mark.llamacpp
+def test_llamacpp_seed_config_measures_exact_tokens(gguf: Path, tmp_path: Path) -> None:
+    space = _llama_space(gguf)
+    flags = params_to_flags(space, space.seed_trials[0].params)
+    out = _measure(space, dict(flags), tmp_path)
+    assert out.failure is None, out.failure and out.failure.summary()
+    assert out.metrics is not None
+    assert out.metrics["completed"] == 8 and out.metrics["failed"] == 0
+    assert out.bench is not None
+    measured = [r for r in out.bench.records if not r.warmup]
+    assert all(r.output_tokens == 16 for r in measured)  # ignore_eos honoured
+    assert out.metrics["output_throughput"] > 0
+    assert "--parallel" in out.argv and "--cont-batching" in out.argv
+
+
+@pytest.mark.llamacpp
+def test_llamacpp_many_slots_without_cont_batching(gguf: Path, tmp_path: Path) -> None:
+    space = _llama_space(gguf)
+    params = {**space.seed_trials[0].params, "parallel": 8, "cont-batching": False, "flash-attn": "on",
+              "cache-type-k": "q8_0", "cache-type-v": "q4_0"}  # fmt: skip
+    out = _measure(space, dict(params_to_flags(space, params)), tmp_path)
+    assert out.failure is None, out.failure and out.failure.summary()
+    assert "--no-cont-batching" in out.argv
+    assert out.metrics is not None and out.metrics["completed"] == 8
+
+
+@pytest.mark.llamacpp
+def test_llamacpp_real_startup_crash_is_classified(gguf: Path, tmp_path: Path) -> None:
+    # Without the space's constraint the combination reaches the server, which refuses to start.
+    space = _llama_space(gguf, constraints=[])
+    params = {**space.seed_trials[0].params, "flash-attn": "off", "cache-type-v": "q8_0"}
+    out = _measure(space, dict(params_to_flags(space, params)), tmp_path)
+    assert out.failure is not None and out.failure.kind is FailureKind.UNSUPPORTED
+    assert out.failure.exit is not None and out.failure.exit.code == 1
+    assert "requires flash_attn" in out.failure.matched_lines[0]
+
+
+@pytest.mark.llamacpp
+def test_llamacpp_constraint_prunes_before_launch(gguf: Path, tmp_path: Path) -> None:
+    space = _llama_space(gguf)
+    params = {**space.seed_trials[0].params, "flash-attn": "off", "cache-type-v": "q4_0"}
+    out = _measure(space, dict(params_to_flags(space, params)), tmp_path)
+    assert out.failure is not None and out.failure.kind is FailureKind.INFEASIBLE
+    assert out.argv == []  # nothing was started
+
+
+@pytest.mark.llamacpp
+def test_llamacpp_every_space_vector_parses_with_the_binary(gguf: Path) -> None:
+    space = load_space(LLAMA_SPACE)
+    rejected = []
+    for v in space_flag_vectors(space):
+        r = llamacpp.probe_flags(list(v.argv))
+        if not r.ok:
+            rejected.append(f"{v.label}: {r.message}")
+    assert not rejected, "\n".join(rejected)
+
+
+# ---------------------------------------------------------------- transformers serve
+
+
+def _transformers_python() -> Path | None:
+    env = os.environ.get("TUNER_TRANSFORMERS_PYTHON")
+    if env:
+        return Path(env)
+    exe = shutil.which("transformers")
+    return Path(exe).parent / "python" if exe else None
+
+
+@pytest.fixture(scope="module")
+def tf_python() -> Path:
+    py = _transformers_python()
+    if py is None or not py.exists():
+        _missing("transformers serve (set TUNER_TRANSFORMERS_PYTHON to a python with transformers[serving])")
+    assert py is not None
+    return py
+
+
+# Parses argv lists with the real CLI definition (typer) of `transformers serve`, without starting it.
+_TF_PARSE = r"""
+import json, sys, typer
+from transformers.cli.serve import Serve
+app = typer.Typer(); app.command(name="serve")(Serve); app.command(name="unused")(lambda: None)
+serve = typer.main.get_command(app).commands["serve"]
+out = []
+for argv in json.load(sys.stdin):
+    try:
+        serve.make_context("serve", list(argv)); out.append("")
+    except Exception as e:
+        out.append(getattr(e, "format_message", lambda: str(e))())
+print(json.dumps(out))
+"""
+
+
+def test_transformers_flag_table_and_space_parse_with_real_cli(tf_python: Path) -> None:
+    import json
+
+    version = transformers_serve.DEFAULT_VERSION
+    cases: list[tuple[str, list[str]]] = []
+    for name, spec in transformers_serve.flag_specs(version).items():
+        values = (
+            [[]]
+            if spec.kind == "switch"
+            else [[c] for c in spec.choices or ()] or [[{int: "4", float: "0.5"}.get(spec.type, "x")]]
+        )
+        cases += [(f"--{name} {' '.join(v)}", ["/model", f"--{name}", *v]) for v in values]
+    cases += [(f"space {v.label}", list(v.argv)) for v in space_flag_vectors(load_space(TF_SPACE))]
+    proc = subprocess.run(
+        [str(tf_python), "-c", _TF_PARSE],
+        input=json.dumps([argv for _, argv in cases]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    bad = [f"{label}: {err}" for (label, _), err in zip(cases, errors, strict=True) if err]
+    assert not bad, "\n".join(bad)
+
+
+def _tf_space(model: Path, tf_python: Path, *, gpu: bool) -> SearchSpace:
+    fixed = {"dtype": "bfloat16", "device": "cuda:0"} if gpu else {"dtype": "float32", "device": "cpu"}
+    small = {"num_requests": 6, "warmup_requests": 1, "output_len": 8, "input_len": 16,
+             "arrival": {"kind": "closed", "clients": 2}}  # fmt: skip
+    target = {"kind": "process", "command": [str(tf_python.parent / "transformers"), "serve"],
+              "env": {"HF_HUB_OFFLINE": "1"}}  # fmt: skip
+    # A dead CB worker turns /health to 503 after the first failed request: a short start-up limit keeps a
+    # misclassification (startup_timeout instead of healthy_but_failing) from costing minutes.
+    launch = {"host": "127.0.0.1", "startup_timeout_s": 60 if not gpu else 180, "stop_timeout_s": 10}
+    return _space(TF_SPACE, model=str(model), fixed_flags=fixed, workload=small, target=target, launch=launch)
+
+
+def _write_hf_model(tf_python: Path, out: Path, preset: str, *extra: str) -> Path:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [str(tf_python), "-m", "tuner.models.hf_random", str(out), "--preset", preset, *extra]
+    subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
+    return out
+
+
+def _tf_cases(space: SearchSpace) -> list[tuple[dict[str, Any], FailureKind | None]]:
+    cb = {
+        "continuous-batching": True,
+        "attn-implementation": "sdpa",
+        "cb-block-size": 32,
+        "cb-num-blocks": 64,
+    }
+    return [
+        (dict(params_to_flags(space, space.seed_trials[0].params)), None),
+        ({**space.fixed_flags, **cb}, None),
+        # shared/facts: starts, /health 200, every request fails ("CB worker is dead")
+        ({**space.fixed_flags, **cb, "cb-num-blocks": 100_000_000}, FailureKind.HEALTHY_BUT_FAILING),
+    ]
+
+
+def _check_tf(space: SearchSpace, tmp_path: Path) -> None:
+    for flags, want in _tf_cases(space):
+        out = _measure(space, flags, tmp_path)
+        if want is None:
+            assert out.failure is None, out.failure and out.failure.summary()
+            assert out.metrics is not None and out.metrics["failed"] == 0
+            assert out.bench is not None
+            assert all(r.output_tokens == 8 for r in out.bench.records if not r.warmup)
+        else:
+            assert out.failure is not None and out.failure.kind is want, out.failure
+
+
+@pytest.mark.slow
+def test_transformers_serve_cpu(tf_python: Path, tmp_path: Path) -> None:
+    model = _write_hf_model(tf_python, tmp_path / "hf-tiny", "tiny", "--device", "cpu", "--dtype", "float32")
+    _check_tf(_tf_space(model, tf_python, gpu=False), tmp_path)
+
+
+def _has_gpu() -> bool:
+    return (
+        shutil.which("nvidia-smi") is not None
+        and subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode == 0
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU")
+def test_transformers_serve_gpu(tf_python: Path, tmp_path: Path) -> None:
+    model = _write_hf_model(tf_python, tmp_path / "hf-small", "small")
+    _check_tf(_tf_space(model, tf_python, gpu=True), tmp_path)
+
+
+if __name__ == "__main__":  # pragma: no cover - lets the device machine run just this file
+    sys.exit(pytest.main([__file__, "-v"]))
