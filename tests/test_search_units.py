@@ -1,0 +1,134 @@
+"""tuner.search: pruner construction, window checks, intervals, ranking, crash halves (pure logic)."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from tuner.errors import ConfigError
+from tuner.loadgen.workload import WorkloadSpec
+from tuner.search.confirm import Candidate, ConfirmSpec, mean_ci, rank
+from tuner.search.learning import crash_rate_by_half
+from tuner.search.pruning import PruningSpec, build_pruner, check_windows, earliest_prune_window
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("wilcoxon", optuna.pruners.WilcoxonPruner),
+        ("median", optuna.pruners.MedianPruner),
+        ("patient", optuna.pruners.PatientPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
+def test_build_pruner_by_name(name: str, cls: type) -> None:
+    assert isinstance(build_pruner(PruningSpec(pruner=name), n_objectives=1), cls)
+
+
+def test_pruning_a_multi_objective_study_is_a_config_error_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"space.yaml: pruning.pruner: .*single objective, the space has 2"):
+        build_pruner(PruningSpec(), n_objectives=2, source="space.yaml")
+    assert isinstance(build_pruner(PruningSpec(pruner="none"), n_objectives=2), optuna.pruners.NopPruner)
+
+
+def test_wilcoxon_cannot_decide_before_log2_of_one_over_p_windows() -> None:
+    assert earliest_prune_window(PruningSpec(pruner="wilcoxon", p_threshold=0.1)) == 4
+    assert earliest_prune_window(PruningSpec(pruner="wilcoxon", p_threshold=0.05)) == 5
+    assert earliest_prune_window(PruningSpec(pruner="wilcoxon", warmup_windows=6)) == 6
+    assert earliest_prune_window(PruningSpec(pruner="median", warmup_windows=1)) == 2
+    assert earliest_prune_window(PruningSpec(pruner="none")) is None
+
+
+def test_too_few_windows_for_the_pruner_is_refused_with_a_fix() -> None:
+    few = WorkloadSpec(num_requests=16, window_requests=4)  # 4 windows: Wilcoxon would decide at the end
+    with pytest.raises(
+        ConfigError, match=r"workload.window_requests: .*only 4.*lower workload.window_requests"
+    ):
+        check_windows(PruningSpec(), few)
+    check_windows(PruningSpec(), WorkloadSpec(num_requests=32, window_requests=4))
+    check_windows(PruningSpec(pruner="median", warmup_windows=1), few)
+    check_windows(PruningSpec(), WorkloadSpec(duration_s=30, window_requests=4))  # unknown count: no check
+
+
+def test_pruning_spec_rejects_unknown_keys_and_pruners() -> None:
+    with pytest.raises(ValueError):
+        PruningSpec.model_validate({"pruner": "hyperband"})
+    with pytest.raises(ValueError):
+        PruningSpec.model_validate({"pruner": "median", "n_warmup": 3})
+    with pytest.raises(ValueError):
+        ConfirmSpec.model_validate({"repeats": 1})
+
+
+def test_mean_ci_is_the_student_t_interval() -> None:
+    ci = mean_ci([10.0, 12.0, 14.0, 16.0], confidence=0.95)
+    assert ci is not None
+    # mean 13, s = 2.582, t(0.975, 3) = 3.182 -> half width 4.108
+    assert ci.mean == pytest.approx(13.0)
+    assert ci.high - ci.mean == pytest.approx(3.1824 * 2.5820 / 2, rel=1e-3)
+    assert mean_ci([1.0]) is None
+    assert "n=4" in ci.describe()
+
+
+def test_rank_puts_stable_candidates_first_and_compares_each_with_the_winner() -> None:
+    fast = Candidate(1, {}, 50.0, [40.0, 41.0, 40.5])
+    slow = Candidate(2, {}, 30.0, [30.0, 30.5, 29.5])
+    flaky = Candidate(3, {}, 60.0, [60.0, None, 61.0], failures=["hang"])
+    ranked = rank([slow, flaky, fast], maximize=True, confidence=0.95)
+    assert [c.trial_number for c in ranked] == [1, 2, 3]
+    assert ranked[1].vs_winner is not None and ranked[1].vs_winner.low > 1.2
+    assert ranked[2].vs_winner is not None  # two common rounds with the winner
+    assert not flaky.stable and fast.stable
+    ranked_min = rank(
+        [Candidate(1, {}, 1, [2.0, 2.1]), Candidate(2, {}, 1, [1.0, 1.1])], maximize=False, confidence=0.9
+    )
+    assert ranked_min[0].trial_number == 2
+
+
+def _trial(
+    number: int, kind: str | None = None, *, seed: bool = False, slow: bool = False
+) -> optuna.trial.FrozenTrial:
+    attrs: dict[str, object] = {}
+    if kind:
+        attrs["failure_kind"] = kind
+    if seed:
+        attrs["seed_name"] = "baseline"
+    if slow:
+        attrs["pruned_by"] = "slow"
+    state = TrialState.PRUNED if kind or slow else TrialState.COMPLETE
+    t = create_trial(state=state, value=None if state is TrialState.PRUNED else 1.0, user_attrs=attrs)
+    t.number = number
+    return t
+
+
+def test_crash_halves_count_crashes_per_launched_server() -> None:
+    first = [_trial(0, "segfault"), _trial(1, "hang"), _trial(2, "cuda_oom"), _trial(3, "infeasible_config"),
+             _trial(4), _trial(5, "crashed")]  # fmt: skip
+    second = [
+        _trial(6),
+        _trial(7, slow=True),
+        _trial(8),
+        _trial(9, "infeasible_config"),
+        _trial(10),
+        _trial(11),
+    ]
+    seeds = [_trial(12, "segfault", seed=True)]
+    h = crash_rate_by_half([*reversed(second), *seeds, *first])
+    assert (h.first.trials, h.first.launched, h.first.crashes, h.first.infeasible) == (6, 5, 4, 1)
+    assert (h.second.trials, h.second.launched, h.second.crashes) == (6, 5, 0)
+    assert h.first.crash_rate == pytest.approx(0.8) and h.second.crash_rate == 0.0
+    assert h.learned and h.p_value < 0.05
+    assert "4/5 (80%)" in h.describe() and "0/5 (0%)" in h.describe()
+    with_seed = crash_rate_by_half([*first, *second, *seeds], include_seeded=True)
+    assert with_seed.first.trials == 7
+
+
+def test_crash_halves_of_a_flat_rate_is_not_learning() -> None:
+    trials = [_trial(i, "hang" if i % 2 else None) for i in range(20)]
+    h = crash_rate_by_half(trials)
+    assert h.first.crash_rate == h.second.crash_rate == 0.5
+    assert not h.learned
+    empty = crash_rate_by_half([])
+    assert empty.p_value == 1.0 and math.isnan(empty.first.crash_rate)
