@@ -175,3 +175,12 @@ def test_constraint_expressions_are_not_eval(raw: dict, expr: str) -> None:
     data["constraints"] = [{"name": "evil", "expr": expr}]
     with pytest.raises(ConfigError, match=r"constraints\.0\.expr"):
         parse_space(data)
+
+
+def test_stepped_floats_become_clean_flags() -> None:
+    space = load_space(SPACE)
+    seed = dict(space.seed_trials[0].params)
+    seed["mem-fraction-static"] = 0.7799999999999999
+    seed["schedule-conservativeness"] = 1.1000000000000001
+    flags = params_to_flags(space, seed)
+    assert flags["mem-fraction-static"] == 0.78 and flags["schedule-conservativeness"] == 1.1
