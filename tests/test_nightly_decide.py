@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner.nightly.decide import paired_ratio_ci, promotion_verdict, regression_verdict, unpaired_ratio_ci
+from tuner.nightly.decide import (
+    paired_ratio_ci,
+    promotion_verdict,
+    regression_verdict,
+    t_quantile,
+    unpaired_ratio_ci,
+)
 
 
 def test_paired_ratio_is_oriented_by_direction() -> None:
@@ -81,3 +87,23 @@ def test_regression_only_beyond_noise() -> None:
     assert v.decision == "regression" and v.ci is not None and v.ci.high < 0.9
     # for a latency objective, higher fresh values are the regression
     assert regression_verdict(ref, [x * 1.25 for x in ref], maximize=False).decision == "regression"
+
+
+def test_t_quantiles_match_the_tables() -> None:
+    for df, want in ((1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (30, 2.042)):
+        assert t_quantile(0.975, df) == pytest.approx(want, abs=1e-3)
+
+
+@pytest.mark.parametrize("rounds", [4, 5])
+def test_few_rounds_of_5_percent_noise_rarely_promote(rounds: int) -> None:
+    # the smallest allowed --rounds with noisier machines than the simulator's default: the expanded
+    # interval keeps false promotions under 5 % (a plain percentile interval does not at 3-4 rounds)
+    rng = np.random.default_rng(rounds)
+    draws, promoted, alarms = 400, 0, 0
+    for i in range(draws):
+        a, b = (list(100 * (1 + 0.05 * rng.standard_normal(rounds))) for _ in range(2))
+        v = promotion_verdict(a, b, candidate_slo_ok=[True] * rounds, candidate_failures=0, maximize=True,
+                              resamples=1000, seed=i)  # fmt: skip
+        promoted += v.decision == "promote"
+        alarms += regression_verdict(a, b, maximize=True, resamples=1000, seed=i).decision == "regression"
+    assert promoted <= draws * 0.05 and alarms <= draws * 0.05

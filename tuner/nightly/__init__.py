@@ -8,6 +8,7 @@ Exit codes a scheduler alerts on:
 20    regression: the deployed configuration is slower than its history beyond noise
 21    the deployed configuration crashed, failed its SLO-free health, or tonight's engine rejects it
 1     failed: the job itself could not run (bad space file, database down, launcher error)
+2     bad command line
 75    another nightly run holds the lock (EX_TEMPFAIL): this run did nothing
 ====  ====================================================================================
 """

@@ -56,7 +56,7 @@ def render(run: NightlyRun) -> str:
         lines += ["## Notes", "", *(f"- {n}" for n in run.notes), ""]
     if run.deployed is not None:
         d = run.deployed
-        lines += ["## Deployed configuration", "", f"- from {run.deployed_origin}"]
+        lines += ["## Deployed configuration", "", f"- source: {run.deployed_origin}"]
         if d.trial_number is not None:
             lines.append(f"- trial #{d.trial_number} of study {d.study}")
         if d.reason:
