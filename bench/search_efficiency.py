@@ -85,6 +85,7 @@ class Landscape:
     memory_param: str | None  # vLLM-style memory search: this parameter steps down until start-up
     memory_steps: list[float] = field(default_factory=list)
     parallel: bool = True
+    methods: tuple[str, ...] = METHODS
 
     def space(self) -> SearchSpace:
         return SearchSpace.model_validate(self.space_data)
@@ -96,7 +97,7 @@ def sim_landscape(quick: bool) -> Landscape:
     # 8 windows of 4 requests at 4 clients (window k serves the same prompts in every trial)
     data["workload"].update(
         input_len={"dist": "uniform", "low": 64, "high": 256},
-        output_len=6,
+        output_len=4,
         num_requests=32,
         window_requests=4,
         warmup_requests=1,
@@ -146,12 +147,14 @@ def llamacpp_landscape(quick: bool, model: Path) -> Landscape:
             "ubatch-size": {"type": "categorical", "choices": [16, 64, 256, 512]},
             "flash-attn": {"type": "categorical", "choices": ["on", "off"]},
             "cache-type-k": {"type": "categorical", "choices": ["f16", "q8_0", "q4_0"]},
+            # a quantized V cache needs flash attention: a hidden constraint (start-up failure)
+            "cache-type-v": {"type": "categorical", "choices": ["f16", "q8_0", "q4_0"]},
             "cont-batching": {"type": "bool"},
         },
         "workload": {
             "api": "completions",
             "input_len": {"dist": "uniform", "low": 32, "high": 96},
-            "output_len": 8,
+            "output_len": 16,
             "arrival": {"kind": "closed", "clients": 4},
             "num_requests": 24,
             "window_requests": 4,
@@ -165,7 +168,7 @@ def llamacpp_landscape(quick: bool, model: Path) -> Landscape:
     }
     base = {
         "parallel": 1, "threads": 2, "batch-size": 2048, "ubatch-size": 512, "flash-attn": "off",
-        "cache-type-k": "f16", "cont-batching": True,
+        "cache-type-k": "f16", "cache-type-v": "f16", "cont-batching": True,
     }  # fmt: skip  # llama-server's defaults (threads: this machine's cores)
     tiers = [
         _product({"parallel": [1, 2, 4, 8]}),
@@ -176,13 +179,15 @@ def llamacpp_landscape(quick: bool, model: Path) -> Landscape:
     return Landscape(
         name="llamacpp-cpu",
         space_data=data,
-        launched_budget=8 if quick else 16,
+        launched_budget=8 if quick else 12,
         max_trials=30 if quick else 60,
         grid_sglang=tiers,
         grid_vllm=vllm,
         grid_base=base,
         memory_param=None,
         parallel=False,
+        # CPU-bound and run one at a time: pruning is measured on the simulator only
+        methods=("tuner", "random", "grid-sglang", "grid-vllm"),
     )
 
 
@@ -628,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"--landscapes: unknown {name!r} (sim, llamacpp)")
             if args.budget:
                 land.launched_budget = args.budget
-            methods = tuple(m for m in args.methods.split(",") if m)
+            methods = tuple(m for m in args.methods.split(",") if m in land.methods)
             res, rs = run_landscape(land, seeds, args.jobs, args.repeats, 5, work, methods)
             results.append(res)
             rows += rs
