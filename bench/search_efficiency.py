@@ -59,7 +59,8 @@ from tuner.launch.process import ProcessLauncher  # noqa: E402
 from tuner.runner import ConfigRunner, ShouldStop, TrialRunner  # noqa: E402
 from tuner.search.confirm import Candidate, rank  # noqa: E402
 from tuner.search.learning import crash_rate_by_half, is_infeasible  # noqa: E402
-from tuner.search.pruning import PruningSpec, build_pruner, check_windows, window_should_stop  # noqa: E402
+from tuner.search.pruning import build_pruner, check_windows, window_should_stop  # noqa: E402
+from tuner.search.specs import PruningSpec  # noqa: E402
 from tuner.space.schema import SearchSpace  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

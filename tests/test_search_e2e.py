@@ -16,9 +16,10 @@ from optuna.trial import TrialState
 from tests.e2e_helpers import ROOT, server_pids
 from tuner.launch.process import ProcessLauncher
 from tuner.runner import ConfigRunner, TrialRunner
-from tuner.search.confirm import ConfirmSpec, confirm_top, record_confirmation
+from tuner.search.confirm import confirm_top, record_confirmation
 from tuner.search.learning import is_crash, is_pruned_slow
-from tuner.search.pruning import PruningSpec, build_pruner, check_windows, window_should_stop
+from tuner.search.pruning import build_pruner, check_windows, window_should_stop
+from tuner.search.specs import ConfirmSpec, PruningSpec
 from tuner.space.sample import params_to_flags
 from tuner.space.schema import SearchSpace
 

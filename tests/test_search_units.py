@@ -10,9 +10,10 @@ from optuna.trial import TrialState, create_trial
 
 from tuner.errors import ConfigError
 from tuner.loadgen.workload import WorkloadSpec
-from tuner.search.confirm import Candidate, ConfirmSpec, mean_ci, rank
+from tuner.search.confirm import Candidate, mean_ci, rank
 from tuner.search.learning import crash_rate_by_half
-from tuner.search.pruning import PruningSpec, build_pruner, check_windows, earliest_prune_window
+from tuner.search.pruning import build_pruner, check_windows, earliest_prune_window
+from tuner.search.specs import ConfirmSpec, PruningSpec
 
 
 @pytest.mark.parametrize(

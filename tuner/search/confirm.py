@@ -22,31 +22,17 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from tuner.nightly.decide import RatioCI, paired_ratio_ci
 from tuner.objective import constraints_for_metrics
 from tuner.runner import ConfigRunner, Outcome
+from tuner.search.specs import ConfirmSpec
 from tuner.space.schema import SearchSpace
 from tuner.summary import best_trials
 
 # run_index of confirmation runs: far above any trial number, so logs and simulator seeds never collide
 RUN_INDEX_BASE = 1_000_000
-
-
-class ConfirmSpec(BaseModel):
-    """The space file's ``confirm:`` section.
-
-    >>> ConfirmSpec().repeats
-    3
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    top_k: int = Field(3, ge=1)  # distinct configurations re-measured (0 candidates: nothing to do)
-    repeats: int = Field(3, ge=2)  # fresh measurements per candidate: two at least, for an interval
-    confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
 @dataclass(frozen=True)

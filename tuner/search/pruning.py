@@ -29,39 +29,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.errors import ConfigError
 from tuner.loadgen.metrics import BenchResult
 from tuner.loadgen.workload import WorkloadSpec
+from tuner.search.specs import PrunerName, PruningSpec
 
-PrunerName = Literal["wilcoxon", "median", "patient", "none"]
 ShouldStop = Callable[[int, BenchResult], bool]
-
-
-class PruningSpec(BaseModel):
-    """The space file's ``pruning:`` section.
-
-    >>> PruningSpec(pruner="median", warmup_windows=1).pruner
-    'median'
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pruner: PrunerName = "wilcoxon"
-    # windows measured before any pruning decision (Wilcoxon: paired windows needed, at least 2)
-    warmup_windows: int = Field(2, ge=0)
-    p_threshold: float = Field(0.1, gt=0, lt=1)  # wilcoxon: how sure "worse than the best" must be
-    n_startup_trials: int = Field(5, ge=0)  # median/patient: complete trials before pruning starts
-    patience: int = Field(2, ge=0)  # patient: windows without improvement before asking the median
-
-    @property
-    def reports(self) -> Literal["window", "running"]:
-        """Which value the trial reports after each window (see the module docstring)."""
-        return "window" if self.pruner == "wilcoxon" else "running"
 
 
 def earliest_prune_window(spec: PruningSpec) -> int | None:
