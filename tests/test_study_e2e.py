@@ -90,9 +90,10 @@ def test_sigint_stops_cleanly_and_records_the_interrupted_trial(tmp_path: Path) 
     wait_for(lambda: "measuring" in log.read_text(), 120, "a trial to start measuring")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130, log.read_text()
-    trial = load(tmp_path, "i").get_trials()[-1]
-    assert trial.state is TrialState.FAIL
-    assert trial.user_attrs.get("interrupted") is True
+    trials = load(tmp_path, "i").get_trials()
+    failed = [t for t in trials if t.state is TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs.get("interrupted") is True
+    assert TrialState.RUNNING not in [t.state for t in trials]
     assert not server_pids("i")
 
 
