@@ -24,6 +24,7 @@ DEFAULT_NOISE = 0.03
 SIM_FLAGS = (
     "sim_sglang_version",
     "sim_gpu",
+    "sim_bandwidth_tbs",
     "sim_model",
     "sim_seed",
     "sim_noise",
@@ -61,6 +62,12 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     sim.add_argument("--sim-gpu", default=DEFAULT_GPU, choices=sorted(GPUS), help="GPU profile")
     sim.add_argument(
         "--sim-model", default=None, choices=sorted(MODELS), help="model profile (default: from --model-path)"
+    )
+    sim.add_argument(
+        "--sim-bandwidth-tbs",
+        type=float,
+        default=None,
+        help="override the GPU profile's memory bandwidth (what-if)",
     )
     sim.add_argument(
         "--sim-seed", type=int, default=None, help="seed of noise and sampling (default: random per run)"
@@ -122,6 +129,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, SimOptions]:
         noise=max(0.0, ns.sim_noise),
         startup_scale=max(0.0, ns.sim_startup_scale),
         inject=tuple(ns.sim_inject),
+        bandwidth_tbs=ns.sim_bandwidth_tbs,
     )
     for name in SIM_FLAGS:
         delattr(ns, name)

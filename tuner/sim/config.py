@@ -26,6 +26,7 @@ class SimOptions:
     noise: float  # relative std of the run-to-run multiplicative noise
     startup_scale: float  # multiplies every modelled start-up duration
     inject: tuple[str, ...]
+    bandwidth_tbs: float | None = None  # overrides the GPU profile's bandwidth (what-if studies)
 
 
 @dataclass(frozen=True)

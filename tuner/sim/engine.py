@@ -297,7 +297,7 @@ class Engine:
         self.activation_peak_gib = max(
             self.activation_peak_gib, perfmodel.activation_gib(batch.tokens, self.model)
         )
-        t = perfmodel.forward_s(self.cfg, self.gpu, self.model, batch) + overhead_s
+        t = perfmodel.forward_s(self.cfg, self.gpu, self.model, batch, pass_cpu_s=overhead_s)
         t *= self.noise_factor * (1.0 + self.rng.gauss(0.0, self.jitter))
         await _sleep_until(time.monotonic() + max(t, 0.0))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     ns, opts = cli.parse(args)
     gpu, model = gpu_profile(opts.gpu), model_profile(opts.model)
+    if opts.bandwidth_tbs is not None:
+        gpu = dataclasses.replace(gpu, bandwidth_tbs=opts.bandwidth_tbs)
     cfg = resolve(ns, gpu, model)
     log(f"server_args=ServerArgs({', '.join(f'{k}={v!r}' for k, v in cfg.as_server_args().items())})")
     log(
