@@ -17,38 +17,38 @@ Run: ``.venv/bin/python bench/sim_calibration.py [--requests 8] [--out bench/res
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
-import subprocess
+import shlex
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tuner.loadgen.benchmark import run_benchmark_sync  # noqa: E402
-from tuner.loadgen.workload import WorkloadSpec  # noqa: E402
+from tuner.loadgen.benchmark import run_benchmark_sync
+from tuner.loadgen.workload import WorkloadSpec
+from tuner.sim.process import SimProcess
 
 # The report's flags. --disable-flashinfer is dropped (0.5.23 rejects it; --attention-backend triton
 # implies it) and --quantization awq added: the report's deployed command has it, and without it
 # SGLang switches AWQ checkpoints to awq_marlin, which the report found to run out of memory.
-BASELINE = (
+BASELINE = shlex.split(
     "--attention-backend triton --sampling-backend pytorch --max-total-tokens 3072 --mem-fraction-static 0.85 "
     "--disable-cuda-graph --disable-custom-all-reduce --disable-radix-cache --quantization awq"
-).split()
+)
 CONFIGS: dict[str, list[str]] = {
     "Baseline": BASELINE,
     "Ultra-Optimized": [
         *BASELINE,
-        *"--enable-torch-compile --torch-compile-max-bs 8 --schedule-policy lpm --num-continuous-decode-steps 3 "
-        "--triton-attention-reduce-in-fp32 --triton-attention-num-kv-splits 16".split(),
+        *shlex.split(
+            "--enable-torch-compile --torch-compile-max-bs 8 --schedule-policy lpm --num-continuous-decode-steps 3 "
+            "--triton-attention-reduce-in-fp32 --triton-attention-num-kv-splits 16"
+        ),
     ],
     "Balanced-v2": [
         *BASELINE,
-        *"--enable-torch-compile --torch-compile-max-bs 6 --schedule-policy lof --num-continuous-decode-steps 2 "
-        "--triton-attention-num-kv-splits 12 --allow-auto-truncate --mem-fraction-static 0.87".split(),
+        *shlex.split(
+            "--enable-torch-compile --torch-compile-max-bs 6 --schedule-policy lof --num-continuous-decode-steps 2 "
+            "--triton-attention-num-kv-splits 12 --allow-auto-truncate --mem-fraction-static 0.87"
+        ),
     ],
 }
 # The report's figures: (latency ms, TTFT ms, tok/s).
@@ -63,15 +63,15 @@ OTHERS: dict[str, list[str]] = {
     "Balanced-v2, no token cap": [
         a for a in CONFIGS["Balanced-v2"] if a not in ("--max-total-tokens", "3072")
     ],
-    "marlin, mf 0.70": (
+    "marlin, mf 0.70": shlex.split(
         "--attention-backend triton --sampling-backend pytorch --disable-cuda-graph --disable-radix-cache "
         "--quantization awq_marlin --mem-fraction-static 0.70 --num-continuous-decode-steps 2"
-    ).split(),
-    "awq, mf 0.92, 4 decode steps, 16 splits": (
+    ),
+    "awq, mf 0.92, 4 decode steps, 16 splits": shlex.split(
         "--attention-backend triton --sampling-backend pytorch --disable-cuda-graph --disable-radix-cache "
         "--quantization awq --mem-fraction-static 0.92 --num-continuous-decode-steps 4 "
         "--triton-attention-num-kv-splits 16"
-    ).split(),
+    ),
 }
 
 CALIBRATION_WORKLOAD = dict(input_len=256, output_len=10, arrival={"kind": "closed", "clients": 1})
@@ -79,45 +79,14 @@ CONCURRENT_WORKLOAD = dict(input_len=256, output_len=64, arrival={"kind": "close
 LONG_PROMPT_WORKLOAD = dict(input_len=3000, output_len=32, arrival={"kind": "closed", "clients": 8})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def sim_server(flags: list[str], *, noise: float = 0.0, seed: int = 1, gpu: str = "rtx5090") -> Iterator[str]:
-    """Start ``python -m tuner.sim`` with ``flags``; yield its base URL once /health is 200."""
-    port = free_port()
-    argv = [
-        sys.executable, "-m", "tuner.sim", "--model-path", "Qwen/Qwen3-32B-AWQ", "--port", str(port),
-        "--sim-gpu", gpu, "--sim-noise", str(noise), "--sim-seed", str(seed), "--sim-startup-scale", "0.01",
-        *flags,
-    ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"simulator exited {proc.returncode}: {proc.stderr.read()[-800:]}")  # type: ignore[union-attr]
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(url + "/health", timeout=1).status == 200:
-                    break
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def measure(
     flags: list[str], workload: dict[str, object], requests: int, gpu: str = "rtx5090"
 ) -> dict[str, float]:
     """Flat metrics of one benchmark run against a fresh simulator."""
     spec = WorkloadSpec(num_requests=requests, warmup_requests=1, **workload)  # type: ignore[arg-type]
-    with sim_server(flags, gpu=gpu) as url:
-        return run_benchmark_sync(url, spec).flat()
+    with SimProcess([*flags, "--sim-gpu", gpu, "--sim-noise", "0", "--sim-seed", "1"]) as sim:
+        sim.wait_ready()
+        return run_benchmark_sync(sim.url, spec).flat()
 
 
 def main() -> int:
@@ -143,8 +112,8 @@ def main() -> int:
         lines.append(f"| {name} | {' | '.join(cells)} |")
         print(lines[-1], flush=True)
     for title, workload, n in (
-        ("Concurrent workload: 8 closed-loop clients, 256 in / 64 out", CONCURRENT_WORKLOAD, 48),
-        ("Long prompts: 8 closed-loop clients, 3000 in / 32 out", LONG_PROMPT_WORKLOAD, 24),
+        ("Concurrent workload: 8 closed-loop clients, 256 in / 64 out", CONCURRENT_WORKLOAD, 24),
+        ("Long prompts: 8 closed-loop clients, 3000 in / 32 out", LONG_PROMPT_WORKLOAD, 16),
     ):
         lines += ["", f"## {title}", "", "| configuration | output tok/s | TTFT mean ms | E2E mean ms | failed |",
                   "|---|---|---|---|---|"]  # fmt: skip

@@ -45,8 +45,7 @@ def test_flag_set_follows_the_version_profile() -> None:
         assert "invalid choice: 'lof'" in s.log_text()
     with SimProcess([*FAST, "--sim-sglang-version", "0.5.14", "--cuda-graph-max-bs", "4"]) as s:
         s.wait_ready()
-        status, body = s.get("/server_info")
-        assert json.loads(body)["version"] == "0.5.14"
+        assert json.loads(s.get("/server_info")[1])["version"] == "0.5.14"
 
 
 def test_startup_milestones_and_deprecation_warning() -> None:
