@@ -195,6 +195,24 @@ def test_transformers_flag_table_and_space_parse_with_real_cli(tf_python: Path) 
     assert not bad, "\n".join(bad)
 
 
+def test_transformers_unknown_option_exits_2_and_is_flag_rejected(tf_python: Path, tmp_path: Path) -> None:
+    from tuner.failures import ExitStatus, Phase, classify
+
+    argv = transformers_serve.launch_argv(
+        model=str(tmp_path), host="127.0.0.1", port=9, flags={"no-such-option": True}, version="5.17.0",
+        program=[str(tf_python.parent / "transformers"), "serve"],
+    )  # fmt: skip
+    env = {**os.environ, **transformers_serve.ENV}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+    log = proc.stdout + proc.stderr
+    failure = classify(
+        transformers_serve.SIGNATURES, phase=Phase.STARTUP, log_text=log, exit=ExitStatus(proc.returncode)
+    )
+    assert proc.returncode == 2
+    assert failure.kind is FailureKind.FLAG_REJECTED
+    assert "No such option" in failure.matched_lines[0] and "--no-such-option" in failure.matched_lines[0]
+
+
 def _tf_space(model: Path, tf_python: Path, *, gpu: bool) -> SearchSpace:
     fixed = {"dtype": "bfloat16", "device": "cuda:0"} if gpu else {"dtype": "float32", "device": "cpu"}
     small = {"num_requests": 6, "warmup_requests": 1, "output_len": 8, "input_len": 16,
