@@ -34,6 +34,7 @@ class DeployedConfig:
     trial_number: int | None = None
     reason: str = ""
     deployed_at: str | None = None
+    engine_version: str | None = None  # the version the file was written for, when it says
 
 
 def canonical_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,6 +72,7 @@ def read_deployed(path: Path) -> DeployedConfig | None:
         trial_number=raw.get("trial_number"),
         reason=str(raw.get("reason", "")),
         deployed_at=str(raw["deployed_at"]) if raw.get("deployed_at") else None,
+        engine_version=str(raw["engine_version"]) if raw.get("engine_version") else None,
     )
 
 

@@ -304,6 +304,9 @@ def _resolve_deployed(run: NightlyRun, space: SearchSpace, study: optuna.Study, 
     last = store.last_deployment(run.study)
     if from_file is not None:
         run.deployed, run.deployed_origin = from_file, f"file {path}"
+        if from_file.engine_version and from_file.engine_version != space.engine_version:
+            run.notes.append(f"{path} was written for {space.engine} {from_file.engine_version}; tonight's "
+                             f"engine is {space.engine_version}")  # fmt: skip
         if last is not None and not same_config(last.flags, from_file.flags):
             run.notes.append(f"{path} differs from the last deployment recorded in the database "
                              f"({last.deployed_at:%Y-%m-%d}); the file is what runs, so the file is used")  # fmt: skip

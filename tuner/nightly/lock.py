@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from typing import IO, Any
 
-from tuner.errors import TunerError
+from tuner.errors import ConfigError, TunerError
 
 
 class LockHeld(TunerError):
@@ -48,8 +48,12 @@ class NightlyLock:
 
     def acquire(self) -> NightlyLock:
         """Take the lock or raise :class:`LockHeld` at once (never waits)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = self.path.open("a+")
+        except OSError as e:
+            raise ConfigError(f"cannot open the lock file ({e.strerror}); choose another with --lock",
+                              source=str(self.path)) from e  # fmt: skip
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
