@@ -79,6 +79,7 @@ class RequestShape:
 
     api: Api = "generate"
     health_path: str = "/health"
+    accepts_ignore_eos: bool = True  # False: the server refuses the field (HTTP 422)
 
 
 class Engine(Protocol):

@@ -38,7 +38,8 @@ _ATTN_05 = (*_ATTN_04, "fa4", "trtllm_mha")
 _KV_03 = ("auto", "fp8_e5m2")
 _KV_04 = ("auto", "fp8_e5m2", "fp8_e4m3")
 _KV_05 = (*_KV_04, "mxfp8", "bf16", "nvfp4")
-_QUANT = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "marlin", "bitsandbytes", "gguf")
+_QUANT_OLD = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "marlin", "bitsandbytes", "gguf")
+_QUANT_05 = tuple(q for q in _QUANT_OLD if q != "marlin")  # 0.5.23's parser rejects plain "marlin"
 
 
 def _s(name: str, **kw: object) -> FlagSpec:
@@ -61,7 +62,8 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _v("dtype", choices=("auto", "half", "float16", "bfloat16", "float", "float32")),
     _v("load-format", choices=("auto", "pt", "safetensors", "npcache", "dummy", "gguf", "bitsandbytes")),
     _v("context-length", int),
-    _v("quantization", choices=_QUANT),
+    _v("quantization", choices=_QUANT_OLD, until="0.5.0"),
+    _v("quantization", choices=_QUANT_05, since="0.5.0"),  # approx.: first seen gone in 0.5.23
     _v("tp-size", int, aliases=("tp",)),
     _v("dp-size", int, aliases=("dp",)),
     _v("random-seed", int),

@@ -172,7 +172,9 @@ class TransformersServe:
     default_port: int = DEFAULT_PORT
     signatures: Sequence[Signature] = SIGNATURES
     request: RequestShape = field(
-        default_factory=lambda: RequestShape(api="completions", health_path="/health")
+        default_factory=lambda: RequestShape(
+            api="completions", health_path="/health", accepts_ignore_eos=False
+        )
     )
 
     def known_versions(self) -> Sequence[str]:

@@ -77,7 +77,19 @@ async def wait_ready(
                 )
             if now >= next_health:
                 next_health = now + HEALTH_EVERY_S
-                if await _healthy(session, url):
+                healthy = await _healthy(session, url)
+                if not healthy and probe_errors:
+                    # it was healthy, a real request failed, and now /health fails too: either the
+                    # server is going down (give it a second to exit and be classified by its log)
+                    # or a worker died inside a live server (transformers serve's "CB worker is dead")
+                    for _ in range(10):
+                        if (failure := crash_of(handle, signatures, Phase.WARMUP)) is not None:
+                            raise ServerCrash(failure)
+                        await asyncio.sleep(POLL_S)
+                    raise ServerCrash(
+                        _healthy_but_failing(handle, probe_errors, "then /health stopped answering 200")
+                    )
+                if healthy:
                     try:
                         await asyncio.wait_for(probe(handle.base_url), timeout=max(5.0, deadline - now))
                         return time.perf_counter() - t0
@@ -87,16 +99,20 @@ async def wait_ready(
                             raise ServerCrash(failure) from e
                         if len(probe_errors) >= PROBE_ATTEMPTS:
                             raise ServerCrash(
-                                Failure(
-                                    FailureKind.HEALTHY_BUT_FAILING,
-                                    Phase.WARMUP,
-                                    None,
-                                    tuple(probe_errors),
-                                    handle.log_text()[-4000:],
-                                    f"/health 200 but the first real request failed {PROBE_ATTEMPTS} times",
-                                )
+                                _healthy_but_failing(handle, probe_errors, f"failed {PROBE_ATTEMPTS} times")
                             ) from e
             await asyncio.sleep(POLL_S)
+
+
+def _healthy_but_failing(handle: ServerHandle, errors: list[str], how: str) -> Failure:
+    return Failure(
+        FailureKind.HEALTHY_BUT_FAILING,
+        Phase.WARMUP,
+        None,
+        tuple(errors),
+        handle.log_text()[-4000:],
+        f"/health answered 200 but the first real request {how}",
+    )
 
 
 async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:

@@ -123,6 +123,7 @@ class _Run:
                 record,
                 model=self.model,
                 timeout_s=self.workload.request_timeout_s,
+                ignore_eos=self.workload.ignore_eos,
                 on_chunk=self._on_chunk,
             )
         finally:
@@ -235,7 +236,9 @@ async def run_benchmark(
     first = next(run.prompts)  # a bad prompts file fails here, before the server sees anything
     run.prompts = _prepend(first, run.prompts)
     # Our own per-request timeout (asyncio.timeout) replaces aiohttp's 5-minute default.
-    connector = aiohttp.TCPConnector(limit=0)
+    # A fresh connection per request, as SGLang's bench_serving (a session per request) does:
+    # servers such as llama-server close streamed connections, and reusing them fails requests.
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
     watchdog: asyncio.Task[None] | None = None
     no_timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(connector=connector, timeout=no_timeout) as session:

@@ -39,13 +39,18 @@ PATHS: dict[str, str] = {
 }
 
 
-def request_body(api: Api, prompt: Prompt, model: str | None) -> dict[str, Any]:
-    """The JSON body for one streaming request: greedy, ``ignore_eos`` so output lengths are exact."""
+def request_body(api: Api, prompt: Prompt, model: str | None, *, ignore_eos: bool = True) -> dict[str, Any]:
+    """The JSON body for one streaming request: greedy, ``ignore_eos`` so output lengths are exact.
+
+    ``ignore_eos=False`` leaves the field out, for servers that refuse unknown fields.
+    """
     if api == "generate":
         body: dict[str, Any] = {
-            "sampling_params": {"max_new_tokens": prompt.output_len, "temperature": 0, "ignore_eos": True},
+            "sampling_params": {"max_new_tokens": prompt.output_len, "temperature": 0},
             "stream": True,
         }
+        if ignore_eos:
+            body["sampling_params"]["ignore_eos"] = True
         if prompt.input_ids is not None:
             body["input_ids"] = list(prompt.input_ids)
         else:
@@ -54,10 +59,11 @@ def request_body(api: Api, prompt: Prompt, model: str | None) -> dict[str, Any]:
     body = {
         "max_tokens": prompt.output_len,
         "temperature": 0,
-        "ignore_eos": True,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if ignore_eos:
+        body["ignore_eos"] = True
     if api == "chat":
         body["messages"] = [{"role": "user", "content": prompt.text}]
     else:
@@ -144,6 +150,7 @@ async def send_request(
     *,
     model: str | None = None,
     timeout_s: float,
+    ignore_eos: bool = True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> None:
     """Send one streaming request and fill ``record`` in place (times, tokens, ok/error).
@@ -153,7 +160,7 @@ async def send_request(
     place so that a cancelled request (stall, early stop) still leaves what it had.
     """
     url = base_url.rstrip("/") + PATHS[api]
-    body = request_body(api, prompt, model)
+    body = request_body(api, prompt, model, ignore_eos=ignore_eos)
     state = _StreamState(api)
     record.sent_ns = time.perf_counter_ns()
     try:

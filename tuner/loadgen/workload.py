@@ -103,6 +103,9 @@ class WorkloadSpec(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0)
     stall_timeout_s: float = Field(default=120.0, gt=0)
     window_requests: int = Field(default=50, ge=1)
+    # Ask for exactly output_len tokens (SGLang/llama.cpp/vLLM ``ignore_eos``). Servers that refuse
+    # unknown request fields (transformers serve) need false; exact lengths then come from the model.
+    ignore_eos: bool = True
 
     @model_validator(mode="after")
     def _check_size(self) -> WorkloadSpec:

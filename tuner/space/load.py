@@ -61,6 +61,12 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
             field="engine_version",
         )
     specs = engine.flag_specs(space.engine_version)
+    if space.workload.ignore_eos and not engine.request.accepts_ignore_eos:
+        raise ConfigError(
+            f"{space.engine} refuses requests carrying ignore_eos; set workload.ignore_eos: false",
+            source=source,
+            field="workload.ignore_eos",
+        )
     flags = [*space.fixed_flags, *(space.flag_of(p) for p in space.parameters)]
     engine.check_flags(flags, space.engine_version, source=source)
 
