@@ -161,3 +161,16 @@ def test_when_only_noise_differs_nothing_is_promoted(tmp_path: Path) -> None:
         naive += cand[0] > base[0]  # "B's one run beat A's": the field report's reading
     assert promoted <= draws * 0.05, f"promoted in {promoted} of {draws} noise-only draws"
     assert naive >= draws * 0.2, "the noise should fool a single-run comparison often; is the noise on?"
+
+
+def test_first_run_with_nothing_deployed_deploys_the_first_seed_and_says_so(tmp_path: Path) -> None:
+    space = _space(tmp_path)
+    run = _nightly(space, tmp_path, "--max-trials", "0")
+    report = _report(tmp_path)
+    assert run.returncode == EXIT_KEPT, run.stderr[-3000:] + report
+    assert "nothing was deployed and the study has no feasible trial: deploying seed 'baseline'" in report
+    written = yaml.safe_load((tmp_path / "out" / "deployed" / "t.yaml").read_text())
+    assert written["flags"]["quantization"] == "awq" and written["params"]["schedule-policy"] == "fcfs"
+    with TunerStore(f"sqlite:///{tmp_path}/t.db") as store:
+        (row,) = store.deployments("t")
+    assert len(row.metrics["samples"]) == 3 and row.metrics["workload_fingerprint"]

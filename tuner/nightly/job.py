@@ -24,7 +24,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TunerError
 from tuner.nightly.compat import image_check_available, rejection
 from tuner.nightly.decide import Verdict, promotion_verdict, regression_verdict
 from tuner.nightly.deployed import (
@@ -159,7 +159,9 @@ def run_nightly(opts: NightlyOptions, *, stamp: str | None = None) -> NightlyRun
             run.error = "interrupted (SIGINT/SIGTERM); the deployed configuration was not changed"
             run.decision, run.exit_code = "failed", EXIT_FAILED
         except Exception as e:  # the job must always leave a report a person can read
-            run.error = f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+            # our own errors say what to do; anything else needs its traceback
+            detail = "" if isinstance(e, TunerError) else f"\n\n{traceback.format_exc()}"
+            run.error = f"{type(e).__name__}: {e}{detail}"
             run.decision, run.exit_code = "failed", EXIT_FAILED
         finally:
             from tuner.nightly.report import write_report
