@@ -153,7 +153,7 @@ async def _serve(
         version=opts.sglang_version,
         raw_args=raw,
     )
-    runner = web.AppRunner(Api(state).app(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(Api(state).app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
     try:
