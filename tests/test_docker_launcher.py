@@ -328,3 +328,15 @@ def test_a_daemon_killed_mid_trial_is_a_clear_launch_error(
     # The daemon is back: the orphan of the lost trial is found and removed.
     launcher.reap_orphans(study, include_live=True)
     assert launcher.containers(study) == []
+
+
+def test_gpus_on_a_daemon_without_nvidia_runtime_is_a_launch_error(
+    launcher: DockerLauncher, tmp_path: Path, study: str
+) -> None:
+    if "nvidia" in (launcher.client.info().get("Runtimes") or {}):
+        pytest.skip("this daemon has the NVIDIA runtime")
+    gpu_launcher = DockerLauncher(launcher.target.model_copy(update={"gpus": "all"}))
+    with pytest.raises(LaunchError, match=r"no NVIDIA runtime.*target\.gpus: none"):
+        gpu_launcher.start(_python(gpu_launcher, tmp_path, study, "pass"))
+    assert launcher.containers(study) == []  # the created container was removed again
+    gpu_launcher.close()

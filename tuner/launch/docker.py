@@ -155,7 +155,10 @@ def _daemon_call(what: str, daemon: str | None) -> Iterator[None]:
     try:
         yield
     except docker.errors.APIError as e:
-        raise LaunchError(f"docker could not {what}: {e.explanation or e}") from e
+        text = str(e.explanation or e)
+        if "could not select device driver" in text:
+            text += "; this daemon has no NVIDIA runtime: install nvidia-container-toolkit or set target.gpus: none"
+        raise LaunchError(f"docker could not {what}: {text}") from e
     except _DAEMON_ERRORS as e:
         raise LaunchError(
             f"lost the Docker daemon at {_daemon_name(daemon)} while trying to {what} ({_short(e)}); "
