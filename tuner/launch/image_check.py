@@ -3,7 +3,7 @@
 The image's own ``--help`` is the authority on what it accepts, whatever the tuner's flag table
 says about that version: the check runs ``python3 -m sglang.launch_server --help`` (and reads
 ``sglang.__version__``) in the image once, caches the result by image id under
-``~/.cache/sglang-tuner/images/`` (or ``$TUNER_CACHE_DIR/images``), and raises
+``~/.cache/sglang-tuner/images/`` (or ``$TUNER_CACHE/images``), and raises
 :class:`~tuner.errors.UnknownFlagError` naming every flag the image rejects. The returned
 :class:`ImageInfo` carries the image digest and engine version for the study to record.
 
@@ -222,7 +222,7 @@ def _cache_key(image_id: str, probe: EngineProbe, target: DockerTarget) -> str:
 
 
 def _cache_path(cache_dir: Path | None, key: str) -> Path:
-    root = cache_dir or Path(os.environ.get("TUNER_CACHE_DIR") or Path.home() / ".cache" / "sglang-tuner")
+    root = cache_dir or Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner")
     return root / "images" / f"{key}.json"
 
 
