@@ -44,7 +44,7 @@ from tuner.launch.process import ProcessLauncher
 from tuner.launch.readiness import ProbeFailed, wait_ready
 
 RESULTS = Path(__file__).resolve().parent / "results" / "restart_overhead.md"
-SIM_FLAGS = {"sim-gpu": "h100", "sim-startup-scale": 0.0, "sim-noise": 0.0, "sim-seed": 1}
+SIM_FLAGS: FlagVector = {"sim-gpu": "h100", "sim-startup-scale": 0.0, "sim-noise": 0.0, "sim-seed": 1}
 POLL_S = 0.1  # readiness polls exit_status() this often
 
 
@@ -154,7 +154,10 @@ def main() -> int:
             latencies = crash_latency(launcher, host, python, args.crashes, logs)
             if isinstance(launcher, DockerLauncher):
                 remaining = len(launcher.containers(study)) + len(launcher.containers("crash"))
-            col: Callable[[Callable[[Trial], float]], str] = lambda f, t=trials: _stats([f(x) for x in t])  # noqa: E731
+
+            def col(f: Callable[[Trial], float], t: list[Trial] = trials) -> str:
+                return _stats([f(x) for x in t])
+
             rows.append(
                 f"| {name} | tuner before (start -> first log line) | {col(lambda t: t.tuner_before_s)} |\n"
                 f"| {name} | server start-up (first log line -> ready) | {col(lambda t: t.server_startup_s)} |\n"
