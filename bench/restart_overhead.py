@@ -37,6 +37,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tuner.engines.base import FlagVector
 from tuner.engines.sglang import ENGINE
 from tuner.launch.base import LaunchSpec
 from tuner.launch.docker import DockerLauncher, sim_image_target
