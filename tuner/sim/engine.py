@@ -39,6 +39,7 @@ class SimRequest:
     ignore_eos: bool
     stop_at: int  # output length at which the simulated model emits EOS (== max_new with ignore_eos)
     arrival: float
+    sample_key: str = ""  # decides the output tokens (see server._request)
     priority: int = 0
     queue: asyncio.Queue[tuple[str, str | None]] = field(default_factory=asyncio.Queue)
     output: list[int] = field(default_factory=list)
@@ -303,7 +304,7 @@ class Engine:
 
     def _emit(self, r: SimRequest, now: float) -> None:
         """The request produced one token: record it, stream it, finish it when due."""
-        token = _token_id(r.rid, len(r.output), self.model.vocab)
+        token = _token_id(r.sample_key or r.rid, len(r.output), self.model.vocab)
         r.output.append(token)
         self.counters.generation_tokens += 1
         self.counters.recent_tokens.append((now, 1))
@@ -407,5 +408,5 @@ async def _sleep_until(deadline: float) -> None:
         await asyncio.sleep(0)
 
 
-def _token_id(rid: str, index: int, vocab: int) -> int:
-    return zlib.crc32(f"{rid}:{index}".encode()) % vocab
+def _token_id(key: str, index: int, vocab: int) -> int:
+    return zlib.crc32(f"{key}:{index}".encode()) % vocab

@@ -190,16 +190,14 @@ class Api:
                 )
         if not prompt:
             prompt = [0]
-        rid = (
-            s.engine.new_rid()
-            if temperature > 0
-            else f"{zlib.crc32(str(prompt).encode()):08x}{uuid.uuid4().hex[:8]}"
-        )
+        # Greedy decoding gives one output per prompt; sampling draws from the seeded generator.
+        key = s.engine.new_rid() if temperature > 0 else f"greedy:{zlib.crc32(str(prompt).encode()):08x}"
         stop_at = max_new
         if not ignore_eos and max_new > 1 and self._early.random() < EARLY_STOP_P:
             stop_at = self._early.randint(1, max_new)
         return SimRequest(
-            rid=rid,
+            rid=uuid.uuid4().hex,
+            sample_key=key,
             prompt=prompt,
             max_new=max(max_new, 0),
             ignore_eos=ignore_eos,
