@@ -56,6 +56,7 @@ class Outcome:
     gpu_samples: list[GpuSample] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+    docker_command: str | None = None
 
 
 def simulator_program(space: SearchSpace, target: SimulatorTarget, seed: int | None) -> list[str]:
@@ -113,7 +114,8 @@ class ConfigRunner:
     ) -> Outcome:
         """Start a server with ``flags``, benchmark it, stop it. Never raises for a server failure."""
         flags = dict(flags)
-        host = self.space.launch.host
+        # where the server binds: a container binds 0.0.0.0 behind a port published on 127.0.0.1
+        host = getattr(self.launcher, "bind_host", self.space.launch.host)
         if (reason := violated_constraint(self.space, flags)) is not None:
             failure = Failure(FailureKind.INFEASIBLE, Phase.PRECHECK, detail=reason)
             return Outcome(flags, [], None, failure=failure)
@@ -144,6 +146,7 @@ class ConfigRunner:
         t0 = time.perf_counter()
         handle = self.launcher.start(spec)  # LaunchError propagates: the study cannot run at all
         outcome.timings["launch_s"] = time.perf_counter() - t0
+        outcome.docker_command = getattr(handle, "command", None)  # secrets shown as ***
         try:
             asyncio.run(self._serve_and_measure(handle, outcome, should_stop))
         except ServerCrash as crash:
@@ -308,6 +311,8 @@ class TrialRunner:
         """Write the outcome onto ``trial``; raise TrialPruned for a failed or pruned configuration."""
         trial.set_user_attr("flags", outcome.flags)
         trial.set_user_attr("command", outcome.argv)
+        if outcome.docker_command is not None:
+            trial.set_user_attr("docker_command", outcome.docker_command)
         trial.set_user_attr("timings", {k: round(v, 3) for k, v in outcome.timings.items()})
         if outcome.metrics is not None:
             trial.set_user_attr("metrics", {k: _json_float(v) for k, v in outcome.metrics.items()})

@@ -22,25 +22,26 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from tuner.dashboard import publish_best_note
 from tuner.errors import ConfigError, LaunchError, StorageError, TunerError
 from tuner.launch.base import Launcher
+from tuner.launch.docker import DockerTarget
 from tuner.launch.process import ProcessLauncher
 from tuner.progress import Progress
 from tuner.runner import ConfigRunner, Outcome, TrialRunner
 from tuner.space import SearchSpace, load_space
-from tuner.launch.docker import DockerTarget
 from tuner.space.schema import SimulatorTarget
 from tuner.store.models import Provenance
 from tuner.store.store import TunerStore
 from tuner.store.urls import check_multiworker_safe, make_optuna_storage, storage_errors
 from tuner.summary import write_summary
+from tuner.telemetry import describe_gpus
 
 DEFAULT_SPACE = "search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml"
 DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
@@ -93,6 +94,7 @@ class StudyContext:
     launcher: Launcher
     out: Path
     worker: str
+    gpu: dict[str, Any] | None = None  # NVML's description of this worker's GPUs, None without one
 
 
 def make_launcher(space: SearchSpace, *, source: str) -> Launcher:
@@ -156,8 +158,10 @@ def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
 def provenance_for(ctx: StudyContext, trial_number: int, outcome: Outcome) -> Provenance:
     space = ctx.space
     target = space.target
-    gpu_name = f"simulated {target.gpu}" if isinstance(target, SimulatorTarget) else None
     image = target.image if isinstance(target, DockerTarget) else None
+    gpu = ctx.gpu or {}
+    if isinstance(target, SimulatorTarget):
+        gpu = {"gpu_name": f"simulated {target.gpu}"}
     mem = max((s.memory_total_mib for s in outcome.gpu_samples), default=None)
     return Provenance(
         study_name=ctx.study.study_name,
@@ -166,12 +170,12 @@ def provenance_for(ctx: StudyContext, trial_number: int, outcome: Outcome) -> Pr
         engine_version=space.engine_version,
         image=image,
         image_digest=ctx.study.user_attrs.get("image_digest"),
-        gpu_name=gpu_name or ctx.study.user_attrs.get("gpu_name"),
-        gpu_driver=ctx.study.user_attrs.get("gpu_driver"),
-        gpu_memory_mib=mem,
-        gpu_count=len({s.gpu_index for s in outcome.gpu_samples}) or None,
+        gpu_name=gpu.get("gpu_name"),
+        gpu_driver=gpu.get("gpu_driver"),
+        gpu_memory_mib=gpu.get("gpu_memory_mib", mem),
+        gpu_count=gpu.get("gpu_count") or len({s.gpu_index for s in outcome.gpu_samples}) or None,
         workload_fingerprint=space.workload.fingerprint(),
-        extra={"worker": ctx.worker, "timings": outcome.timings},
+        extra={"worker": ctx.worker, "timings": outcome.timings, "gpu_indices": gpu.get("gpu_indices")},
     )
 
 
@@ -212,8 +216,12 @@ def run(args: argparse.Namespace) -> int:
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
     launcher = make_launcher(space, source=args.space)
     study = open_study(args, space)
+    image_info = getattr(launcher, "image_info", None)
+    if image_info is not None:  # which image (digest) and engine version produced the numbers
+        study.set_user_attr("image_digest", image_info.image_id)
+        study.set_user_attr("image", image_info.to_attrs())
     store = TunerStore(args.storage)
-    ctx = StudyContext(space, study, store, launcher, out, args.worker)
+    ctx = StudyContext(space, study, store, launcher, out, args.worker, describe_gpus(space.launch.gpu_ids))
     reaped = launcher.reap_orphans(study.study_name, args.worker)
     progress = Progress(args.trials, metric=space.objectives[0].metric)
     if reaped:
@@ -252,7 +260,9 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     feasible = write_summary(study, space, out, stream=sys.stdout)
     if feasible:
-        publish_best_note(study)  # optuna-dashboard shows the best command on the study page
+        from tuner.dashboard import publish_best_note  # optuna-dashboard only once there is a best
+
+        publish_best_note(study)  # the dashboard shows the best command on the study page
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if feasible else EXIT_NOTHING

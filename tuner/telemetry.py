@@ -226,6 +226,27 @@ class GpuMonitor(_SamplerBase):
             self._nvml = None
 
 
+def describe_gpus(gpu_indices: Sequence[int] | None = None) -> dict[str, Any] | None:
+    """Name, driver version, memory and count of the selected GPUs (for provenance), or None without NVML."""
+    nvml = _nvml_start()
+    if nvml is None:
+        return None
+    try:
+        chosen = _resolve(nvml, gpu_indices)
+        if not chosen:
+            return None
+        names = sorted({_as_str(nvml.nvmlDeviceGetName(h)) for _, h in chosen})
+        return {
+            "gpu_name": ", ".join(names),
+            "gpu_driver": _as_str(nvml.nvmlSystemGetDriverVersion()),
+            "gpu_memory_mib": nvml.nvmlDeviceGetMemoryInfo(chosen[0][1]).total / _MIB,
+            "gpu_count": len(chosen),
+            "gpu_indices": [i for i, _ in chosen],
+        }
+    finally:
+        nvml.nvmlShutdown()
+
+
 def current_memory_mib(gpu_indices: Sequence[int] | None = None) -> dict[int, float] | None:
     """Memory used (MiB) now on each selected GPU, or None without NVML."""
     nvml = _nvml_start()

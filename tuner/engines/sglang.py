@@ -64,8 +64,8 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _v("context-length", int),
     _v("quantization", choices=_QUANT_OLD, until="0.5.0"),
     _v("quantization", choices=_QUANT_05, since="0.5.0"),  # approx.: first seen gone in 0.5.23
-    _v("tp-size", int, aliases=("tp",)),
-    _v("dp-size", int, aliases=("dp",)),
+    _v("tp-size", int, aliases=("tensor-parallel-size",)),
+    _v("dp-size", int, aliases=("data-parallel-size",)),
     _v("random-seed", int),
     _v("log-level"),
     _v("api-key"),

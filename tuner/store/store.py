@@ -11,11 +11,13 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy
 from sqlalchemy import Connection, Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from tuner.records import GpuSample, RequestRecord
 from tuner.store import schema
@@ -147,6 +149,8 @@ class TunerStore:
         stmt = stmt.order_by(schema.requests.c.trial_number, schema.requests.c.request_index)
         with self._connect(f"reading requests of study {study_name!r} from") as conn:
             rows = conn.execute(stmt).mappings().all()
+        import pandas as pd  # reports only: the study's hot path (and GPU hosts) need no pandas
+
         return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in cols])
 
     def read_gpu_samples(self, study_name: str, trial_number: int) -> list[GpuSample]:
