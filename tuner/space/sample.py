@@ -8,8 +8,8 @@ render flags the same way as sampled trials.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Protocol
 
 from tuner.engines.base import FlagVector
