@@ -67,6 +67,14 @@ OTHERS: dict[str, list[str]] = {
         "--attention-backend triton --sampling-backend pytorch --disable-cuda-graph --disable-radix-cache "
         "--quantization awq_marlin --mem-fraction-static 0.70 --num-continuous-decode-steps 2"
     ),
+    "marlin, mf 0.75, 4 decode steps": shlex.split(
+        "--attention-backend triton --sampling-backend pytorch --disable-cuda-graph --disable-radix-cache "
+        "--quantization awq_marlin --mem-fraction-static 0.75 --num-continuous-decode-steps 4"
+    ),
+    "marlin, mf 0.75, chunked prefill 512": shlex.split(
+        "--attention-backend triton --sampling-backend pytorch --disable-cuda-graph --disable-radix-cache "
+        "--quantization awq_marlin --mem-fraction-static 0.75 --chunked-prefill-size 512"
+    ),
     "awq, mf 0.92, 4 decode steps, 16 splits": shlex.split(
         "--attention-backend triton --sampling-backend pytorch --disable-cuda-graph --disable-radix-cache "
         "--quantization awq --mem-fraction-static 0.92 --num-continuous-decode-steps 4 "

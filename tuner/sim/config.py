@@ -59,6 +59,7 @@ class SimConfig:
     torch_compile_max_bs: int
     cuda_graph: bool
     cuda_graph_max_bs: int
+    cuda_graph_bs: tuple[int, ...]  # explicit capture list (empty: SGLang's default sizes up to max)
     allow_auto_truncate: bool
     enable_metrics: bool
     skip_warmup: bool
@@ -138,6 +139,7 @@ def resolve(ns: argparse.Namespace, gpu: GpuProfile, model: ModelProfile) -> Sim
         torch_compile_max_bs=_get(ns, "torch-compile-max-bs", 32),
         cuda_graph=not graph_disabled,
         cuda_graph_max_bs=int(graph_max_bs),
+        cuda_graph_bs=tuple(graph_bs_list or ()),
         allow_auto_truncate=bool(_get(ns, "allow-auto-truncate", False)),
         enable_metrics=bool(_get(ns, "enable-metrics", False)),
         skip_warmup=bool(_get(ns, "skip-server-warmup", False)),

@@ -233,10 +233,10 @@ class Engine:
             self.waiting,
             self.cfg.schedule_policy,
             radix_cache=self.cache is not None,
-            prefix_len=self._prefix_len,  # type: ignore[arg-type]
+            prefix_len=self._prefix_len,
             rng=self.rng,
             now=time.monotonic(),
-            service_s=lambda r: r.max_new * 0.02,  # type: ignore[attr-defined]
+            service_s=lambda r: r.max_new * 0.02,  # a rough decode time: hrrn only compares ratios
         )
         budget = self._free_tokens() - self._reserved_tokens()
         prefill_budget = self.cfg.max_prefill_tokens

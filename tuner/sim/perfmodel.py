@@ -153,12 +153,14 @@ def kv_bytes_per_token(cfg: SimConfig, model: ModelProfile) -> int:
     return base
 
 
-def graph_batch_sizes(cfg: SimConfig) -> int:
-    """How many batch sizes graph capture records (SGLang: 1, 2, 4, 8, then steps of 8)."""
+def captured_batch_sizes(cfg: SimConfig) -> tuple[int, ...]:
+    """Batch sizes graph capture records: the flag's list, or SGLang's 1, 2, 4, 8, then steps of 8."""
     if not cfg.cuda_graph:
-        return 0
+        return ()
+    if cfg.cuda_graph_bs:
+        return tuple(sorted(set(cfg.cuda_graph_bs)))
     m = cfg.cuda_graph_max_bs
-    return min(m, 4) + max(0, (m - 8) // 8 + 1) if m >= 8 else min(m, 4)
+    return tuple(b for b in (1, 2, 4) if b <= m) + tuple(range(8, m + 1, 8))
 
 
 def memory_plan(cfg: SimConfig, gpu: GpuProfile, model: ModelProfile) -> MemoryPlan:
@@ -171,7 +173,7 @@ def memory_plan(cfg: SimConfig, gpu: GpuProfile, model: ModelProfile) -> MemoryP
     pool_tokens = int(max(0.0, static - weights - hicache) * GIB // kvb)
     if cfg.max_total_tokens is not None:
         pool_tokens = min(pool_tokens, cfg.max_total_tokens)
-    graph = graph_batch_sizes(cfg) * GRAPH_GIB_PER_BS * (model.hidden / 4096)
+    graph = len(captured_batch_sizes(cfg)) * GRAPH_GIB_PER_BS * (model.hidden / 4096)
     compile_ = COMPILE_GIB if cfg.torch_compile and cfg.cuda_graph else 0.0
     marlin = (
         gpu.quirks.marlin_extra_gib if cfg.quantization in ("awq_marlin", "gptq_marlin", "marlin") else 0.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 CACHE_AWARE = frozenset({"lpm", "dfs-weight"})
 LPM_FALLBACK_QUEUE = 128  # SGLang: lpm degrades to fcfs beyond this many waiting requests
@@ -29,6 +29,9 @@ class Waiting(Protocol):
     def first_block(self) -> int: ...
 
 
+W = TypeVar("W", bound=Waiting)
+
+
 def effective_policy(policy: str, radix_cache: bool, queue_len: int) -> str:
     """The policy SGLang actually applies (cache-aware ones need the radix cache)."""
     if policy in CACHE_AWARE and (not radix_cache or queue_len > LPM_FALLBACK_QUEUE):
@@ -37,15 +40,15 @@ def effective_policy(policy: str, radix_cache: bool, queue_len: int) -> str:
 
 
 def order(
-    waiting: Sequence[Waiting],
+    waiting: Sequence[W],
     policy: str,
     *,
     radix_cache: bool,
-    prefix_len: Callable[[Waiting], int],
+    prefix_len: Callable[[W], int],
     rng: random.Random,
     now: float,
-    service_s: Callable[[Waiting], float],
-) -> list[Waiting]:
+    service_s: Callable[[W], float],
+) -> list[W]:
     """Return ``waiting`` in the order admission should consider them."""
     eff = effective_policy(policy, radix_cache, len(waiting))
     reqs = list(waiting)

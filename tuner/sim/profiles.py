@@ -25,7 +25,6 @@ class GpuQuirks:
     fp8_kv_oom: bool = False  # FP8 KV cache path allocates an extra bf16 copy -> CUDA OOM (report)
     marlin_extra_gib: float = 0.0  # awq_marlin repack workspace; OOM when it does not fit (report)
     tbo_hangs: bool = False  # two-batch-overlap deadlocks under load (report: "failed")
-    hicache_host_gib: float = 0.0  # pinned host memory hierarchical cache wants at start
     mixed_chunk_crash: bool = False  # mixed chunk + triton extend crashes the scheduler (report)
 
 
@@ -95,7 +94,6 @@ GPUS: dict[str, GpuProfile] = {
             fp8_kv_oom=True,
             marlin_extra_gib=6.0,
             tbo_hangs=True,
-            hicache_host_gib=24.0,
             mixed_chunk_crash=True,
         ),
     ),

@@ -390,17 +390,24 @@ class Api:
             )
         sent = 0
         async for r in self._events(request, req):
-            reason = finish.get(r) if r else None
+            chunk_reason = finish.get(r) if r else None
             delta = text.detokenize(req.output[sent:])
             sent = len(req.output)
-            if not delta and reason is None:
+            if not delta and chunk_reason is None:
                 continue
             if chat:
                 await send(
-                    [{"index": 0, "delta": {"content": delta}, "logprobs": None, "finish_reason": reason}]
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"content": delta},
+                            "logprobs": None,
+                            "finish_reason": chunk_reason,
+                        }
+                    ]
                 )
             else:
-                await send([{"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}])
+                await send([{"index": 0, "text": delta, "logprobs": None, "finish_reason": chunk_reason}])
         opts = body.get("stream_options") or {}
         if isinstance(opts, dict) and opts.get("include_usage"):
             await send([], {"usage": usage()})

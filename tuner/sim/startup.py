@@ -107,15 +107,10 @@ async def _serve(
     die_at("attention")
     if cfg.cuda_graph:
         log(f"[TP0] Capture cuda graph begin. This can take up to several minutes. avail mem={avail:.2f} GB")
-        n_bs = perfmodel.graph_batch_sizes(cfg)
-        capture = n_bs * STARTUP_GRAPH_S_PER_BS * model.layers / 64
+        sizes = perfmodel.captured_batch_sizes(cfg)
+        capture = len(sizes) * STARTUP_GRAPH_S_PER_BS * model.layers / 64
         if cfg.torch_compile:
-            compiled = min(
-                n_bs,
-                perfmodel.graph_batch_sizes(cfg)
-                if cfg.torch_compile_max_bs >= cfg.cuda_graph_max_bs
-                else max(1, int(math.log2(max(cfg.torch_compile_max_bs, 1))) + 1),
-            )
+            compiled = sum(1 for b in sizes if b <= cfg.torch_compile_max_bs)
             capture += STARTUP_COMPILE_S + STARTUP_COMPILE_S_PER_BS * compiled
         await _pause(capture * 0.3, opts)
         die_at("graph")
