@@ -137,7 +137,13 @@ def server(queue_server: QueueServer) -> QueueServer:
 
 
 WORKLOAD = WorkloadSpec(
-    input_len=8, output_len=4, num_requests=1, warmup_requests=2, seed=0, stall_timeout_s=5, request_timeout_s=10
+    input_len=8,
+    output_len=4,
+    num_requests=1,
+    warmup_requests=2,
+    seed=0,
+    stall_timeout_s=5,
+    request_timeout_s=10,
 )
 SLO = SLOs(ttft_p99_ms=SLO_TTFT_MS, error_rate=0.05)
 
@@ -232,7 +238,12 @@ def test_probe_workload_overrides_only_arrival_and_size() -> None:
     assert (first.num_requests, first.duration_s, first.warmup_requests) == (PROBE_N, None, 3)
     assert later.warmup_requests == 0
     assert first.window_requests == PROBE_N // 20
-    assert (first.seed, first.input_len, first.output_len, first.api) == (w.seed, w.input_len, w.output_len, w.api)
+    assert (first.seed, first.input_len, first.output_len, first.api) == (
+        w.seed,
+        w.input_len,
+        w.output_len,
+        w.api,
+    )
 
 
 async def test_no_slo_is_a_config_error(server: QueueServer) -> None:
@@ -280,7 +291,15 @@ async def test_records_are_complete_and_json_ready(server: QueueServer) -> None:
     doc = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert doc["reason"] == "converged" and len(doc["probes"]) == len(result.probes)
     point = doc["probes"][0]
-    for key in ("rate", "passed", "ttft_median_ms", "ttft_p99_ms", "tpot_median_ms", "tpot_p99_ms", "goodput"):
+    for key in (
+        "rate",
+        "passed",
+        "ttft_median_ms",
+        "ttft_p99_ms",
+        "tpot_median_ms",
+        "tpot_p99_ms",
+        "goodput",
+    ):
         assert key in point
     curve = result.curve()
     assert [c["rate"] for c in curve] == sorted(p.rate for p in result.probes)
@@ -334,7 +353,9 @@ async def test_errors_fail_badly(server: QueueServer) -> None:
 
 
 async def test_passing_the_whole_range(server: QueueServer) -> None:
-    result = await find_capacity(server.url, WORKLOAD, SLO, spec(min_rate=10.0, max_rate=20.0, probe_requests=30))
+    result = await find_capacity(
+        server.url, WORKLOAD, SLO, spec(min_rate=10.0, max_rate=20.0, probe_requests=30)
+    )
     assert result.reason is StopReason.REACHED_MAX_RATE
     assert [p.rate for p in result.probes] == [10.0, 20.0] and result.capacity_rps == 20.0
 

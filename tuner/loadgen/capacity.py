@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -105,7 +105,7 @@ class CapacitySpec(BaseModel):
         return self.probe_requests if self.probe_requests is not None else max(100, self.min_probe_requests)
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """How a probe ended against the SLOs."""
 
     PASS = "pass"
@@ -113,7 +113,7 @@ class Verdict(str, Enum):
     FAIL_BADLY = "fail_badly"
 
 
-class StopReason(str, Enum):
+class StopReason(StrEnum):
     """Why the search ended."""
 
     CONVERGED = "converged"  # highest pass and lowest fail within tolerance
