@@ -69,6 +69,7 @@ class SimConfig:
     custom_all_reduce: bool
     random_seed: int
     watchdog_timeout: float
+    decode_log_interval: int
 
     def as_server_args(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,4 +152,5 @@ def resolve(ns: argparse.Namespace, gpu: GpuProfile, model: ModelProfile) -> Sim
         custom_all_reduce=not _get(ns, "disable-custom-all-reduce", False),
         random_seed=_get(ns, "random-seed", 42),
         watchdog_timeout=float(_get(ns, "watchdog-timeout", 300.0)),
+        decode_log_interval=max(1, _get(ns, "decode-log-interval", 40)),
     )

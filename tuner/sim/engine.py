@@ -174,7 +174,7 @@ class Engine:
         self.hung = False
         self._wake = asyncio.Event()
         self._ids = itertools.count()
-        self.busy_since: float | None = None
+        self._decode_steps = 0
 
     # ---- queue interface -------------------------------------------------------------------------
     def submit(self, req: SimRequest) -> None:
@@ -344,10 +344,8 @@ class Engine:
         """The scheduler loop (runs until cancelled)."""
         while True:
             if self.idle:
-                self.busy_since = None
                 self._wake.clear()
                 await self._wake.wait()
-            self.busy_since = self.busy_since or time.monotonic()
             self._admit()
             batch, parts = self._prefill_batch()
             if parts:
@@ -355,6 +353,11 @@ class Engine:
                 decoding = [r for r in self.running if r.prefill_done] if batch.decode_ctx else []
                 await self._forward(batch, perfmodel.pass_overhead_s(batch.requests))
                 now = time.monotonic()
+                log(
+                    f"[TP0] Prefill batch. #new-seq: {len(parts)}, #new-token: {sum(n for _, n in parts)}, "
+                    f"#cached-token: {sum(r.cached for r, _ in parts)}, token usage: {self.token_usage():.2f}, "
+                    f"#running-req: {len(self.running) - len(parts)}, #queue-req: {len(self.waiting)}"
+                )
                 for r, n in parts:
                     r.prefilled += n
                     if r.prefill_done and r.recompute:
@@ -384,7 +387,18 @@ class Engine:
                 for r in decoding:
                     if r.finished is None:
                         self._emit(r, now)
+                self._decode_steps += 1
+                if self._decode_steps % self.cfg.decode_log_interval == 0:
+                    self._log_decode(len(decoding), now)
             self._trim_samples()
+
+    def _log_decode(self, batch: int, now: float) -> None:
+        recent = sum(n for t, n in self.counters.recent_tokens if t > now - 5.0) / 5.0
+        log(
+            f"[TP0] Decode batch. #running-req: {batch}, #token: {self._used_tokens()}, "
+            f"token usage: {self.token_usage():.2f}, gen throughput (token/s): {recent:.2f}, "
+            f"#queue-req: {len(self.waiting)}"
+        )
 
     def _trim_samples(self) -> None:
         c = self.counters

@@ -23,7 +23,9 @@ class GpuQuirks:
     cuda_graph_segfault: bool = False  # graph capture kills the scheduler with SIGSEGV (sm_120, report)
     flashinfer_supported: bool = True  # flashinfer kernels exist for this arch
     fp8_kv_oom: bool = False  # FP8 KV cache path allocates an extra bf16 copy -> CUDA OOM (report)
-    marlin_extra_gib: float = 0.0  # awq_marlin repack workspace; OOM when it does not fit (report)
+    # GPU memory awq_marlin holds outside the static pool: its workspace (~0.25 GiB) everywhere; on sm_120
+    # the report saw marlin run out of memory where plain awq fit, modelled as a 6 GiB unpacked copy.
+    marlin_extra_gib: float = 0.0
     tbo_hangs: bool = False  # two-batch-overlap deadlocks under load (report: "failed")
     mixed_chunk_crash: bool = False  # mixed chunk + triton extend crashes the scheduler (report)
 
@@ -107,7 +109,7 @@ GPUS: dict[str, GpuProfile] = {
         launch_us=6.0,
         reserved_gib=2.0,
         source="NVIDIA H100 Tensor Core GPU datasheet (SXM5: 80 GB HBM3, 3.35 TB/s, 989 dense BF16 TFLOPS, 132 SMs)",
-        quirks=GpuQuirks(marlin_extra_gib=6.0),
+        quirks=GpuQuirks(marlin_extra_gib=0.25),
     ),
     "a100": GpuProfile(
         name="NVIDIA A100-SXM4-80GB",
@@ -119,7 +121,7 @@ GPUS: dict[str, GpuProfile] = {
         launch_us=7.0,
         reserved_gib=2.0,
         source="NVIDIA A100 datasheet (SXM4 80 GB: 2039 GB/s HBM2e, 312 dense BF16 TFLOPS, 108 SMs)",
-        quirks=GpuQuirks(marlin_extra_gib=6.0, tbo_hangs=False),
+        quirks=GpuQuirks(marlin_extra_gib=0.25),
     ),
     "l40s": GpuProfile(
         name="NVIDIA L40S",
@@ -131,7 +133,7 @@ GPUS: dict[str, GpuProfile] = {
         launch_us=7.0,
         reserved_gib=1.5,
         source="NVIDIA L40S datasheet (48 GB GDDR6, 864 GB/s, 362 dense BF16 TFLOPS, 142 SMs)",
-        quirks=GpuQuirks(marlin_extra_gib=6.0),
+        quirks=GpuQuirks(marlin_extra_gib=0.25),
     ),
 }
 
