@@ -73,10 +73,6 @@ async def _serve(
 
     mem = perfmodel.memory_plan(cfg, gpu, model)
     fail = failures.startup_failure(cfg, gpu, model, mem, opts.inject)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     def die_at(stage: str) -> None:
         if fail is None or fail.stage != stage:
@@ -158,6 +154,10 @@ async def _serve(
             f"ERROR: [Errno {e.errno}] error while attempting to bind on address ({cfg.host!r}, {cfg.port}): {e.strerror}"
         )
         raise SystemExit(1) from e
+    # Until now SIGTERM kills at once (default action); from here it shuts the server down cleanly.
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     scheduler = asyncio.create_task(engine.run())
     log(f"INFO:     Started server process [{os.getpid()}]", stamp=False)
     log("INFO:     Waiting for application startup.", stamp=False)
