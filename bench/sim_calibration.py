@@ -120,8 +120,8 @@ def main() -> int:
         lines.append(f"| {name} | {' | '.join(cells)} |")
         print(lines[-1], flush=True)
     for title, workload, n in (
-        ("Concurrent workload: 8 closed-loop clients, 256 in / 64 out", CONCURRENT_WORKLOAD, 24),
-        ("Long prompts: 8 closed-loop clients, 3000 in / 32 out", LONG_PROMPT_WORKLOAD, 16),
+        ("Concurrent workload: 8 closed-loop clients, 256 in / 64 out", CONCURRENT_WORKLOAD, 16),
+        ("Long prompts: 8 closed-loop clients, 3000 in / 32 out", LONG_PROMPT_WORKLOAD, 8),
     ):
         lines += ["", f"## {title}", "", "| configuration | output tok/s | TTFT mean ms | E2E mean ms | failed |",
                   "|---|---|---|---|---|"]  # fmt: skip
