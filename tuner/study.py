@@ -260,9 +260,12 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     feasible = write_summary(study, space, out, stream=sys.stdout)
     if feasible:
-        from tuner.dashboard import publish_best_note  # optuna-dashboard only once there is a best
-
-        publish_best_note(study)  # the dashboard shows the best command on the study page
+        try:  # the dashboard shows the best command on the study page
+            from tuner.dashboard import publish_best_note
+        except ImportError as e:  # a GPU host carrying only the tuner's core needs
+            print(f"note: no dashboard note ({e})", file=sys.stderr)
+        else:
+            publish_best_note(study)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if feasible else EXIT_NOTHING
