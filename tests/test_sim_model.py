@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import json
+import threading
+from typing import Any
 
 from tuner.sim.process import SimProcess
 
 # Llama-3.1-8B on an H100 with CUDA graphs: decode is bound by the weight reads (~6 ms a step).
 H100_8B = ["--sim-gpu", "h100", "--sim-model", "llama-3.1-8b", "--attention-backend", "fa3"]
-REQ = {"input_ids": list(range(64)), "sampling_params": {"max_new_tokens": 48, "ignore_eos": True}}
+REQ: dict[str, Any] = {
+    "input_ids": list(range(64)),
+    "sampling_params": {"max_new_tokens": 48, "ignore_eos": True},
+}
 
 
-def e2e(s: SimProcess, body: dict[str, object] = REQ) -> float:
+def e2e(s: SimProcess, body: dict[str, Any] = REQ) -> float:
     status, raw = s.post("/generate", body)
     assert status == 200, raw
     return float(json.loads(raw)["meta_info"]["e2e_latency"])
 
 
-def info(s: SimProcess) -> dict[str, object]:
-    return json.loads(s.get("/server_info")[1])  # type: ignore[no-any-return]
+def info(s: SimProcess) -> dict[str, Any]:
+    return dict(json.loads(s.get("/server_info")[1]))
 
 
 def test_more_bandwidth_is_faster() -> None:
@@ -37,7 +42,7 @@ def test_more_mem_fraction_is_more_kv_capacity() -> None:
             s.wait_ready()
             i = info(s)
             tokens.append(i["max_total_num_tokens"])
-            used.append(i["gpu_memory"]["used_mib"])  # type: ignore[index]
+            used.append(i["gpu_memory"]["used_mib"])
     assert tokens[0] < tokens[1] < tokens[2]
     assert used[0] < used[1] < used[2]
 
@@ -45,12 +50,13 @@ def test_more_mem_fraction_is_more_kv_capacity() -> None:
 def test_kv_capacity_bounds_running_requests_and_queues_the_rest() -> None:
     # A 1024-token pool holds ~2 of these requests (each 200 in + 300 reserved out): the rest wait.
     flags = [*H100_8B, "--sim-noise", "0", "--max-total-tokens", "1024", "--enable-metrics"]
-    body = {"input_ids": list(range(200)), "sampling_params": {"max_new_tokens": 300, "ignore_eos": True}}
+    body: dict[str, Any] = {
+        "input_ids": list(range(200)),
+        "sampling_params": {"max_new_tokens": 300, "ignore_eos": True},
+    }
     with SimProcess(flags) as s:
         s.wait_ready()
         one = e2e(s, body)
-        import threading
-
         results: list[float] = []
         threads = [
             threading.Thread(
@@ -75,7 +81,7 @@ def test_same_seed_same_run_different_seed_different_run() -> None:
             greedy = {**REQ, "sampling_params": {"max_new_tokens": 8, "temperature": 0}}
             runs.append(
                 (
-                    info(s)["simulator"]["noise_factor"],  # type: ignore[index]
+                    info(s)["simulator"]["noise_factor"],
                     json.loads(s.post("/generate", sampled)[1])["output_ids"],
                     json.loads(s.post("/generate", greedy)[1])["output_ids"],
                     e2e(s),
