@@ -66,7 +66,8 @@ class Row:
 async def sweep(url: str) -> tuple[Row, list[tuple[float, float, bool]]]:
     """Full-length probes every SWEEP_STEP_RPS from min_rate until the first failure."""
     t0 = time.perf_counter()
-    rate, last_pass, points = SPEC.min_rate, 0.0, []
+    rate, last_pass = SPEC.min_rate, 0.0
+    points: list[tuple[float, float, bool]] = []
     while rate <= SPEC.max_rate:
         bench = await run_benchmark(url, probe_workload(WORKLOAD, SPEC, rate, first=not points), slos=SLO)
         verdict, _ = judge(bench.flat(), SLO, SPEC)
