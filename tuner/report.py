@@ -163,7 +163,7 @@ def best_config(study: optuna.Study, trial: FrozenTrial) -> BestConfig:
         from tuner.export import docker_run_line, flags_yaml, launch_command
 
         command = launch_command(space, flags)
-        docker = docker_run_line(space, flags, image=image or PLACEHOLDER_IMAGE)
+        docker = docker_run_line(space, flags, image=image)  # None: the engine's own image
         flag_file = flags_yaml(space, flags, header=header)
     else:
         command = list(trial.user_attrs.get("command") or [])

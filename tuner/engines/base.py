@@ -87,6 +87,7 @@ class Engine(Protocol):
 
     name: str
     default_port: int
+    default_image: str
     signatures: Sequence[Signature]
     request: RequestShape
 

@@ -262,6 +262,9 @@ class LlamaCpp:
 
     name: str = NAME
     default_port: int = DEFAULT_PORT
+    default_image: str = (
+        "ghcr.io/ggml-org/llama.cpp:server"  # for exported `docker run` lines when the space names none
+    )
     signatures: Sequence[Signature] = SIGNATURES
     request: RequestShape = field(
         default_factory=lambda: RequestShape(api="completions", health_path="/health")

@@ -230,6 +230,7 @@ class SGLang:
 
     name: str = NAME
     default_port: int = DEFAULT_PORT
+    default_image: str = "lmsysorg/sglang:latest"  # for exported `docker run` lines when the space names none
     signatures: Sequence[Signature] = SIGNATURES
     request: RequestShape = field(default_factory=lambda: RequestShape(api="generate", health_path="/health"))
 

@@ -170,6 +170,7 @@ class TransformersServe:
 
     name: str = NAME
     default_port: int = DEFAULT_PORT
+    default_image: str = "huggingface/transformers-pytorch-gpu:latest"  # for exported `docker run` lines when the space names none
     signatures: Sequence[Signature] = SIGNATURES
     request: RequestShape = field(
         default_factory=lambda: RequestShape(
