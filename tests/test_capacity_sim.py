@@ -33,7 +33,8 @@ WORKLOAD = WorkloadSpec(
     stall_timeout_s=10,
     request_timeout_s=30,
 )
-SLO = SLOs(ttft_p99_ms=150.0, error_rate=0.05)
+SLO_TTFT_MS = 150.0
+SLO = SLOs(ttft_p99_ms=SLO_TTFT_MS, error_rate=0.05)
 SPEC = CapacitySpec(
     min_rate=16.0, max_rate=256.0, probe_requests=60, min_probe_requests=20, tolerance=0.05, time_budget_s=90
 )
@@ -79,17 +80,17 @@ async def test_capacity_matches_a_fine_sweep(sim_url: str) -> None:
     assert upper is not None and upper / cap - 1 <= SPEC.tolerance
     # Latency explodes near saturation: the failing probes' TTFT is far above the low-load one.
     curve = result.curve()
-    assert curve[0]["ttft_p99_ms"] < SLO.ttft_p99_ms < curve[-1]["ttft_p99_ms"]
+    assert curve[0]["ttft_p99_ms"] < SLO_TTFT_MS < curve[-1]["ttft_p99_ms"]
     # The plain check: full-length probes every 4 % from 0.84x to 1.2x the answer, no early stops.
     steps = [cap * (0.84 + 0.04 * k) for k in range(10)]
     p99 = {}
     for rate in steps:
         bench = await run_benchmark(sim_url, probe_workload(WORKLOAD, SPEC, rate, first=False), slos=SLO)
         p99[rate] = bench.flat()["ttft_p99_ms"]
-    passing = [r for r in steps if p99[r] <= SLO.ttft_p99_ms]
-    failing = [r for r in steps if p99[r] > SLO.ttft_p99_ms]
+    passing = [r for r in steps if p99[r] <= SLO_TTFT_MS]
+    failing = [r for r in steps if p99[r] > SLO_TTFT_MS]
     assert passing and failing, p99
-    crossing = next(r for r in steps if p99[r] > SLO.ttft_p99_ms)  # first failing rate of the sweep
+    crossing = next(r for r in steps if p99[r] > SLO_TTFT_MS)  # first failing rate of the sweep
     # The search's bracket and the sweep's crossing agree within the tolerance plus one sweep step.
     assert abs(crossing / upper - 1) <= SPEC.tolerance + 0.04 + 0.04, (cap, upper, p99)
 
