@@ -550,7 +550,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"| {_fmt(m['median_minutes_to_target'], m['median_minutes_censored'], 2)} "
                 f"| {_fmt(100 * m['crash_rate_first'], digits=0)} % → {_fmt(100 * m['crash_rate_second'], digits=0)} % "
                 f"| {_fmt(statistics.fmean(m['bench_s']), digits=0)} "
-                f"| {_fmt(statistics.median(finals) if finals else None, digits=2)} |"
+                f"| {_fmt(statistics.median(finals), digits=2) if finals else 'not re-measured'} |"
             )
         if "tuner_vs_random_trials" in res:
             lines += [
@@ -612,10 +612,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods to run")
     p.add_argument("--budget", type=int, default=None, help="launched trials per run (default per landscape)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the other landscapes already in --out (replace the ones run)",
+    )
     args = p.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 5)
     t0 = time.perf_counter()
-    results, rows = [], []
+    results: list[dict[str, Any]] = []
+    rows: list[TrialRow] = []
+    if args.append:
+        results, rows = _previous(args.out, args.landscapes.split(","))
     with tempfile.TemporaryDirectory(prefix="search-eff-") as tmp:
         work = Path(tmp)
         for name in args.landscapes.split(","):
@@ -629,7 +637,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 from tuner.models.gguf_llama import PRESETS, write
 
-                land = llamacpp_landscape(args.quick, write(work / "tiny.gguf", PRESETS["tiny"]))
+                # ~58 M parameters: a benchmark of 1-3 s (the 4 M "tiny" one finishes in 0.1 s: all noise)
+                land = llamacpp_landscape(args.quick, write(work / "small.gguf", PRESETS["small"]))
             else:
                 raise SystemExit(f"--landscapes: unknown {name!r} (sim, llamacpp)")
             if args.budget:
@@ -642,6 +651,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write(args.out, results, rows, seeds, t0, argv)
     print((args.out / "search_efficiency.md").read_text())
     return 0
+
+
+def _previous(out: Path, rerun: list[str]) -> tuple[list[dict[str, Any]], list[TrialRow]]:
+    """Results and rows of the landscapes in ``out`` that are not being run again."""
+    names = {"sim": "sim-rtx5090", "llamacpp": "llamacpp-cpu"}
+    drop = {names.get(n, n) for n in rerun}
+    path = out / "search_efficiency.json"
+    if not path.exists():
+        return [], []
+    results = [r for r in json.loads(path.read_text())["results"] if r["landscape"] not in drop]
+    rows = []
+    with (out / "search_efficiency_trials.csv").open() as f:
+        for d in csv.DictReader(f):
+            if d["landscape"] in drop:
+                continue
+            rows.append(
+                TrialRow(
+                    d["landscape"], d["method"], int(d["seed"]), int(d["number"]), d["state"],
+                    d["launched"] == "True", float(d["value"]) if d["value"] else None, d["failure_kind"],
+                    d["pruned_slow"] == "True", int(d["windows"]), float(d["duration_s"]), float(d["bench_s"]),
+                    d["params"],
+                )
+            )  # fmt: skip
+    return results, rows
 
 
 def _write(
