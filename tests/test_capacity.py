@@ -30,6 +30,7 @@ from tuner.loadgen import SLOs, WorkloadSpec
 from tuner.loadgen.arrival import poisson_offsets
 from tuner.loadgen.capacity import (
     CapacitySpec,
+    Probe,
     StopReason,
     Verdict,
     _must_exceed,
@@ -257,7 +258,7 @@ async def test_no_slo_is_a_config_error(server: QueueServer) -> None:
 async def test_capacity_matches_the_queue_model_within_tolerance(server: QueueServer) -> None:
     expected = crossing_rate(SLO_TTFT_MS)
     assert 0.8 / SERVICE_S < expected < 1.0 / SERVICE_S  # below saturation, as it must be
-    seen = []
+    seen: list[Probe] = []
     result = await find_capacity(server.url, WORKLOAD, SLO, spec(), on_probe=seen.append)
     assert result.reason is StopReason.CONVERGED and not result.stopped_early
     assert result.upper_rps is not None and result.upper_rps / result.capacity_rps - 1 <= 0.05
