@@ -7,10 +7,11 @@ Nothing else in the tuner hard-codes engine knowledge.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
+from tuner.errors import UnknownFlagError
 from tuner.failures import Signature
 
 FlagValue = bool | int | float | str | list[int] | list[str]
@@ -82,24 +83,36 @@ class RequestShape:
     accepts_ignore_eos: bool = True  # False: the server refuses the field (HTTP 422)
 
 
-class Engine(Protocol):
-    """The contract an engine module implements (see ``tuner/engines/sglang.py``)."""
+@dataclass(frozen=True)
+class EngineProfile:
+    """One engine's profile: its data plus the two functions that differ between engines.
+
+    ``specs_for(version)`` returns the flags a version accepts (aliases included as keys);
+    ``argv_for(model=, host=, port=, flags=, version=, program=)`` renders the launch command.
+    Every engine module builds its ``ENGINE`` from this, so the checks below exist once.
+    """
 
     name: str
     default_port: int
-    default_image: str
+    default_image: str  # for exported `docker run` lines when the space names none
+    versions: tuple[str, ...]
+    specs_for: Callable[[str], Mapping[str, FlagSpec]]
+    argv_for: Callable[..., list[str]]
     signatures: Sequence[Signature]
-    request: RequestShape
+    request: RequestShape = RequestShape()
 
-    def known_versions(self) -> Sequence[str]: ...
+    def known_versions(self) -> Sequence[str]:
+        return self.versions
 
     def flag_specs(self, version: str) -> Mapping[str, FlagSpec]:
-        """Flags accepted by ``version`` keyed by canonical name (aliases included as keys)."""
-        ...
+        return self.specs_for(version)
 
     def check_flags(self, flags: Sequence[str], version: str, *, source: str | None = None) -> None:
-        """Raise :class:`tuner.errors.UnknownFlagError` naming every flag ``version`` rejects."""
-        ...
+        """Raise :class:`UnknownFlagError` naming every flag ``version`` rejects."""
+        specs = self.specs_for(version)
+        bad = [f.lstrip("-") for f in flags if f.lstrip("-") not in specs]
+        if bad:
+            raise UnknownFlagError(bad, engine=self.name, version=version, source=source)
 
     def launch_argv(
         self,
@@ -111,5 +124,8 @@ class Engine(Protocol):
         version: str,
         program: Sequence[str] | None = None,
     ) -> list[str]:
-        """The full server command line; ``program`` replaces the engine's default executable."""
-        ...
+        return self.argv_for(model=model, host=host, port=port, flags=flags, version=version, program=program)
+
+
+Engine = EngineProfile
+"""What the rest of the tuner types engine profiles as."""

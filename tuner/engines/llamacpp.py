@@ -22,12 +22,12 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from tuner.engines.base import FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
-from tuner.errors import ConfigError, LaunchError, UnknownFlagError
+from tuner.engines.base import EngineProfile, FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
+from tuner.errors import ConfigError, LaunchError
 from tuner.failures import FailureKind, Signature
 
 NAME = "llamacpp"
@@ -140,14 +140,6 @@ def flag_specs(version: str) -> Mapping[str, FlagSpec]:
     return out
 
 
-def check_flags(flags: Sequence[str], version: str, *, source: str | None = None) -> None:
-    """Raise :class:`UnknownFlagError` naming each flag llama-server ``version`` rejects."""
-    specs = flag_specs(version)
-    bad = [f.lstrip("-") for f in flags if f.lstrip("-") not in specs]
-    if bad:
-        raise UnknownFlagError(bad, engine=NAME, version=version, source=source)
-
-
 def canonical_flags(flags: FlagVector, version: str) -> dict[str, FlagValue]:
     """Map aliases to long names and ``{switch: False}`` to the ``no-`` switch where one exists.
 
@@ -253,43 +245,14 @@ SIGNATURES: tuple[Signature, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class LlamaCpp:
-    """The llama.cpp ``llama-server`` engine profile (see :class:`tuner.engines.base.Engine`).
-
-    Load is sent to the OpenAI ``/v1/completions`` endpoint with ``"ignore_eos": true``.
-    """
-
-    name: str = NAME
-    default_port: int = DEFAULT_PORT
-    default_image: str = (
-        "ghcr.io/ggml-org/llama.cpp:server"  # for exported `docker run` lines when the space names none
-    )
-    signatures: Sequence[Signature] = SIGNATURES
-    request: RequestShape = field(
-        default_factory=lambda: RequestShape(api="completions", health_path="/health")
-    )
-
-    def known_versions(self) -> Sequence[str]:
-        return KNOWN_VERSIONS
-
-    def flag_specs(self, version: str) -> Mapping[str, FlagSpec]:
-        return flag_specs(version)
-
-    def check_flags(self, flags: Sequence[str], version: str, *, source: str | None = None) -> None:
-        check_flags(flags, version, source=source)
-
-    def launch_argv(
-        self,
-        *,
-        model: str,
-        host: str,
-        port: int,
-        flags: FlagVector,
-        version: str,
-        program: Sequence[str] | None = None,
-    ) -> list[str]:
-        return launch_argv(model=model, host=host, port=port, flags=flags, version=version, program=program)
-
-
-ENGINE = LlamaCpp()
+# Load goes to the OpenAI ``/v1/completions`` endpoint with ``"ignore_eos": true``.
+ENGINE = EngineProfile(
+    name=NAME,
+    default_port=DEFAULT_PORT,
+    default_image="ghcr.io/ggml-org/llama.cpp:server",
+    versions=KNOWN_VERSIONS,
+    specs_for=flag_specs,
+    argv_for=launch_argv,
+    signatures=SIGNATURES,
+    request=RequestShape(api="completions", health_path="/health"),
+)

@@ -13,13 +13,12 @@ parser check (``tests/test_sglang_parser.py``) keeps this table honest against t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 
 from packaging.version import Version
 
-from tuner.engines.base import FlagSpec, FlagVector, RequestShape, render_flags
-from tuner.errors import ConfigError, UnknownFlagError
+from tuner.engines.base import EngineProfile, FlagSpec, FlagVector, RequestShape, render_flags
+from tuner.errors import ConfigError
 from tuner.failures import FailureKind, Signature
 
 NAME = "sglang"
@@ -160,14 +159,6 @@ def all_flag_names() -> set[str]:
     return {s.name for s in _FLAGS} | {a for s in _FLAGS for a in s.aliases}
 
 
-def check_flags(flags: Sequence[str], version: str, *, source: str | None = None) -> None:
-    """Raise :class:`UnknownFlagError` naming each flag SGLang ``version`` rejects."""
-    specs = flag_specs(version)
-    bad = [f.lstrip("-") for f in flags if f.lstrip("-") not in specs]
-    if bad:
-        raise UnknownFlagError(bad, engine=NAME, version=version, source=source)
-
-
 def check_value(name: str, value: object, version: str, *, source: str | None = None) -> None:
     """Raise :class:`ConfigError` when ``value`` is not a choice SGLang ``version`` accepts for ``name``."""
     spec = flag_specs(version).get(name)
@@ -224,36 +215,13 @@ SIGNATURES: tuple[Signature, ...] = (
 READY_LINE = "The server is fired up and ready to roll!"
 
 
-@dataclass(frozen=True)
-class SGLang:
-    """The SGLang engine profile (see :class:`tuner.engines.base.Engine`)."""
-
-    name: str = NAME
-    default_port: int = DEFAULT_PORT
-    default_image: str = "lmsysorg/sglang:latest"  # for exported `docker run` lines when the space names none
-    signatures: Sequence[Signature] = SIGNATURES
-    request: RequestShape = field(default_factory=lambda: RequestShape(api="generate", health_path="/health"))
-
-    def known_versions(self) -> Sequence[str]:
-        return KNOWN_VERSIONS
-
-    def flag_specs(self, version: str) -> Mapping[str, FlagSpec]:
-        return flag_specs(version)
-
-    def check_flags(self, flags: Sequence[str], version: str, *, source: str | None = None) -> None:
-        check_flags(flags, version, source=source)
-
-    def launch_argv(
-        self,
-        *,
-        model: str,
-        host: str,
-        port: int,
-        flags: FlagVector,
-        version: str,
-        program: Sequence[str] | None = None,
-    ) -> list[str]:
-        return launch_argv(model=model, host=host, port=port, flags=flags, version=version, program=program)
-
-
-ENGINE = SGLang()
+ENGINE = EngineProfile(
+    name=NAME,
+    default_port=DEFAULT_PORT,
+    default_image="lmsysorg/sglang:latest",
+    versions=KNOWN_VERSIONS,
+    specs_for=flag_specs,
+    argv_for=launch_argv,
+    signatures=SIGNATURES,
+    request=RequestShape(api="generate", health_path="/health"),
+)

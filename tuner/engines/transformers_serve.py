@@ -18,11 +18,10 @@ Facts checked against transformers 5.17.0 (``shared/facts/real-engines-here.md``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 
-from tuner.engines.base import FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
-from tuner.errors import ConfigError, UnknownFlagError
+from tuner.engines.base import EngineProfile, FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
+from tuner.errors import ConfigError
 from tuner.failures import FailureKind, Signature
 
 NAME = "transformers"
@@ -95,14 +94,6 @@ def flag_specs(version: str) -> Mapping[str, FlagSpec]:
     return {spec.name: spec for spec in _FLAGS}
 
 
-def check_flags(flags: Sequence[str], version: str, *, source: str | None = None) -> None:
-    """Raise :class:`UnknownFlagError` naming each option ``transformers serve`` rejects."""
-    specs = flag_specs(version)
-    bad = [f.lstrip("-") for f in flags if f.lstrip("-") not in specs]
-    if bad:
-        raise UnknownFlagError(bad, engine=NAME, version=version, source=source)
-
-
 def canonical_flags(flags: FlagVector) -> dict[str, FlagValue]:
     """``{switch: False}`` becomes the ``no-`` switch, so turning a feature off is explicit.
 
@@ -161,43 +152,14 @@ SIGNATURES: tuple[Signature, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class TransformersServe:
-    """The ``transformers serve`` engine profile (see :class:`tuner.engines.base.Engine`).
-
-    Load goes to ``/v1/completions``. The request must NOT carry ``ignore_eos`` (HTTP 422).
-    """
-
-    name: str = NAME
-    default_port: int = DEFAULT_PORT
-    default_image: str = "huggingface/transformers-pytorch-gpu:latest"  # for exported `docker run` lines when the space names none
-    signatures: Sequence[Signature] = SIGNATURES
-    request: RequestShape = field(
-        default_factory=lambda: RequestShape(
-            api="completions", health_path="/health", accepts_ignore_eos=False
-        )
-    )
-
-    def known_versions(self) -> Sequence[str]:
-        return KNOWN_VERSIONS
-
-    def flag_specs(self, version: str) -> Mapping[str, FlagSpec]:
-        return flag_specs(version)
-
-    def check_flags(self, flags: Sequence[str], version: str, *, source: str | None = None) -> None:
-        check_flags(flags, version, source=source)
-
-    def launch_argv(
-        self,
-        *,
-        model: str,
-        host: str,
-        port: int,
-        flags: FlagVector,
-        version: str,
-        program: Sequence[str] | None = None,
-    ) -> list[str]:
-        return launch_argv(model=model, host=host, port=port, flags=flags, version=version, program=program)
-
-
-ENGINE = TransformersServe()
+# Load goes to ``/v1/completions``; the request must NOT carry ``ignore_eos`` (HTTP 422).
+ENGINE = EngineProfile(
+    name=NAME,
+    default_port=DEFAULT_PORT,
+    default_image="huggingface/transformers-pytorch-gpu:latest",
+    versions=KNOWN_VERSIONS,
+    specs_for=flag_specs,
+    argv_for=launch_argv,
+    signatures=SIGNATURES,
+    request=RequestShape(api="completions", health_path="/health", accepts_ignore_eos=False),
+)
