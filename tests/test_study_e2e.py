@@ -134,3 +134,28 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path) -> None:
     assert study.metric_names == ["output_throughput", "ttft_p99_ms"]
     assert "Pareto front" in proc.stdout
     assert study.best_trials and all(len(t.values) == 2 for t in study.best_trials)
+
+
+def test_capacity_objective_end_to_end(tmp_path: Path) -> None:
+    """`maximize capacity_rps`: each trial searches the highest Poisson rate within the SLOs; probes are kept."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "search_spaces" / "sglang-rtx5090-capacity.yaml").read_text())
+    data["target"]["startup_scale"] = 0.01
+    data["workload"].update({"warmup_requests": 1})
+    data["capacity"].update({"probe_requests": 10, "min_probe_requests": 10, "max_probes": 4, "time_budget_s": 60,
+                             "min_rate": 0.5, "max_rate": 4, "cooldown_s": 0.2})  # fmt: skip
+    data["seed_trials"] = [s for s in data["seed_trials"] if s["name"] == "baseline"]
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = subprocess.run(study_cmd(space, tmp_path, trials=1, study="cap"), cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode in (0, 5), proc.stdout + proc.stderr
+    trial = load(tmp_path, "cap").get_trials()[0]
+    probes = trial.user_attrs["capacity"]["probes"]
+    assert 1 <= len(probes) <= 4
+    for p in probes:
+        assert {"rate", "verdict", "ttft_p99_ms", "tpot_p99_ms", "goodput"} <= set(p)
+    passed = [p["rate"] for p in probes if p["verdict"] == "pass"]
+    assert trial.user_attrs["metrics"]["capacity_rps"] == (max(passed) if passed else 0.0)
+    assert "probing" in proc.stderr

@@ -35,14 +35,14 @@ class Progress:
     def phase(self, name: str, detail: str = "") -> None:
         self._emit(f"{name:<10} {detail}", final=not self._tty)
 
-    def live(self, done: int, total: int, metrics: Mapping[str, float]) -> None:
+    def live(self, done: int, total: int | None, metrics: Mapping[str, float]) -> None:
         now = time.monotonic()
         if not self._tty and now - self._last_live < 2.0:
             return  # keep CI logs short: at most one live line every 2 s
         self._last_live = now
         value = metrics.get(self.metric)
         shown = f"{self.metric} {value:.1f}" if value is not None else ""
-        self._emit(f"{'measuring':<10} {done}/{total} req  {shown}", final=not self._tty)
+        self._emit(f"{'measuring':<10} {done}/{total or '?'} req  {shown}", final=not self._tty)
 
     def end_trial(self, outcome: str) -> None:
         self._emit(outcome, final=True)

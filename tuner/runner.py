@@ -14,10 +14,10 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 
@@ -28,6 +28,7 @@ from tuner.launch.base import Launcher, LaunchSpec, ServerHandle
 from tuner.launch.process import wait_port_free
 from tuner.launch.readiness import ProbeFailed, crash_of, wait_ready
 from tuner.loadgen.benchmark import run_benchmark
+from tuner.loadgen.capacity import StopReason, find_capacity
 from tuner.loadgen.metrics import BenchResult
 from tuner.loadgen.workload import ClosedArrival
 from tuner.objective import constraints_for_crash, constraints_for_metrics, objective_values
@@ -38,9 +39,11 @@ from tuner.space.sample import params_to_flags, sample_params
 from tuner.space.schema import SearchSpace, SimulatorTarget
 from tuner.telemetry import GpuMonitor, ServerMemoryMonitor, current_memory_mib, wait_memory_baseline
 
+T = TypeVar("T")
 WATCH_S = 0.1  # how often a running benchmark checks that the server is still alive
 
-ShouldStop = Callable[[int, Mapping[str, float]], bool]
+ShouldStop = Callable[[int, BenchResult], bool]
+"""Called after each measurement window with the partial result; True stops the benchmark."""
 
 
 @dataclass
@@ -56,6 +59,8 @@ class Outcome:
     gpu_samples: list[GpuSample] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+    stop_reason: str = "slow"  # why a measurement stopped early: window pruning, or the capacity search
+    capacity: dict[str, Any] | None = None  # every probe of a capacity search (rate, latencies, verdict)
     docker_command: str | None = None
 
 
@@ -110,7 +115,12 @@ class ConfigRunner:
         return getattr(target, "command", None)  # docker: the image runs the engine's own program
 
     def measure(
-        self, flags: Mapping[str, Any], *, run_index: int, should_stop: ShouldStop | None = None
+        self,
+        flags: Mapping[str, Any],
+        *,
+        run_index: int,
+        should_stop: ShouldStop | None = None,
+        incumbent_rps: float | None = None,
     ) -> Outcome:
         """Start a server with ``flags``, benchmark it, stop it. Never raises for a server failure."""
         flags = dict(flags)
@@ -148,7 +158,7 @@ class ConfigRunner:
         outcome.timings["launch_s"] = time.perf_counter() - t0
         outcome.docker_command = getattr(handle, "command", None)  # secrets shown as ***
         try:
-            asyncio.run(self._serve_and_measure(handle, outcome, should_stop))
+            asyncio.run(self._serve_and_measure(handle, outcome, should_stop, incumbent_rps))
         except ServerCrash as crash:
             outcome.failure = crash.failure
         finally:
@@ -163,7 +173,11 @@ class ConfigRunner:
         return outcome
 
     async def _serve_and_measure(
-        self, handle: ServerHandle, outcome: Outcome, should_stop: ShouldStop | None
+        self,
+        handle: ServerHandle,
+        outcome: Outcome,
+        should_stop: ShouldStop | None,
+        incumbent_rps: float | None,
     ) -> None:
         self._phase("warming", "waiting for /health and a first request")
         t0 = time.perf_counter()
@@ -179,19 +193,52 @@ class ConfigRunner:
         telemetry: GpuMonitor | ServerMemoryMonitor = (
             ServerMemoryMonitor(handle.base_url) if self.simulated else GpuMonitor(self.gpu_ids)
         )
+        self._phase("measuring")
+        progress = self.progress.live if self.progress else None
+        bench: BenchResult | None
         with telemetry:
-            bench = await self._bench_watching(handle, should_stop)
+            if self.space.capacity is None:
+                result = await self._watching(
+                    handle,
+                    run_benchmark(
+                        handle.base_url,
+                        self.space.workload,
+                        slos=self.space.slos,
+                        should_stop=should_stop,
+                        on_progress=progress,
+                    ),
+                )
+                bench, metrics = result, result.flat()
+                outcome.stopped_early = result.stopped_early
+                stalled = result.stalled
+            else:
+                capacity = await self._watching(
+                    handle,
+                    find_capacity(
+                        handle.base_url,
+                        self.space.workload,
+                        self.space.slos,
+                        self.space.capacity,
+                        incumbent_rps=incumbent_rps,
+                        on_probe=lambda p: self._phase("probing", f"{p.rate:.2f} req/s: {p.verdict.value}"),
+                        on_progress=progress,
+                    ),
+                )
+                bench = capacity.bench
+                metrics = capacity.flat()
+                outcome.capacity = capacity.to_dict()
+                outcome.stopped_early = capacity.stopped_early
+                outcome.stop_reason = f"capacity: {capacity.reason.value}"
+                stalled = capacity.reason is StopReason.STALLED
         outcome.gpu_samples = list(telemetry.samples)
         outcome.timings["bench_s"] = time.perf_counter() - t1
         outcome.bench = bench
-        outcome.stopped_early = bench.stopped_early
-        metrics = bench.flat()
         if (peak := telemetry.peak_memory_mib()) is not None:
             metrics["gpu_peak_memory_mib"] = peak
         if (util := telemetry.mean_utilization()) is not None:
             metrics["gpu_mean_utilization_pct"] = util
         outcome.metrics = metrics
-        if bench.stalled:
+        if stalled:
             raise ServerCrash(
                 Failure(
                     FailureKind.HANG,
@@ -204,7 +251,8 @@ class ConfigRunner:
             )
         rate = metrics.get("error_rate", 0.0)
         if rate > self.space.failure.error_rate_threshold:
-            errors = tuple(sorted({r.error or f"HTTP {r.status}" for r in bench.records if not r.ok}))[:5]
+            failed = bench.records if bench is not None else ()
+            errors = tuple(sorted({r.error or f"HTTP {r.status}" for r in failed if not r.ok}))[:5]
             raise ServerCrash(
                 Failure(
                     FailureKind.HEALTHY_BUT_FAILING,
@@ -216,19 +264,9 @@ class ConfigRunner:
                 )
             )
 
-    async def _bench_watching(self, handle: ServerHandle, should_stop: ShouldStop | None) -> BenchResult:
-        """Run the benchmark while checking every 100 ms that the server is alive."""
-        self._phase("measuring")
-        progress = self.progress
-        task = asyncio.create_task(
-            run_benchmark(
-                handle.base_url,
-                self.space.workload,
-                slos=self.space.slos,
-                should_stop=should_stop,
-                on_progress=progress.live if progress else None,
-            )
-        )
+    async def _watching(self, handle: ServerHandle, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` (a benchmark or a capacity search) while checking every 100 ms that the server lives."""
+        task = asyncio.create_task(work)
         while not task.done():
             await asyncio.wait({task}, timeout=WATCH_S)
             if (
@@ -291,18 +329,36 @@ class TrialRunner:
             progress.start_trial(trial.number, str(trial.user_attrs.get("seed_name", "")))
         should_stop = self._window_pruner(trial) if self.prune_on_windows else None
         try:
-            outcome = self.runner.measure(flags, run_index=trial.number, should_stop=should_stop)
+            outcome = self.runner.measure(
+                flags,
+                run_index=trial.number,
+                should_stop=should_stop,
+                incumbent_rps=self._incumbent_rps(trial),
+            )
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
         return self.record(trial, outcome)
 
+    def _incumbent_rps(self, trial: optuna.Trial) -> float | None:
+        """The best feasible capacity so far: a capacity search that cannot beat it stops early."""
+        if self.space.capacity is None or len(self.space.objectives) != 1:
+            return None
+        feasible = [
+            t.values[0]
+            for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if all(v <= 0 for v in t.constraints.values())
+        ]
+        return max(feasible) if feasible else None
+
     def _window_pruner(self, trial: optuna.Trial) -> ShouldStop:
         objective = self.space.objectives[0]
 
-        def should_stop(window: int, metrics: Mapping[str, float]) -> bool:
-            if objective.metric in metrics:
-                trial.report(float(metrics[objective.metric]), window)
+        def should_stop(window: int, partial: BenchResult) -> bool:
+            # the window's own value: comparable across trials at the same step, as pruners expect
+            value = partial.windows[-1].get(objective.metric) if partial.windows else None
+            if value is not None and value == value:
+                trial.report(float(value), window)
             return trial.should_prune()
 
         return should_stop
@@ -316,6 +372,8 @@ class TrialRunner:
         trial.set_user_attr("timings", {k: round(v, 3) for k, v in outcome.timings.items()})
         if outcome.metrics is not None:
             trial.set_user_attr("metrics", {k: _json_float(v) for k, v in outcome.metrics.items()})
+        if outcome.capacity is not None:
+            trial.set_user_attr("capacity", outcome.capacity)
         if self.on_outcome is not None:
             self.on_outcome(trial, outcome)
         if outcome.failure is not None:
@@ -331,9 +389,11 @@ class TrialRunner:
         for key, value in constraints.values.items():
             trial.set_constraint(key, value)
         if outcome.stopped_early:
-            trial.set_user_attr("pruned_by", "slow")
-            self._end("PRUNED (slower than the trials before it)")
-            raise optuna.TrialPruned("stopped early: clearly worse than earlier trials")
+            trial.set_user_attr("pruned_by", outcome.stop_reason)
+            self._end(f"PRUNED ({outcome.stop_reason}: cannot beat the trials before it)")
+            raise optuna.TrialPruned(
+                f"stopped early ({outcome.stop_reason}): clearly worse than earlier trials"
+            )
         values = objective_values(outcome.metrics, self.space.objectives)
         shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
         slo = "" if constraints.feasible else f"  SLO violated: {', '.join(constraints.violated())}"

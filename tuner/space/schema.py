@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tuner.launch.docker import DockerTarget
+from tuner.loadgen.capacity import CapacitySpec
 from tuner.loadgen.workload import SLOs, WorkloadSpec
 
 ChoiceValue = str | int | float | bool | None
@@ -152,6 +153,20 @@ class SearchSpace(_Strict):
     seed_trials: list[SeedTrial] = []
     constraints: list[KnownConstraint] = []
     hardware: dict[str, float] = {}  # named figures constraint expressions may use (gpu_memory_gb, …)
+    capacity: CapacitySpec | None = (
+        None  # with objective capacity_rps: search the highest rate under the SLOs
+    )
+
+    @model_validator(mode="after")
+    def _capacity_objective(self) -> SearchSpace:
+        wants = any(o.metric == "capacity_rps" for o in self.objectives)
+        if wants and self.capacity is None:
+            raise ValueError("objective capacity_rps needs a capacity: section (rate range, probe length)")
+        if self.capacity is not None and not wants:
+            raise ValueError(
+                "a capacity: section needs the objective {metric: capacity_rps, direction: maximize}"
+            )
+        return self
 
     def flag_of(self, param: str) -> str:
         """The engine flag a parameter sets."""
