@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 import warnings
@@ -39,7 +40,7 @@ from tuner.space import SearchSpace, load_space
 from tuner.space.schema import SimulatorTarget
 from tuner.store.models import Provenance
 from tuner.store.store import TunerStore
-from tuner.store.urls import check_multiworker_safe, make_optuna_storage, storage_errors
+from tuner.store.urls import check_multiworker_safe, make_optuna_storage, setup_lock, storage_errors
 from tuner.summary import write_summary
 from tuner.telemetry import describe_gpus
 
@@ -144,14 +145,16 @@ def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
     study.set_user_attr("space", space.model_dump(mode="json"))
     study.set_user_attr("engine", f"{space.engine} {space.engine_version}")
     if not args.no_seed_trials:
-        seeded = {t.user_attrs.get("seed_name") for t in study.get_trials(deepcopy=False)}
-        for seed in space.seed_trials:
-            if seed.name not in seeded:
-                study.enqueue_trial(
-                    dict(seed.params),
-                    user_attrs={"seed_name": seed.name, "seed_note": seed.note},
-                    skip_if_exists=True,
-                )
+        # Workers starting together would each see no seed enqueued yet and enqueue all of them.
+        with setup_lock(args.storage):
+            seeded = {t.user_attrs.get("seed_name") for t in study.get_trials(deepcopy=False)}
+            for seed in space.seed_trials:
+                if seed.name not in seeded:
+                    study.enqueue_trial(
+                        dict(seed.params),
+                        user_attrs={"seed_name": seed.name, "seed_note": seed.note},
+                        skip_if_exists=True,
+                    )
     return study
 
 
@@ -271,9 +274,23 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if feasible else EXIT_NOTHING
 
 
+class _NoTracebackForTunerErrors(logging.Filter):
+    """Optuna logs an objective's exception with its traceback; our errors end the study with a message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TunerError):
+            record.exc_info = None
+        return True
+
+
+_NO_TRACEBACK = _NoTracebackForTunerErrors()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # a LaunchError mid-trial (Docker daemon gone) fails the trial and ends the study with exit 4
+    logging.getLogger("optuna.study._optimize").addFilter(_NO_TRACEBACK)
     try:
         return run(args)
     except ConfigError as e:

@@ -118,7 +118,7 @@ def make_optuna_storage(
     with (
         storage_errors(url, "opening the Optuna storage at"),
         warnings.catch_warnings(),
-        _table_creation_lock(url),
+        setup_lock(url),
     ):
         # Heartbeats are "experimental" in Optuna since 2.8; we rely on them on purpose.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -142,11 +142,12 @@ def make_optuna_storage(
 
 
 @contextmanager
-def _table_creation_lock(url: str) -> Iterator[None]:
-    """On PostgreSQL, one process at a time creates Optuna's tables (session advisory lock).
+def setup_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, one process at a time runs the block (session advisory lock); elsewhere a no-op.
 
-    Optuna's ``RDBStorage`` runs ``create_all`` on every open; workers on several hosts opening an
-    empty database together otherwise fail with "duplicate key … pg_type_typname_nsp_index".
+    Used where workers starting together would race: Optuna's ``RDBStorage`` runs ``create_all``
+    on every open (otherwise "duplicate key … pg_type_typname_nsp_index"), and the study runner's
+    check-then-enqueue of seed trials (otherwise each worker enqueues every seed). Do not nest it.
     """
     if backend_name(url) != "postgresql":
         yield
