@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import optuna
 
 from tuner.engines import get_engine
-from tuner.errors import ServerCrash
+from tuner.errors import LaunchError, ServerCrash
 from tuner.failures import Failure, FailureKind, Phase
 from tuner.launch.base import Launcher, LaunchSpec, ServerHandle
 from tuner.launch.process import wait_port_free
@@ -157,19 +157,32 @@ class ConfigRunner:
         handle = self.launcher.start(spec)  # LaunchError propagates: the study cannot run at all
         outcome.timings["launch_s"] = time.perf_counter() - t0
         outcome.docker_command = getattr(handle, "command", None)  # secrets shown as ***
+        lost = False  # the launcher lost the server mid-trial (e.g. the Docker daemon died)
         try:
             asyncio.run(self._serve_and_measure(handle, outcome, should_stop, incumbent_rps))
         except ServerCrash as crash:
             outcome.failure = crash.failure
+        except LaunchError:
+            lost = True
+            raise
         finally:
             t_stop = time.perf_counter()
-            handle.stop(self.space.launch.stop_timeout_s)
-            wait_port_free(host, port)
-            if self.gpu_baseline is not None and not wait_memory_baseline(self.gpu_ids, self.gpu_baseline):
-                outcome.timings["gpu_memory_not_freed"] = 1.0
-            outcome.timings["stop_s"] = time.perf_counter() - t_stop
-            if (first := handle.first_output_at()) is not None:
-                outcome.timings["to_first_log_s"] = first - t0
+            try:
+                handle.stop(self.space.launch.stop_timeout_s)
+            except LaunchError:
+                # after a loss stop() fails the same way; the first error, which names the container
+                # and how to clean up, is the one to propagate
+                if not lost:
+                    raise
+            else:
+                wait_port_free(host, port)
+                if self.gpu_baseline is not None and not wait_memory_baseline(
+                    self.gpu_ids, self.gpu_baseline
+                ):
+                    outcome.timings["gpu_memory_not_freed"] = 1.0
+                outcome.timings["stop_s"] = time.perf_counter() - t_stop
+                if (first := handle.first_output_at()) is not None:
+                    outcome.timings["to_first_log_s"] = first - t0
         return outcome
 
     async def _serve_and_measure(
