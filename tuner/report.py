@@ -343,6 +343,43 @@ class ReportFiles:
     notes: list[str]
 
 
+def capacity_frame(trials: dict[str, FrozenTrial]) -> pd.DataFrame:
+    """Every capacity probe of the labelled trials (user attr ``capacity``), sorted by rate."""
+    rows = [
+        {"label": f"{label} (#{t.number})", **probe}
+        for label, t in trials.items()
+        for probe in (t.user_attrs.get("capacity") or {}).get("probes", [])
+    ]
+    cols = ["label", "rate", "verdict", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "goodput"]
+    frame = pd.DataFrame(rows)
+    return frame[[c for c in cols if c in frame]].sort_values(["label", "rate"]) if rows else frame
+
+
+def capacity_figure(cap: pd.DataFrame) -> go.Figure | None:
+    """p99 TTFT and TPOT against the offered rate: where each configuration's latency bends up."""
+    if cap.empty:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["p99 TTFT (ms)", "p99 TPOT (ms)"])
+    for label, part in cap.groupby("label"):
+        for col, metric in enumerate(("ttft_p99_ms", "tpot_p99_ms"), start=1):
+            fig.add_trace(
+                go.Scatter(
+                    x=part["rate"],
+                    y=part[metric],
+                    mode="lines+markers",
+                    name=str(label),
+                    legendgroup=str(label),
+                    showlegend=col == 1,
+                    text=part["verdict"],
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="offered rate (requests/s, Poisson)")
+    fig.update_yaxes(type="log")
+    return fig
+
+
 def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
     """Build every output of the report for ``study_name`` into ``out``; see the module docstring.
 
@@ -396,6 +433,14 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
     fail = failures_figure(frame)
     if fail is not None:
         figures.append(("Failures by kind", fail))
+    cap = pd.DataFrame()
+    if ranked:
+        pair = {"best": ranked[0]} if baseline is None or baseline.number == ranked[0].number else {
+            "best": ranked[0], "baseline": baseline}  # fmt: skip
+        cap = capacity_frame(pair)
+        cap_fig = capacity_figure(cap)
+        if cap_fig is not None:
+            figures.append(("Latency against load (capacity probes)", cap_fig))
     lat = pd.DataFrame()
     if ranked and baseline is not None:
         with TunerStore(storage_url) as store:
@@ -412,7 +457,7 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
             notes.append("latency distribution skipped: no request records for the best/baseline trials")
     storage.engine.dispose()
 
-    md = markdown_report(study, frame, ranked, baseline, best, lat, notes)
+    md = markdown_report(study, frame, ranked, baseline, best, lat, notes, cap)
     written.append(out / "report.md")
     written[-1].write_text(md)
     written.append(out / "report.html")
@@ -457,6 +502,7 @@ def markdown_report(
     best: BestConfig | None,
     lat: pd.DataFrame,
     notes: Sequence[str],
+    cap: pd.DataFrame | None = None,
 ) -> str:
     """The report's text: counts, failures, top trials, latency of best vs baseline, best configuration."""
     names = objective_names(study)
@@ -490,6 +536,9 @@ def markdown_report(
         q = lat.groupby("label")[["ttft_ms", "e2e_ms"]].quantile([0.5, 0.9, 0.99]).unstack()
         q.columns = [f"{m}_p{int(p * 100)}" for m, p in q.columns]
         out.append(markdown_table(q.reset_index()))
+    if cap is not None and not cap.empty:
+        out.append("\n## Capacity probes of best and baseline (latency against offered load)\n")
+        out.append(markdown_table(cap))
     if best is not None:
         out.append(f"\n## Best configuration (trial #{best.trial_number})\n")
         out.append("\n```sh\n" + shlex.join(best.command) + "\n```\n")
