@@ -48,7 +48,11 @@ def main() -> int:
         return 1
     best = ranked[0]
     seeds = {s.name: params_to_flags(space, s.params) for s in space.seed_trials}
-    configs = {"balanced-v2": seeds["balanced-v2"], "best": best.user_attrs["flags"], "baseline": seeds["baseline"]}
+    configs = {
+        "balanced-v2": seeds["balanced-v2"],
+        "best": best.user_attrs["flags"],
+        "baseline": seeds["baseline"],
+    }
     metric = space.objectives[0].metric
     maximize = space.objectives[0].direction == "maximize"
 

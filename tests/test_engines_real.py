@@ -226,7 +226,10 @@ def _tf_space(model: Path, tf_python: Path, *, gpu: bool) -> SearchSpace:
 
 
 def _write_hf_model(tf_python: Path, out: Path, preset: str, *extra: str) -> Path:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
     cmd = [str(tf_python), "-m", "tuner.models.hf_random", str(out), "--preset", preset, *extra]
     proc = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -9,22 +9,14 @@ __all__ = ["Engine", "FlagSpec", "FlagValue", "FlagVector", "RequestShape", "get
 
 
 def get_engine(name: str) -> Engine:
-    """Return the engine profile registered under ``name``."""
-    from tuner.engines import sglang
+    """Return the engine profile registered under ``name`` (``sglang``, ``llamacpp``, ``transformers``)."""
+    from tuner.engines import llamacpp, sglang, transformers_serve
 
-    engines: dict[str, Engine] = {"sglang": sglang.ENGINE}
-    try:
-        from tuner.engines import llamacpp
-
-        engines["llamacpp"] = llamacpp.ENGINE
-    except ImportError:
-        pass
-    try:
-        from tuner.engines import transformers_serve
-
-        engines["transformers"] = transformers_serve.ENGINE
-    except ImportError:
-        pass
+    engines: dict[str, Engine] = {
+        "sglang": sglang.ENGINE,
+        "llamacpp": llamacpp.ENGINE,
+        "transformers": transformers_serve.ENGINE,
+    }
     if name not in engines:
         raise ConfigError(f"unknown engine {name!r}; known: {', '.join(sorted(engines))}", field="engine")
     return engines[name]

@@ -89,8 +89,8 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
                 f"--{spec.name} takes a value; use categorical, not bool", source=source, field=field
             )
         if isinstance(param, CategoricalParam):
-            for c in param.choices:
-                _check_choice(spec.choices, c, source, f"{field}.choices")
+            for choice in param.choices:
+                _check_choice(spec.choices, choice, source, f"{field}.choices")
         for dep, want in (param.when or {}).items():
             if dep not in seen:
                 raise ConfigError(

@@ -114,7 +114,7 @@ class Objective(_Strict):
 class FailurePolicy(_Strict):
     """When a live server counts as failed."""
 
-    error_rate_threshold: float = Field(0.5, ge=0, le=1)  # above this: healthy-but-failing
+    error_rate_threshold: float = Field(default=0.5, ge=0, le=1)  # above this: healthy-but-failing
 
 
 class SeedTrial(_Strict):
