@@ -4,7 +4,7 @@ Chromium comes from ``scripts/setup-chromium.sh`` (Debian's ``chromium``); the t
 unless ``TUNER_REQUIRE_ALL=1``. The dashboard is a React SPA: ``--dump-dom`` after a virtual-time
 budget gives the DOM after its API calls, where we look for the study, a crashed trial's
 ``failure_kind``, its server-log artifact and the best-configuration note. The crashed trial's page
-is kept as a screenshot in ``tests/artifacts/``.
+is kept as a screenshot in ``storage/test-artifacts/`` (a reference copy is in ``tests/artifacts/``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from tuner.store import make_optuna_storage
 from tuner.store.testing import populate_demo_study
 
 SPACE = Path("search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml")
-SCREENSHOT = Path("tests/artifacts/dashboard-crashed-trial.png")
+# Each run keeps its screenshot under storage/ (not committed: it changes every run); the committed one in
+# tests/artifacts/ shows what a passing run sees.
+SCREENSHOT = Path("storage/test-artifacts/dashboard-crashed-trial.png")
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--window-size=1400,1100",
