@@ -321,12 +321,14 @@ def test_docker_daemon_killed_mid_study_is_exit_4_with_records_intact(
     assert trials[0].state is TrialState.COMPLETE and trials[0].values  # the finished trial is intact
     assert trials[1].state is TrialState.FAIL  # interrupted: not RUNNING forever
     assert 2 not in trials
-    # the daemon is back and works for later tests: the lost trial's container is found and removed
-    launcher = DockerLauncher(sim_image_target())
-    try:
-        launcher.reap_orphans(study, include_live=True)
-        assert containers_of(study) == []
-        code, text = launcher.run_command(["python3", "-c", "print('daemon back')"], timeout_s=60)
-        assert (code, text.strip()) == (0, "daemon back")
-    finally:
-        launcher.close()
+    # The daemon is back (and works for later tests): the lost trial's container is still on it, and
+    # the same command reaps it and finishes the study.
+    [lost] = containers_of(study)
+    assert lost["Names"].startswith(f"tuner-{study}-t1-")
+    again = run_study(study_cmd(space, tmp_path, study, trials=2), cache_dir, timeout=90)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert "stopped 1 server(s) left running by an earlier, killed run" in out
+    states = [t.state for t in load(tmp_path, study).get_trials()]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 2
+    assert containers_of(study) == []
