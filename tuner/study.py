@@ -20,15 +20,14 @@ import logging
 import signal
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.study import MaxTrialsCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import ConfigError, LaunchError, StorageError, TunerError
 from tuner.launch.base import Launcher
@@ -158,6 +157,25 @@ def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
     return study
 
 
+def stop_at_total(total: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """A ``study.optimize`` callback: stop once finished plus running trials (other workers) reach ``total``.
+
+    Optuna's ``MaxTrialsCallback`` counts finished trials only, so every worker still inside a trial
+    when the total is reached adds one more (two workers: 9 of 8). Trials of dead workers are
+    failed first (heartbeat check), so they do not count as running.
+    """
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        counted = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        if len(counted) >= total:
+            study.stop()
+
+    return callback
+
+
 def provenance_for(ctx: StudyContext, trial_number: int, outcome: Outcome) -> Provenance:
     space = ctx.space
     target = space.target
@@ -251,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
                     objective,
                     n_trials=remaining,
                     timeout=args.timeout_min * 60 if args.timeout_min else None,
-                    callbacks=[MaxTrialsCallback(args.trials, states=FINISHED)],
+                    callbacks=[stop_at_total(args.trials)],
                 )
     except KeyboardInterrupt:
         interrupted = True
