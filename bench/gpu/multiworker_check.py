@@ -6,7 +6,8 @@
 Checks, each printed as ``ok``/``FAIL`` with its figures (exit 1 when any fails):
 
 - the study holds exactly ``--trials`` finished (COMPLETE or PRUNED) trials and none still RUNNING;
-- no parameter set was measured twice, except a heartbeat retry of a failed trial;
+- no enqueued seed and no retry was measured twice; parameter sets measured twice are listed (with
+  ``--strict`` they fail the check: for spaces where a sampler cannot repeat a point by chance);
 - every finished trial's provenance (``tuner_provenance.extra.worker``) names one of the workers, and
   every worker finished at least one trial (a killed worker may have finished none);
 - every FAIL trial left by a dead worker was retried with the same parameters by another worker;
@@ -86,11 +87,14 @@ def verify(
     total: int,
     workers: dict[str, list[int] | None],
     killed: Sequence[str] = (),
+    strict: bool = False,
 ) -> Verdict:
     """Check the shared study ``study_name`` on ``url`` (see the module docstring for the checks).
 
     ``workers`` maps each worker id to the GPU ids it was given (``--gpus``), or None to skip the GPU
-    checks for it; ``killed`` names workers that were killed on purpose (they may finish no trial).
+    checks for it; ``killed`` names workers that were killed on purpose (they may finish no trial);
+    ``strict`` fails on any parameter set measured twice, sampler repeats included (for spaces with
+    continuous parameters, where a repeat cannot be chance).
     """
     study = optuna.load_study(study_name=study_name, storage=url)
     trials = study.get_trials(deepcopy=False)
@@ -121,18 +125,35 @@ def verify(
         f"{len(finished)} finished of {total} wanted; states {dict(states)}",
     )
 
+    # A trial measured twice BY THE WORKERS: an enqueued seed run twice (racing enqueues) or a failed
+    # trial retried twice. A sampler proposing a point it already measured is listed apart: one
+    # worker does that too (TPE's random start-up draws on a small categorical space repeat).
+    seeds: dict[str, list[int]] = defaultdict(list)
+    for t in finished:
+        if retry_of(t) is None and t.user_attrs.get("seed_name"):
+            seeds[t.user_attrs["seed_name"]].append(t.number)
+    retried = Counter(retry_of(t) for t in trials if retry_of(t) is not None)
+    doubled = [n for n in seeds.values() if len(n) > 1] + [[f] for f, k in retried.items() if k > 1]
     by_params: dict[str, list[FrozenTrial]] = defaultdict(list)
     for t in finished:
         by_params[params_key(t)].append(t)
-    doubled = []
-    for group in by_params.values():
-        originals = [t for t in group if retry_of(t) is None]
-        if len(originals) > 1:
-            doubled.append([t.number for t in group])
+    repeats = [
+        [
+            f"{t.number} ({t.user_attrs.get('seed_name') or 'sampled'}, worker {worker_of[t.number]})"
+            for t in g
+        ]
+        for g in by_params.values()
+        if len([t for t in g if retry_of(t) is None]) > 1
+    ]
     verdict.add(
-        "no parameter set measured twice (retries aside)",
+        "no seed or retry measured twice",
         not doubled,
-        f"{len(by_params)} distinct sets over {len(finished)} finished trials; doubled: {doubled or 'none'}",
+        f"{len(seeds)} seeds, {len(retried)} retries; doubled: {doubled or 'none'}",
+    )
+    verdict.add(
+        "parameter sets measured twice (retries aside)" + (" [strict]" if strict else " [listed]"),
+        not (strict and repeats),
+        f"{len(by_params)} distinct sets over {len(finished)} finished trials; repeats: {repeats or 'none'}",
     )
 
     unknown = [t.number for t in finished if worker_of[t.number] not in workers]
@@ -205,9 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--worker", action="append", required=True, help="worker id, optionally =GPU ids (a=0)")
     p.add_argument("--killed", action="append", default=[], help="a worker killed on purpose")
+    p.add_argument("--strict", action="store_true", help="fail on any parameter set measured twice")
     args = p.parse_args(argv)
     workers = dict(parse_worker(w) for w in args.worker)
-    verdict = verify(args.storage, args.study, total=args.trials, workers=workers, killed=args.killed)
+    verdict = verify(
+        args.storage, args.study, total=args.trials, workers=workers, killed=args.killed, strict=args.strict
+    )
     print(verdict.render())
     return 0 if verdict.ok else 1
 
