@@ -5,6 +5,14 @@
 # (Debian 12's PostgreSQL 15 server and its libraries, see bench/results/h200x2/README.md) carried.
 # Everything it prints goes to $OUT (at most 8 files come back).
 #
+# Building .pgcarry/pg15.tar.xz on a Debian 12 machine with postgresql-15 installed (21 MiB):
+#   apt-get download postgresql-15 && dpkg -x postgresql-15_*.deb root
+#   rm -rf root/usr/lib/postgresql/15/lib/{bitcode,llvmjit*} root/usr/share/{doc,man}   # jit=off
+#   mkdir root/lib; B=root/usr/lib/postgresql/15/bin
+#   ldd $B/postgres $B/initdb $B/pg_ctl | awk '/=>/{print $3}' | sort -u \
+#     | grep -Ev '/lib(c|m|resolv|gcc_s|stdc\+\+|pthread|dl|rt)\.so' | xargs -I{} cp -L {} root/lib/
+#   tar cJf .pgcarry/pg15.tar.xz -C root .      # and: echo /.pgcarry/ >> .git/info/exclude
+#
 # The same script runs on a CPU machine against the simulator (the rehearsal and the CPU record):
 #   SPACE=/tmp/sim-space.yaml GPU_A= GPU_B= NO_WHEELS=1 NO_MODEL=1 OUT=/tmp/o bench/gpu/h200x2_two_workers.sh
 set -uo pipefail
