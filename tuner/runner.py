@@ -337,6 +337,7 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         params = sample_params(self.space, trial)
         flags = dict(params_to_flags(self.space, params))
+        trial.set_user_attr("worker", self.runner.worker)  # known even if this worker dies mid-trial
         progress = self.runner.progress
         if progress is not None:
             progress.start_trial(trial.number, str(trial.user_attrs.get("seed_name", "")))

@@ -20,6 +20,7 @@ import logging
 import signal
 import sys
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,14 +117,24 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def worker_seed(args: argparse.Namespace) -> int | None:
+    """The sampler seed: ``--seed``, made distinct per worker when several share the study.
+
+    Workers with one seed would propose the same configurations in the same order.
+    """
+    if args.seed is None or args.workers <= 1:
+        return args.seed
+    return (args.seed + zlib.crc32(args.worker.encode())) % 2**32
+
+
 def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
     """Create or load the study, set metric names, record the target, enqueue seed trials."""
     check_multiworker_safe(args.storage, args.workers)
     storage = make_optuna_storage(args.storage, heartbeat_interval=args.heartbeat)
     if args.sampler == "random":
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=args.seed)
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=worker_seed(args))
     else:
-        sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=10)
+        sampler = optuna.samplers.TPESampler(seed=worker_seed(args), n_startup_trials=10)
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
         if args.prune
