@@ -264,3 +264,34 @@ def check_space_flag_vectors(
     vectors = space_flag_vectors(space)
     results = parse_argvs([v.argv for v in vectors], version=space.engine_version, timeout=timeout)
     return [(v, r.message) for v, r in zip(vectors, results, strict=True) if not r.ok]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tuner.sglang_parser SPACE.yaml …``: parse every configuration a space can produce."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m tuner.sglang_parser",
+        description="Check every flag vector an SGLang search space can produce against SGLang's own parser "
+        "(the venv made by scripts/setup-sglang-parser.sh). Exit 0: all parse; 1: some rejected; 2: bad input.",
+    )
+    p.add_argument("spaces", nargs="+", help="search-space YAML files")
+    args = p.parse_args(argv)
+    rejected_any = False
+    try:
+        for path in args.spaces:
+            rejected = check_space_flag_vectors(path)
+            total = len(space_flag_vectors(load_space(path)))
+            print(f"{path}: {total - len(rejected)}/{total} flag vectors parse")
+            for vector, message in rejected:
+                print(f"  rejected: {' '.join(vector.argv)}\n    {message}")
+            rejected_any |= bool(rejected)
+    except TunerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if rejected_any else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
