@@ -21,10 +21,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
+from scipy import stats
 
 DEFAULT_MARGIN = 0.02
 DEFAULT_CONFIDENCE = 0.95
@@ -54,40 +54,6 @@ def _oriented(num: np.ndarray, den: np.ndarray, maximize: bool) -> np.ndarray:
     return num / den if maximize else den / num
 
 
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile for integer ``df`` (exact CDF series, Abramowitz & Stegun 26.7.3/4; no SciPy).
-
-    >>> round(t_quantile(0.975, 2), 3), round(t_quantile(0.975, 9), 3)
-    (4.303, 2.262)
-    """
-    if not 0.5 <= p < 1.0 or df < 1:
-        raise ValueError(f"t_quantile needs 0.5 <= p < 1 and df >= 1, got p={p}, df={df}")
-    want = 2.0 * p - 1.0  # P(|T| <= t)
-    low, high = 0.0, 1.0
-    while _t_two_sided(high, df) < want:
-        high *= 2.0
-    for _ in range(200):
-        mid = (low + high) / 2.0
-        low, high = (mid, high) if _t_two_sided(mid, df) < want else (low, mid)
-    return (low + high) / 2.0
-
-
-def _t_two_sided(t: float, df: int) -> float:
-    theta = math.atan(t / math.sqrt(df))
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2 == 1:
-        term, total = 1.0, 1.0 if df > 1 else 0.0
-        for k in range(1, (df - 1) // 2):
-            term *= c2 * (2 * k) / (2 * k + 1)
-            total += term
-        return 2.0 / math.pi * (theta + s * math.cos(theta) * total)
-    term, total = 1.0, 1.0
-    for k in range(1, df // 2):
-        term *= c2 * (2 * k - 1) / (2 * k)
-        total += term
-    return s * total
-
-
 def expanded_tail(confidence: float, n: int) -> float:
     """The tail probability of the *expanded* percentile interval (Hesterberg 2015).
 
@@ -99,7 +65,7 @@ def expanded_tail(confidence: float, n: int) -> float:
     0.86
     """
     alpha = 1.0 - confidence
-    return NormalDist().cdf(-math.sqrt(n / (n - 1)) * t_quantile(1.0 - alpha / 2.0, n - 1))
+    return float(stats.norm.cdf(-math.sqrt(n / (n - 1)) * stats.t.ppf(1.0 - alpha / 2.0, n - 1)))
 
 
 def _interval(boot: np.ndarray, estimate: float, confidence: float, n: int, method: str) -> RatioCI:
