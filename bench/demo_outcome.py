@@ -22,11 +22,11 @@ from pathlib import Path
 import optuna
 
 from tuner.launch.process import ProcessLauncher
-from tuner.nightly.decide import paired_ratio_ci
 from tuner.nightly.remeasure import Remeasurer, paired_values, values
+from tuner.ranking import ranked_trials
 from tuner.runner import ConfigRunner
 from tuner.space import load_space, params_to_flags
-from tuner.summary import best_trials
+from tuner.stats import paired_ratio_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def main() -> int:
 
     space = load_space(args.space)
     study = optuna.load_study(study_name=args.study, storage=args.storage)
-    ranked = best_trials(study, space)
+    ranked = ranked_trials(study)
     if not ranked:
         print("the study has no feasible trial", file=sys.stderr)
         return 1

@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from tuner.errors import ConfigError, StorageError, TunerError
+from tuner.ranking import is_feasible, ranked_trials
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
 
 PLACEHOLDER_IMAGE = "lmsysorg/sglang:latest"
@@ -87,7 +88,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             or (OK if t.state == TrialState.COMPLETE else t.state.name.lower()),
             "failure_kind": kind,
             "failure": _failure_line(failure) if failure else None,
-            "feasible": t.state == TrialState.COMPLETE and _feasible(t),
+            "feasible": t.state == TrialState.COMPLETE and is_feasible(t),
             "datetime_start": t.datetime_start,
             "duration_s": t.duration.total_seconds() if t.duration else None,
         }
@@ -103,10 +104,6 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _feasible(t: FrozenTrial) -> bool:
-    return all(v <= 0 for v in t.constraints.values())
-
-
 def _failure_line(failure: dict[str, Any]) -> str:
     parts = [str(failure.get("phase", ""))]
     if failure.get("detail"):
@@ -115,13 +112,6 @@ def _failure_line(failure: dict[str, Any]) -> str:
     if lines:
         parts.append(str(lines[0])[:200])
     return "; ".join(p for p in parts if p)
-
-
-def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible complete trials, best first by the first objective (then the others)."""
-    signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
-    return sorted(done, key=lambda t: [s * v for s, v in zip(signs, t.values, strict=True)])
 
 
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:

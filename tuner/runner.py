@@ -34,6 +34,7 @@ from tuner.loadgen.workload import ClosedArrival
 from tuner.objective import constraints_for_crash, constraints_for_metrics, objective_values
 from tuner.progress import Progress
 from tuner.records import GpuSample
+from tuner.search.pruning import window_should_stop
 from tuner.space.constraints import violated_constraint
 from tuner.space.sample import params_to_flags, sample_params
 from tuner.space.schema import SearchSpace, SimulatorTarget
@@ -341,7 +342,11 @@ class TrialRunner:
         progress = self.runner.progress
         if progress is not None:
             progress.start_trial(trial.number, str(trial.user_attrs.get("seed_name", "")))
-        should_stop = self._window_pruner(trial) if self.prune_on_windows else None
+        should_stop = (
+            window_should_stop(trial, self.space.pruning, self.space.objectives[0].metric)
+            if self.prune_on_windows
+            else None
+        )
         try:
             outcome = self.runner.measure(
                 flags,
@@ -364,18 +369,6 @@ class TrialRunner:
             if all(v <= 0 for v in t.constraints.values())
         ]
         return max(feasible) if feasible else None
-
-    def _window_pruner(self, trial: optuna.Trial) -> ShouldStop:
-        objective = self.space.objectives[0]
-
-        def should_stop(window: int, partial: BenchResult) -> bool:
-            # the window's own value: comparable across trials at the same step, as pruners expect
-            value = partial.windows[-1].get(objective.metric) if partial.windows else None
-            if value is not None and value == value:
-                trial.report(float(value), window)
-            return trial.should_prune()
-
-        return should_stop
 
     def record(self, trial: optuna.Trial, outcome: Outcome) -> float | list[float]:
         """Write the outcome onto ``trial``; raise TrialPruned for a failed or pruned configuration."""

@@ -35,7 +35,11 @@ from tuner.launch.base import Launcher
 from tuner.launch.docker import DockerTarget
 from tuner.launch.process import ProcessLauncher
 from tuner.progress import Progress
+from tuner.ranking import feasible_complete
 from tuner.runner import ConfigRunner, Outcome, TrialRunner
+from tuner.search.confirm import confirm_top, record_confirmation
+from tuner.search.pruning import build_pruner, check_windows
+from tuner.search.specs import PruningSpec
 from tuner.space import SearchSpace, load_space
 from tuner.space.schema import SimulatorTarget
 from tuner.store.models import Provenance
@@ -135,11 +139,10 @@ def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=worker_seed(args))
     else:
         sampler = optuna.samplers.TPESampler(seed=worker_seed(args), n_startup_trials=10)
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-        if args.prune
-        else optuna.pruners.NopPruner()
-    )
+    pruning = space.pruning if args.prune else PruningSpec(pruner="none")
+    if args.prune:
+        check_windows(pruning, space.workload, source=args.space)
+    pruner = build_pruner(pruning, n_objectives=len(space.objectives), source=args.space)
     study = optuna.create_study(
         study_name=args.study or space.name,
         storage=storage,
@@ -282,6 +285,12 @@ def run(args: argparse.Namespace) -> int:
                     timeout=args.timeout_min * 60 if args.timeout_min else None,
                     callbacks=[stop_at_total(args.trials)],
                 )
+        if space.confirm is not None and feasible_complete(study):
+            progress.note(
+                f"confirming the top {space.confirm.top_k} with {space.confirm.repeats} fresh measurements each"
+            )
+            with sigterm_as_interrupt():
+                record_confirmation(study, confirm_top(study, space, config_runner, space.confirm))
     except KeyboardInterrupt:
         interrupted = True
         progress.note(

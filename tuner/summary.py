@@ -8,25 +8,12 @@ from pathlib import Path
 from typing import TextIO
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from tuner.export import docker_run_line, flags_yaml, launch_command
+from tuner.ranking import ranked_trials
+from tuner.search.confirm import confirmation_from_attrs
+from tuner.search.learning import study_crash_halves
 from tuner.space.schema import SearchSpace
-
-
-def feasible_complete(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials whose constraints all hold (<= 0)."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if all(v <= 0 for v in t.constraints.values())
-    ]
-
-
-def best_trials(study: optuna.Study, space: SearchSpace) -> list[FrozenTrial]:
-    """Feasible complete trials, best first by the first objective."""
-    sign = -1.0 if space.objectives[0].direction == "maximize" else 1.0
-    return sorted(feasible_complete(study), key=lambda t: sign * t.values[0])
 
 
 def write_summary(
@@ -41,7 +28,10 @@ def write_summary(
           file=stream)  # fmt: skip
     if kinds:
         print("failures by kind: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()), file=stream)
-    ranked = best_trials(study, space)
+        print(study_crash_halves(study).describe(), file=stream)  # did the sampler learn to avoid crashes?
+    if "confirmation" in study.user_attrs:
+        print("\n".join(confirmation_from_attrs(study.user_attrs["confirmation"])), file=stream)
+    ranked = ranked_trials(study)
     if not ranked:
         print("no trial produced a feasible measurement: see the failures above and the logs", file=stream)
         return False

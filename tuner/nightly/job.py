@@ -38,6 +38,7 @@ from tuner.nightly.lock import NightlyLock
 from tuner.nightly.remeasure import Measurement, Remeasurer, paired_values, values
 from tuner.nightly.search import WarmStart, candidates, enqueue, known_top, run_search, tonights_trials
 from tuner.progress import Progress
+from tuner.ranking import ranked_trials
 from tuner.runner import ConfigRunner, TrialRunner, simulator_program
 from tuner.space import SearchSpace, load_space
 from tuner.space.schema import DockerTarget, SimulatorTarget
@@ -45,7 +46,6 @@ from tuner.store.models import Deployment
 from tuner.store.store import TunerStore
 from tuner.store.urls import mask_url
 from tuner.study import StudyContext, make_launcher, make_recorder, open_study, sigterm_as_interrupt
-from tuner.summary import best_trials
 
 EXIT_KEPT = 0
 EXIT_FAILED = 1
@@ -321,7 +321,7 @@ def _resolve_deployed(run: NightlyRun, space: SearchSpace, study: optuna.Study, 
             path, space, run.deployed, header=f"restored from the database by nightly run {run.stamp}"
         )
         return
-    ranked = best_trials(study, space)
+    ranked = ranked_trials(study)
     if ranked:
         t = ranked[0]
         flags = dict(t.user_attrs.get("flags", {}))

@@ -18,11 +18,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.nightly.compat import rejection
 from tuner.nightly.deployed import canonical_flags, same_config
+from tuner.ranking import ranked_trials
 from tuner.runner import TrialRunner
 from tuner.space.constraints import violated_constraint
 from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import SearchSpace
-from tuner.summary import best_trials
 
 NIGHTLY_ATTR = "nightly"
 
@@ -47,7 +47,7 @@ def known_top(
     picked: list[WarmStart] = []
     notes: list[str] = []
     seen = [canonical_flags(exclude)]
-    for t in best_trials(study, space):
+    for t in ranked_trials(study):
         if len(picked) >= n:
             break
         flags = dict(t.user_attrs.get("flags") or params_to_flags(space, t.params))
@@ -122,7 +122,7 @@ def candidates(
     tonight = {t.number for t in tonights_trials(study, stamp)}
     out: list[FrozenTrial] = []
     seen: list[dict[str, Any]] = []
-    for t in best_trials(study, space):
+    for t in ranked_trials(study):
         if t.number not in tonight:
             continue
         flags = t.user_attrs.get("flags", {})

@@ -24,12 +24,12 @@ import optuna
 from optuna.trial import FrozenTrial
 from scipy import stats
 
-from tuner.nightly.decide import RatioCI, paired_ratio_ci
 from tuner.objective import constraints_for_metrics
+from tuner.ranking import ranked_trials
 from tuner.runner import ConfigRunner, Outcome
 from tuner.search.specs import ConfirmSpec
 from tuner.space.schema import SearchSpace
-from tuner.summary import best_trials
+from tuner.stats import RatioCI, paired_ratio_ci
 
 # run_index of confirmation runs: far above any trial number, so logs and simulator seeds never collide
 RUN_INDEX_BASE = 1_000_000
@@ -177,7 +177,7 @@ def pick_candidates(study: optuna.Study, space: SearchSpace, top_k: int) -> list
     """The ``top_k`` best feasible complete trials with distinct flags, best first."""
     seen: set[str] = set()
     picked: list[FrozenTrial] = []
-    for t in best_trials(study, space):
+    for t in ranked_trials(study):
         key = json.dumps(t.user_attrs.get("flags", t.params), sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)

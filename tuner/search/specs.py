@@ -27,10 +27,10 @@ class PruningSpec(BaseModel):
 
     pruner: PrunerName = "wilcoxon"
     # windows measured before any pruning decision (Wilcoxon: paired windows needed, at least 2)
-    warmup_windows: int = Field(2, ge=0)
-    p_threshold: float = Field(0.1, gt=0, lt=1)  # wilcoxon: how sure "worse than the best" must be
-    n_startup_trials: int = Field(5, ge=0)  # median/patient: complete trials before pruning starts
-    patience: int = Field(2, ge=0)  # patient: windows without improvement before asking the median
+    warmup_windows: int = Field(default=2, ge=0)
+    p_threshold: float = Field(default=0.1, gt=0, lt=1)  # wilcoxon: how sure "worse than the best" must be
+    n_startup_trials: int = Field(default=5, ge=0)  # median/patient: complete trials before pruning starts
+    patience: int = Field(default=2, ge=0)  # patient: windows without improvement before asking the median
 
     @property
     def reports(self) -> Literal["window", "running"]:
@@ -47,9 +47,9 @@ class ConfirmSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    top_k: int = Field(3, ge=1)  # distinct configurations re-measured
-    repeats: int = Field(3, ge=2)  # fresh measurements per candidate: two at least, for an interval
-    confidence: float = Field(0.95, gt=0.5, lt=1)
+    top_k: int = Field(default=3, ge=1)  # distinct configurations re-measured
+    repeats: int = Field(default=3, ge=2)  # fresh measurements per candidate: two at least, for an interval
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
 __all__ = ["ConfirmSpec", "PrunerName", "PruningSpec"]

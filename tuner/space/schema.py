@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tuner.launch.docker import DockerTarget
 from tuner.loadgen.capacity import CapacitySpec
 from tuner.loadgen.workload import SLOs, WorkloadSpec
+from tuner.search.specs import ConfirmSpec, PruningSpec
 
 ChoiceValue = str | int | float | bool | None
 
@@ -153,9 +154,10 @@ class SearchSpace(_Strict):
     seed_trials: list[SeedTrial] = []
     constraints: list[KnownConstraint] = []
     hardware: dict[str, float] = {}  # named figures constraint expressions may use (gpu_memory_gb, …)
-    capacity: CapacitySpec | None = (
-        None  # with objective capacity_rps: search the highest rate under the SLOs
-    )
+    # with objective capacity_rps: each trial searches the highest rate under the SLOs
+    capacity: CapacitySpec | None = None
+    pruning: PruningSpec = PruningSpec()  # used with --prune: stop clearly worse trials between windows
+    confirm: ConfirmSpec | None = None  # re-measure the final top candidates with repeats (intervals)
 
     @model_validator(mode="after")
     def _capacity_objective(self) -> SearchSpace:
