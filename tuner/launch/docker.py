@@ -482,16 +482,21 @@ def launcher_for_space(
 ) -> DockerLauncher:
     """The launcher for a space whose target is Docker, after checking its flags against the image.
 
-    Runs the engine's ``--help`` in the image (cached by image id) and raises
-    :class:`~tuner.errors.UnknownFlagError` naming every parameter or fixed flag the image rejects,
-    or :class:`~tuner.errors.ConfigError` for a categorical choice its help does not list. The
-    launcher's ``image_info`` then holds the image id and engine version for the study to record.
+    For an engine with an image probe (:data:`tuner.launch.image_check.PROBES`: SGLang), runs its
+    ``--help`` in the image (cached by image id) and raises :class:`~tuner.errors.UnknownFlagError`
+    naming every parameter or fixed flag the image rejects, or :class:`~tuner.errors.ConfigError` for
+    a categorical choice its help does not list. The launcher's ``image_info`` then holds the image id
+    and engine version for the study to record; it stays None for other engines (llama.cpp).
     """
-    from tuner.launch.image_check import check_image  # image_check imports this module
+    from tuner.launch.image_check import PROBES, check_image  # image_check imports this module
 
     if not isinstance(space.target, DockerTarget):
         raise TypeError(f"space {space.name!r} does not run in Docker (target kind {space.target.kind})")
     launcher = DockerLauncher(space.target)
+    probe = PROBES.get(space.engine)
+    if probe is None:  # asking a llama.cpp image for SGLang's --help would fail every such study
+        log.info("%s: no image flag check for %s images", source or space.name, space.engine)
+        return launcher
     flags = {"model-path", "host", "port", *space.fixed_flags}
     choices: dict[str, list[object]] = {}
     for name, param in space.parameters.items():
@@ -502,7 +507,7 @@ def launcher_for_space(
     for flag, value in space.fixed_flags.items():
         if isinstance(value, str):
             choices.setdefault(flag, []).append(value)
-    info = check_image(launcher, sorted(flags), choices=choices, source=source, cache_dir=cache_dir)
+    info = check_image(launcher, sorted(flags), probe, choices=choices, source=source, cache_dir=cache_dir)
     if info.engine_version != space.engine_version:
         log.warning(
             "%s: engine_version %s but image %s runs %s %s; the image's --help decided which flags pass",

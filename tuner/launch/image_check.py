@@ -53,6 +53,10 @@ SGLANG_PROBE = EngineProbe(
     version_argv=("python3", "-c", "import sglang; print(sglang.__version__)"),
 )
 
+# Engines whose image can be asked for its flags. Others (llama.cpp's help is not argparse's) are
+# checked against the tuner's own flag table only, when the space file is loaded.
+PROBES: Mapping[str, EngineProbe] = {"sglang": SGLANG_PROBE}
+
 
 @dataclass(frozen=True)
 class ImageInfo:
