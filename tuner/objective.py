@@ -10,24 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-_LATENCIES = ("ttft", "tpot", "itl", "e2e")
-_STATS = ("mean", "median", "std", "p90", "p95", "p99")
+from tuner.loadgen.metrics import FLAT_METRICS
 
+# A benchmark's metrics, a capacity search's result, and the GPU figures the runner adds.
 METRIC_NAMES: frozenset[str] = frozenset(
-    {
-        "output_throughput",
-        "request_throughput",
-        "total_token_throughput",
-        "goodput",
-        "error_rate",
-        "concurrency",
-        "per_request_tok_s",
-        "completed",
-        "failed",
-        "duration_s",
-        "capacity_rps",
-        *(f"{m}_{s}_ms" for m in _LATENCIES for s in _STATS),
-    }
+    {*FLAT_METRICS, "capacity_rps", "gpu_peak_memory_mib", "gpu_mean_utilization_pct"}
 )
 
 CRASH = "crash"
