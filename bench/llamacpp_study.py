@@ -5,7 +5,7 @@ trials on ``search_spaces/llamacpp-cpu-tiny.yaml`` (a local process per trial), 
 feasible trial and the ``defaults`` seed (llama-server with no tuning flag) again in interleaved
 rounds (defaults, best, best, defaults, …: drift of the shared machine cancels), each a fresh server,
 and report the ratio of means with a paired bootstrap 95 % CI
-(:func:`tuner.nightly.decide.paired_ratio_ci`), the trials the study took and its failures by kind.
+(:func:`tuner.stats.paired_ratio_ci`), the trials the study took and its failures by kind.
 
     .venv/bin/python bench/llamacpp_study.py                 # writes bench/results/llamacpp_study.md
     .venv/bin/python bench/llamacpp_study.py --trials 12 --rounds 5 --preset small
@@ -161,7 +161,7 @@ class Comparison:
 
     The study measured each trial once, so its single best value is biased upwards (the winner's
     curse on a noisy machine): the top ``k`` feasible trials are re-measured and the one with the
-    higher re-measured mean is the best.
+    best re-measured mean is the best.
     """
 
     candidates: list[FrozenTrial]
@@ -200,7 +200,7 @@ class Comparison:
         return paired_ratio_ci(ref, cand, maximize=self.maximize)
 
 
-def remeasure_best_vs_defaults(run: StudyRun, *, rounds: int, log_dir: Path, top_k: int = 2) -> Comparison:
+def remeasure_best_vs_defaults(run: StudyRun, *, rounds: int, log_dir: Path, top_k: int = 3) -> Comparison:
     """Measure the study's ``top_k`` feasible trials (the defaults seed excluded) and the ``defaults``
     seed ``rounds`` times each, interleaved (defaults first, order reversed every other round)."""
     defaults = run.seed(DEFAULTS)
@@ -303,7 +303,7 @@ def render(run: StudyRun, cmp: Comparison, *, preset: str, machine: str) -> str:
     lines += [
         "",
         f"**Best (#{best.number}) / defaults: {ci}** (ratio of means, blocked bootstrap over rounds, "
-        "tuner.nightly.decide.paired_ratio_ci).",
+        "tuner.stats.paired_ratio_ci).",
         "",
     ]
     return "\n".join(lines)

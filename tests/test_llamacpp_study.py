@@ -4,9 +4,9 @@ Each test writes a small random-weight GGUF, runs the real ``python -m tuner.stu
 trials (seeds included) with a short workload, and checks what the study found:
 
 * process target (``search_spaces/llamacpp-cpu-tiny.yaml``): the ``defaults`` seed (llama-server with
-  no tuning flag) is measured, and the study's best beats it when measured again: the two best
+  no tuning flag) is measured, and the study's best beats it when measured again: the three best
   feasible trials and the defaults, :data:`ROUNDS` interleaved rounds each (a fresh server every
-  time); the better candidate's mean must exceed the defaults' by :data:`MIN_RATIO`.
+  time); the best candidate's mean must exceed the defaults' by :data:`MIN_RATIO`.
 * Docker target (``search_spaces/llamacpp-cpu-docker.yaml``, the host's llama-server in the almost
   empty local image through read-only mounts, 512 MiB memory limit): the ``big-context`` seed
   (65536 tokens of f16 KV = 1 GiB) is OOM-killed by the kernel and classified ``kernel_oom_killed``
@@ -50,7 +50,7 @@ ROUNDS = 3
 MIN_RATIO = 1.05
 # Short trials: ~1-10 s of load each on 2 cores, so 12 trials and the re-measurement fit in minutes.
 WORKLOAD = {
-    "num_requests": 32,
+    "num_requests": 48,
     "warmup_requests": 4,
     "input_len": 64,
     "output_len": 16,
