@@ -299,6 +299,16 @@ def render(run: StudyRun, cmp: Comparison, *, preset: str, machine: str) -> str:
         lines.append(
             f"| {label} | {', '.join(f'{v:.1f}' for v in vals)} | {cmp.mean(label):.1f} | {len(fails)} |"
         )
+    sampled = [t for t in run.finished if "seed_name" not in t.user_attrs]
+    d_value = cmp.defaults.values[0] if cmp.defaults.values else float("inf")
+    beat = [t for t in sampled if t.values and t.values[0] > d_value]
+    lines += [
+        "",
+        f"Sampled (non-seed) trials: {len(sampled)}, of which {len(beat)} measured above the defaults' "
+        "single study measurement. TPE samples its first 10 trials (seeds included) at random, and a "
+        "random draw usually changes several flags at once (quantized KV, one thread), most of which cost "
+        "throughput on this CPU; its model-based trials then start from noisy single measurements.",
+    ]
     ci = cmp.ci.describe() if cmp.ci is not None else "no interval (fewer than two paired rounds)"
     lines += [
         "",
