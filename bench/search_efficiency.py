@@ -61,6 +61,7 @@ from tuner.search.confirm import Candidate, rank  # noqa: E402
 from tuner.search.learning import crash_rate_by_half, is_infeasible  # noqa: E402
 from tuner.search.pruning import build_pruner, check_windows, window_should_stop  # noqa: E402
 from tuner.search.specs import PruningSpec  # noqa: E402
+from tuner.space.sample import warm_start_points  # noqa: E402
 from tuner.space.schema import SearchSpace  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -287,6 +288,9 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         # anchor on; random search gets the same start so the comparison is of the sampler)
         for seed_trial in space.seed_trials:
             study.enqueue_trial(dict(seed_trial.params), user_attrs={"seed_name": seed_trial.name})
+        if method != "random":  # the tuner's own warm start (the space's coarse tiers), as the study CLI does
+            for name, params in warm_start_points(space):
+                study.enqueue_trial(params, user_attrs={"seed_name": name})
         study.optimize(objective, n_trials=land.max_trials, callbacks=[stop])
     elif method == "grid-sglang":
         _run_tiers(study, objective, land, stop)

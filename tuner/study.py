@@ -41,6 +41,7 @@ from tuner.search.confirm import confirm_top, record_confirmation
 from tuner.search.pruning import build_pruner, check_windows
 from tuner.search.specs import PruningSpec
 from tuner.space import SearchSpace, load_space
+from tuner.space.sample import warm_start_points
 from tuner.space.schema import SimulatorTarget
 from tuner.store.models import Provenance
 from tuner.store.store import TunerStore
@@ -168,6 +169,9 @@ def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
                         user_attrs={"seed_name": seed.name, "seed_note": seed.note},
                         skip_if_exists=True,
                     )
+            for name, params in warm_start_points(space):
+                if name not in seeded:
+                    study.enqueue_trial(params, user_attrs={"seed_name": name}, skip_if_exists=True)
     return study
 
 

@@ -127,6 +127,16 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
                     f"{name} is set but its condition does not hold", source=source, field=field
                 )
 
+    for i, tier in enumerate(space.warm_start):
+        for name, values in tier.items():
+            if name not in space.parameters:
+                raise ConfigError(f"{name!r} is not a parameter", source=source, field=f"warm_start.{i}")
+            for v in values:
+                if not domain_contains(space.parameters[name], v):
+                    raise ConfigError(
+                        f"{name}={v!r} is outside its range", source=source, field=f"warm_start.{i}"
+                    )
+
     known = set(space.hardware) | {
         f.replace("-", "_") for f in (*space.fixed_flags, *map(space.flag_of, space.parameters))
     }

@@ -7,6 +7,7 @@ render flags the same way as sampled trials.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from decimal import Decimal
@@ -93,3 +94,22 @@ def domain_contains(param: object, value: object) -> bool:
         k = (value - param.low) / param.step
         return math.isclose(k, round(k), abs_tol=1e-6)
     return False
+
+
+def warm_start_points(space: SearchSpace) -> list[tuple[str, dict[str, Any]]]:
+    """The ``warm_start`` tiers as ``(name, params)``: each tier's value product over the first seed.
+
+    Parameters a point makes inactive are dropped; ones it makes active without a value are left for
+    the sampler to fill.
+    """
+    base: dict[str, Any] = dict(space.seed_trials[0].params) if space.seed_trials else {}
+    points: list[tuple[str, dict[str, Any]]] = []
+    for tier in space.warm_start:
+        names = list(tier)
+        for values in itertools.product(*(tier[n] for n in names)):
+            params = {**base, **dict(zip(names, values, strict=True))}
+            params = {k: v for k, v in params.items() if is_active(space, k, params)}
+            points.append(
+                ("warm:" + ",".join(f"{n}={v}" for n, v in zip(names, values, strict=True)), params)
+            )
+    return points

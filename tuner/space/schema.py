@@ -152,6 +152,9 @@ class SearchSpace(_Strict):
     slos: SLOs = SLOs()
     failure: FailurePolicy = FailurePolicy()
     seed_trials: list[SeedTrial] = []
+    # Tiers enqueued after the seeds: each the product of a few values of a few parameters (the rest as
+    # in the first seed), a coarse map of the space for TPE to refine, as SGLang's tiered autotune starts.
+    warm_start: list[dict[str, list[ChoiceValue]]] = []
     constraints: list[KnownConstraint] = []
     hardware: dict[str, float] = {}  # named figures constraint expressions may use (gpu_memory_gb, …)
     # with objective capacity_rps: each trial searches the highest rate under the SLOs
