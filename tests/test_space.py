@@ -184,3 +184,23 @@ def test_stepped_floats_become_clean_flags() -> None:
     seed["schedule-conservativeness"] = 1.1000000000000001
     flags = params_to_flags(space, seed)
     assert flags["mem-fraction-static"] == 0.78 and flags["schedule-conservativeness"] == 1.1
+
+
+def test_warm_start_tiers_expand_over_the_first_seed(raw: dict) -> None:
+    from tuner.space.sample import warm_start_points
+
+    data = copy.deepcopy(raw)
+    data["warm_start"] = [{"quantization": ["awq", "awq_marlin"], "enable-torch-compile": [False, True]}]
+    points = warm_start_points(parse_space(data))
+    assert [n for n, _ in points] == [
+        "warm:quantization=awq,enable-torch-compile=False",
+        "warm:quantization=awq,enable-torch-compile=True",
+        "warm:quantization=awq_marlin,enable-torch-compile=False",
+        "warm:quantization=awq_marlin,enable-torch-compile=True",
+    ]
+    for _, params in points:
+        assert params["mem-fraction-static"] == 0.85  # the rest as in the first seed (the Baseline)
+        assert "torch-compile-max-bs" not in params  # inactive or left to the sampler
+    data["warm_start"] = [{"quantization": ["awq", "gptq"]}]
+    with pytest.raises(ConfigError, match=r"warm_start\.0.*gptq"):
+        parse_space(data)
