@@ -28,6 +28,7 @@ Which value depends on the pruner:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import optuna
@@ -73,9 +74,11 @@ def build_pruner(spec: PruningSpec, *, n_objectives: int, source: str = "") -> o
             field="pruning.pruner",
         )
     if spec.pruner == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(
-            p_threshold=spec.p_threshold, n_startup_steps=spec.warmup_windows
-        )
+        with warnings.catch_warnings():  # "experimental" in Optuna 5.0; its behaviour is what we test
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(
+                p_threshold=spec.p_threshold, n_startup_steps=spec.warmup_windows
+            )
     median = optuna.pruners.MedianPruner(
         n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.warmup_windows
     )
