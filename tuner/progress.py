@@ -16,14 +16,14 @@ class Progress:
     """
 
     def __init__(
-        self, total: int, *, stream: TextIO | None = None, metric: str = "output_throughput"
+        self, total: int, *, stream: TextIO | None = None, metric: str = "output_throughput", done: int = 0
     ) -> None:
         self.total = total
         self.stream = stream or sys.stderr
         self.metric = metric
         self.best: float | None = None
         self._tty = self.stream.isatty()
-        self._n = 0
+        self._n = done  # trials finished before this run (a resumed study counts on)
         self._trial = -1
         self._last_live = 0.0
 

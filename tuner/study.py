@@ -262,12 +262,11 @@ def run(args: argparse.Namespace) -> int:
     store = TunerStore(args.storage)
     ctx = StudyContext(space, study, store, launcher, out, args.worker, describe_gpus(space.launch.gpu_ids))
     reaped = launcher.reap_orphans(study.study_name, args.worker)
-    progress = Progress(args.trials, metric=space.objectives[0].metric)
-    if reaped:
-        progress.note(f"stopped {reaped} server(s) left running by an earlier, killed run of this worker")
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = args.trials - done
-    progress._n = done
+    progress = Progress(args.trials, metric=space.objectives[0].metric, done=done)
+    if reaped:
+        progress.note(f"stopped {reaped} server(s) left running by an earlier, killed run of this worker")
     progress.note(
         f"study {study.study_name!r} on {args.storage}: {done} finished trial(s), running up to {max(remaining, 0)} more"
     )
