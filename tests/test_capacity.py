@@ -16,7 +16,6 @@ import itertools
 import json
 import math
 import random
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from tests.threaded_app import ThreadedApp
 from tuner.errors import ConfigError
 from tuner.loadgen import SLOs, WorkloadSpec
 from tuner.loadgen.arrival import poisson_offsets
@@ -87,28 +87,12 @@ class QueueEngine:
         return resp
 
 
-class QueueServer:
+class QueueServer(ThreadedApp):
     """The queue engine behind an aiohttp server on 127.0.0.1, in a daemon thread."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
         self.engine: QueueEngine | None = None
-        self.port = 0
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        assert ready.wait(10), "queue server did not start"
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
-        app.router.add_post("/generate", self._handle)
-        runner = web.AppRunner(app)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        ready.set()
-        self.loop.run_forever()
+        super().__init__()
 
     def reset(self, **kw: object) -> QueueEngine:
         async def make() -> QueueEngine:
@@ -120,10 +104,6 @@ class QueueServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self.engine is not None
         return await self.engine.handle(request)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ Its behaviour (delays, tokens per chunk, failures, hangs) is set per test.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from tests.threaded_app import ThreadedApp
 from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
 from tuner.loadgen.metrics import FLAT_METRICS
 
@@ -102,36 +103,17 @@ class FakeEngine:
         return resp
 
 
-class ServerThread:
+class ServerThread(ThreadedApp):
     """An aiohttp.web server on 127.0.0.1 with its own event loop in a daemon thread."""
+
+    paths = ("/generate", "/v1/completions", "/v1/chat/completions")
 
     def __init__(self) -> None:
         self.engine = FakeEngine()
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        assert ready.wait(10), "test server did not start"
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
-        for path in ("/generate", "/v1/completions", "/v1/chat/completions"):
-            app.router.add_post(path, self._handle)
-        runner = web.AppRunner(app)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        ready.set()
-        self.loop.run_forever()
+        super().__init__()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         return await self.engine.handle(request)  # the engine is swapped between tests
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +270,7 @@ async def test_poisson_rate_and_max_concurrency(server: ServerThread) -> None:
     # server sees adds each request's connection set-up, a fresh one per request as in bench_serving).
     sent = sorted(r.sent_ns for r in result.records if not r.warmup)
     assert len(server.engine.arrivals_ns) >= 300  # and every one of them reached the server
-    gaps = [(b - a) / 1e9 for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(sent)]
     # Exponential gaps: mean 1/rate, coefficient of variation 1 (300 samples: ~6% standard error).
     assert statistics.mean(gaps) == pytest.approx(1 / rate, rel=0.2)
     assert statistics.stdev(gaps) / statistics.mean(gaps) == pytest.approx(1.0, abs=0.25)
