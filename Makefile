@@ -7,7 +7,7 @@ SPACE   ?= search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml
 STORAGE ?= sqlite:///storage/tuner.db
 STUDY   ?= sglang-rtx5090-qwen3-32b-awq
 
-.PHONY: setup demo study sim test test-quick lint report dashboard nightly bench clean
+.PHONY: setup demo study sim test test-loaded test-quick lint report dashboard nightly bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,9 @@ sim: setup  ## start the simulated SGLang server on port 30000
 
 test: setup  ## install daemons/tools the tests need (docker, postgres, chromium, llama-server, sglang parser) and run every test
 	TUNER_REQUIRE_ALL=1 scripts/setup-test-env.sh $(BIN)/python -m pytest -q -ra
+
+test-loaded: setup  ## make test with a busy loop competing for a core (what a shared CI machine does)
+	scripts/with-busy-core.sh $(MAKE) test
 
 test-quick: setup  ## tests that need nothing beyond the venv (the rest skip)
 	$(BIN)/python -m pytest -q -ra -m "not docker and not postgres and not llamacpp and not gpu"

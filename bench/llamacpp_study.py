@@ -61,8 +61,12 @@ def study_space(
     model_dir: Path,
     workload: Mapping[str, Any] | None = None,
     mem_limit: str | None = None,
+    pin: Mapping[str, Any] | None = None,
 ) -> Path:
     """Copy the shipped space ``base`` to ``dest`` with this machine's paths and ``workload`` merged in.
+
+    ``pin`` turns parameters into fixed flags (``{"threads": 1}``): they leave the search and every
+    seed, and every server of the study, the defaults' included, runs with them.
 
     A process space gets ``model_dir/llama-small.gguf`` as its model; a Docker space keeps its
     in-container model path and has its two host mounts (model directory, llama-server's directory)
@@ -70,6 +74,11 @@ def study_space(
     """
     raw = yaml.safe_load(base.read_text())
     raw["workload"].update(workload or {})
+    for name, value in (pin or {}).items():
+        del raw["parameters"][name]
+        raw["fixed_flags"][name] = value
+        for seed in raw.get("seed_trials", []):
+            seed["params"].pop(name, None)
     if raw["target"]["kind"] == "docker":
         binary = llamacpp.find_binary()
         if binary is None:

@@ -236,6 +236,17 @@ def _write_hf_model(tf_python: Path, out: Path, preset: str, *extra: str) -> Pat
     return out
 
 
+# A KV cache of more blocks than the machine holds kills the continuous-batching worker while /health
+# stays 200. On the GPU 1e8 blocks fail the allocation at once; on the CPU the kernel grants memory
+# lazily, so the CPU asks for 1e12, which fails the cache sizing itself ("No positive solution")
+# without allocating anything.
+TOO_MANY_BLOCKS = {"cpu": 1_000_000_000_000, "gpu": 100_000_000}
+# On the CPU, continuous batching sizes its batch buffers from a share of the machine's RAM unless
+# told otherwise: 64 blocks of a 0.4 M-parameter model reached 21.6 GB resident. 256 tokens per
+# batch keeps the server at ~0.4 GB (tests/conftest.py caps every process at 4 GiB).
+CPU_BATCH_TOKENS = {"cb-max-batch-tokens": 256}
+
+
 def _tf_cases(space: SearchSpace) -> list[tuple[dict[str, Any], FailureKind | None]]:
     cb = {
         "continuous-batching": True,
@@ -243,11 +254,17 @@ def _tf_cases(space: SearchSpace) -> list[tuple[dict[str, Any], FailureKind | No
         "cb-block-size": 32,
         "cb-num-blocks": 64,
     }
+    device = "cpu" if space.fixed_flags.get("device") == "cpu" else "gpu"
+    if device == "cpu":
+        cb |= CPU_BATCH_TOKENS
     return [
         (dict(params_to_flags(space, space.seed_trials[0].params)), None),
         ({**space.fixed_flags, **cb}, None),
         # shared/facts: starts, /health 200, every request fails ("CB worker is dead")
-        ({**space.fixed_flags, **cb, "cb-num-blocks": 100_000_000}, FailureKind.HEALTHY_BUT_FAILING),
+        (
+            {**space.fixed_flags, **cb, "cb-num-blocks": TOO_MANY_BLOCKS[device]},
+            FailureKind.HEALTHY_BUT_FAILING,
+        ),
     ]
 
 
