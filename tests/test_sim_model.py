@@ -84,11 +84,13 @@ def test_same_seed_same_run_different_seed_different_run() -> None:
                     info(s)["simulator"]["noise_factor"],
                     json.loads(s.post("/generate", sampled)[1])["output_ids"],
                     json.loads(s.post("/generate", greedy)[1])["output_ids"],
-                    e2e(s),
+                    # The simulator runs its model in real time: a busy machine only ever adds to a
+                    # latency (late timer wake-ups), so the least of a few is the modelled time.
+                    min(e2e(s) for _ in range(3)),
                 )
             )
     (f1, s1, g1, t1), (f2, s2, g2, t2), (f3, s3, g3, t3) = runs
     assert f1 == f2 and s1 == s2 and g1 == g2
-    assert abs(t1 - t2) / t1 < 0.05  # same seed: same modelled time (real-time scheduling jitter only)
+    assert abs(t1 - t2) / t1 < 0.05  # same seed: same modelled time
     assert f3 != f1 and s3 != s1 and g3 == g1  # another run: other noise and samples; greedy is greedy
     assert abs(t3 / t1 - f3 / f1) < 0.05  # the run's noise factor scales its timings
