@@ -34,7 +34,7 @@ def sse(body: bytes) -> list[str]:
 def test_unknown_flag_is_an_argparse_error_with_exit_code_2() -> None:
     with SimProcess(["--disable-flashinfer"]) as s:
         assert s.wait_exit() == 2
-        assert "launch_server.py: error: unrecognized arguments: --disable-flashinfer" in s.log_text()
+        assert "sglang serve: error: unrecognized arguments: --disable-flashinfer" in s.log_text()
 
 
 def test_flag_set_follows_the_version_profile() -> None:
@@ -123,15 +123,16 @@ def test_completions_stream_with_usage_and_done(sim: SimProcess) -> None:
         "prompt_tokens": 3,
         "completion_tokens": 6,
         "total_tokens": 9,
+        "reasoning_tokens": 0,
     }
     text_chunks = chunks[:-1]
     assert all(c["object"] == "text_completion" for c in text_chunks)
     assert "".join(c["choices"][0]["text"] for c in text_chunks).split().__len__() == 6  # deltas add up
     assert text_chunks[-1]["choices"][0]["finish_reason"] == "length"
-    # Without include_usage: no usage chunk.
+    # Without include_usage: no usage chunk (every chunk says "usage": null, as SGLang's do).
     body.pop("stream_options")
     chunks = [json.loads(e) for e in sse(sim.post("/v1/completions", body)[1])[:-1]]
-    assert all("usage" not in c for c in chunks)
+    assert all(c["usage"] is None and c["choices"] for c in chunks)
 
 
 def test_chat_completions_streamed_and_not(sim: SimProcess) -> None:
@@ -184,11 +185,13 @@ def test_request_longer_than_the_pool_is_rejected_unless_auto_truncate() -> None
     with SimProcess([*FAST, "--max-total-tokens", "512"]) as s:
         s.wait_ready()
         status, body = s.post("/generate", long)
-        assert status == 400 and "maximum context length of 512 tokens" in json.loads(body)["message"]
+        # SGLang's scheduler: max_req_input_len = min(context - 1, pool - 1) - 5 = 506
+        message = json.loads(body)["error"]["message"]
+        assert status == 400 and "exceeds the maximum allowed length (506 tokens)" in message
     with SimProcess([*FAST, "--max-total-tokens", "512", "--allow-auto-truncate"]) as s:
         s.wait_ready()
         status, body = s.post("/generate", long)
-        assert status == 200 and json.loads(body)["meta_info"]["prompt_tokens"] == 504
+        assert status == 200 and json.loads(body)["meta_info"]["prompt_tokens"] == 506
 
 
 def test_bad_requests_are_400(sim: SimProcess) -> None:

@@ -3,7 +3,8 @@
 SGLang's flags come from ``tuner.engines.sglang.flag_specs(version)``, the tuner's one table,
 so the simulated server accepts and rejects exactly what the tuner believes that SGLang
 version does: an unknown flag is an argparse error with exit code 2, as with the real
-``launch_server``. ``--sim-sglang-version`` is read first because it decides the parser.
+``launch_server``, under the same program name (``sglang serve`` in 0.5.23).
+``--sim-sglang-version`` is read first because it decides the parser.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+
+from packaging.version import Version
 
 from tuner.engines import sglang
 from tuner.engines.base import FlagSpec
@@ -40,10 +43,21 @@ def _version(argv: Sequence[str]) -> str:
     return str(ns.sim_sglang_version)
 
 
+# SGLang 0.5.23 parses ``python -m sglang.launch_server`` with ``ArgumentParser(prog="sglang serve")``
+# (checked against the real server: tests/test_conformance.py); older releases are taken to say
+# "launch_server.py", the script's name.
+PROG_SERVE_SINCE = "0.5.23"
+
+
+def prog_for(version: str) -> str:
+    """The program name SGLang ``version`` prints in its usage and argparse errors."""
+    return "sglang serve" if Version(version) >= Version(PROG_SERVE_SINCE) else "launch_server.py"
+
+
 def build_parser(version: str) -> argparse.ArgumentParser:
     """SGLang ``version``'s launch_server parser with the simulator's own group appended."""
     parser = argparse.ArgumentParser(
-        prog="launch_server.py",
+        prog=prog_for(version),
         description=f"Simulated SGLang {version} server (tuner.sim): SGLang's API and flags, modelled timing.",
     )
     seen: set[str] = set()
@@ -99,12 +113,21 @@ def _add(parser: argparse.ArgumentParser, spec: FlagSpec) -> None:
     elif spec.kind == "list":
         parser.add_argument(*names, dest=dest, nargs="+", type=spec.type, help=spec.help or None)
     else:
-        parser.add_argument(*names, dest=dest, type=spec.type, choices=spec.choices, help=spec.help or None)
+        parser.add_argument(
+            *names,
+            dest=dest,
+            type=spec.type,
+            choices=spec.choices,
+            required=spec.name == "model-path",  # as in SGLang: usage "[-h] --model-path MODEL_PATH"
+            help=spec.help or None,
+        )
 
 
 def model_for_path(path: str | None) -> str:
     """Guess the model profile from ``--model-path`` (falls back to the report's model)."""
     p = (path or "").lower()
+    if "tiny-llama" in p:
+        return "sglang-tiny-llama"
     if "0.5b" in p:
         return "qwen2.5-0.5b"
     if "llama" in p and "8b" in p:

@@ -45,6 +45,7 @@ class SimRequest:
     output: list[int] = field(default_factory=list)
     prefilled: int = 0  # tokens of ``target`` already computed (cached prefix counts)
     recompute: int = 0  # output tokens to recompute after a retraction (they join the prefill)
+    retractions: int = 0  # times it was sent back to the queue (meta_info.num_retractions)
     cached: int = 0  # prompt tokens served from the prefix cache
     pinned: list[int] = field(default_factory=list)  # prefix-cache blocks this request holds
     first_token_at: float | None = None
@@ -175,6 +176,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._ids = itertools.count()
         self._decode_steps = 0
+        self._last_prefill_log = time.monotonic()
 
     # ---- queue interface -------------------------------------------------------------------------
     def submit(self, req: SimRequest) -> None:
@@ -268,6 +270,7 @@ class Engine:
                 self.cache.unpin(victim.pinned)
             # It keeps its output and recomputes prompt + output when readmitted.
             victim.recompute = len(victim.output)
+            victim.retractions += 1
             victim.pinned, victim.prefilled, victim.cached = [], 0, 0
             self.waiting.insert(0, victim)
 
@@ -292,7 +295,7 @@ class Engine:
             self.hung = True
             await asyncio.sleep(self.cfg.watchdog_timeout)
             log(
-                f"[TP0] Scheduler watchdog timeout (self.watchdog_timeout={self.cfg.watchdog_timeout}, self.soft=False)"
+                f"Scheduler watchdog timeout (self.watchdog_timeout={self.cfg.watchdog_timeout}, self.soft=False)"
             )
             kill_tree()
         self.activation_peak_gib = max(
@@ -353,11 +356,7 @@ class Engine:
                 decoding = [r for r in self.running if r.prefill_done] if batch.decode_ctx else []
                 await self._forward(batch, perfmodel.pass_overhead_s(batch.requests))
                 now = time.monotonic()
-                log(
-                    f"[TP0] Prefill batch. #new-seq: {len(parts)}, #new-token: {sum(n for _, n in parts)}, "
-                    f"#cached-token: {sum(r.cached for r, _ in parts)}, token usage: {self.token_usage():.2f}, "
-                    f"#running-req: {len(self.running) - len(parts)}, #queue-req: {len(self.waiting)}"
-                )
+                self._log_prefill(parts, now)
                 for r, n in parts:
                     r.prefilled += n
                     if r.prefill_done and r.recompute:
@@ -392,11 +391,24 @@ class Engine:
                     self._log_decode(len(decoding), now)
             self._trim_samples()
 
-    def _log_decode(self, batch: int, now: float) -> None:
-        recent = sum(n for t, n in self.counters.recent_tokens if t > now - 5.0) / 5.0
+    def _log_prefill(self, parts: list[tuple[SimRequest, int]], now: float) -> None:
+        """SGLang 0.5.23's prefill line (scheduler_components/metrics_reporter.py)."""
+        new = sum(n for _, n in parts)
+        gap, self._last_prefill_log = now - self._last_prefill_log, now
         log(
-            f"[TP0] Decode batch. #running-req: {batch}, #token: {self._used_tokens()}, "
-            f"token usage: {self.token_usage():.2f}, gen throughput (token/s): {recent:.2f}, "
+            f"Prefill batch, #new-seq: {len(parts)}, #new-token: {new}, "
+            f"#cached-token: {sum(r.cached for r, _ in parts)}, token usage: {self.token_usage():.2f}, "
+            f"#running-req: {len(self.running) - len(parts)}, #queue-req: {len(self.waiting)}, "
+            f"#pending-token: 0, cuda graph: False, input throughput (token/s): {new / max(gap, 1e-9):.2f}"
+        )
+
+    def _log_decode(self, batch: int, now: float) -> None:
+        """SGLang 0.5.23's decode line, every ``--decode-log-interval`` decode steps."""
+        recent = sum(n for t, n in self.counters.recent_tokens if t > now - 5.0) / 5.0
+        graph = self.cfg.cuda_graph and batch <= self.cfg.cuda_graph_max_bs
+        log(
+            f"Decode batch, #running-req: {batch}, #token: {self._used_tokens()}, "
+            f"token usage: {self.token_usage():.2f}, cuda graph: {graph}, gen throughput (token/s): {recent:.2f}, "
             f"#queue-req: {len(self.waiting)}"
         )
 

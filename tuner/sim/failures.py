@@ -136,7 +136,7 @@ _INIT_TRACEBACK = (
 def scheduler_exception(exception: str, *, at_init: bool = False) -> None:
     """The scheduler dies of an exception: traceback, SIGQUIT to the parent, tree SIGKILLed."""
     lines = [
-        "[TP0] Scheduler hit an exception: " + _TRACEBACK[0],
+        "Scheduler hit an exception: " + _TRACEBACK[0],
         *(_INIT_TRACEBACK if at_init else _TRACEBACK)[1:],
     ]
     for line in [*lines, exception]:

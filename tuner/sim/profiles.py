@@ -77,6 +77,20 @@ class ModelProfile:
     def weight_bytes(self) -> float:
         return self.weight_gib * GIB
 
+    @property
+    def architecture(self) -> str:
+        """``config.json``'s ``architectures[0]``."""
+        if "qwen3" in self.name:
+            return "Qwen3ForCausalLM"
+        if "llama" in self.name:
+            return "LlamaForCausalLM"
+        return "Qwen2ForCausalLM"
+
+    @property
+    def model_type(self) -> str:
+        """``config.json``'s ``model_type``."""
+        return {"Qwen3ForCausalLM": "qwen3", "LlamaForCausalLM": "llama"}.get(self.architecture, "qwen2")
+
 
 GPUS: dict[str, GpuProfile] = {
     "rtx5090": GpuProfile(
@@ -185,6 +199,25 @@ MODELS: dict[str, ModelProfile] = {
         context_len=32768,
         source="Qwen/Qwen2.5-0.5B-Instruct config.json (24 layers, hidden 896, 14 heads, 2 KV heads); "
         "0.99 GB of bf16 safetensors",
+    ),
+    # The random-weight model the real SGLang CPU server here serves (docs/sglang-cpu.md): with this
+    # profile the simulator and the real server agree on context, vocabulary and prompt lengths
+    # (tests/test_conformance.py runs both with the same flags).
+    "sglang-tiny-llama": ModelProfile(
+        name="sglang-tiny-llama",
+        hf_id="sglang-tiny-llama",
+        layers=4,
+        hidden=256,
+        heads=4,
+        kv_heads=2,
+        head_dim=64,
+        params_b=0.0073,
+        weight_gib=0.0278,
+        quant="none",
+        vocab=8192,
+        context_len=4096,
+        source="tuner/models/sglang_tiny.py (4 layers, hidden 256, 4 heads, 2 KV heads, vocab 8192, "
+        "max_position_embeddings 4096); 29.9 MB of float32 safetensors",
     ),
 }
 

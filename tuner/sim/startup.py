@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -47,16 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.bandwidth_tbs is not None:
         gpu = dataclasses.replace(gpu, bandwidth_tbs=opts.bandwidth_tbs)
     cfg = resolve(ns, gpu, model)
-    log(f"server_args=ServerArgs({', '.join(f'{k}={v!r}' for k, v in cfg.as_server_args().items())})")
+    raw = dict(vars(ns))
+    log(f"server_args={raw!r}")  # SGLang 0.5.23 logs its ServerArgs as a dict
     log(
         f"Simulated SGLang {opts.sglang_version} on {gpu.name} ({gpu.arch}), model profile {model.hf_id}, seed {opts.seed}"
     )
     for flag, (since, warning) in sglang.DEPRECATED.items():
         if getattr(ns, flag.replace("-", "_"), None) and Version(opts.sglang_version) >= Version(since):
             log(f"WARNING: {warning}")
-    raw = {k: v for k, v in vars(ns).items()}
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(cfg, opts, gpu, model, raw))
+        asyncio.run(_serve(cfg, opts, gpu, model, raw, list(args)))
     return 0
 
 
@@ -65,7 +66,12 @@ async def _pause(seconds: float, opts: SimOptions) -> None:
 
 
 async def _serve(
-    cfg: SimConfig, opts: SimOptions, gpu: GpuProfile, model: ModelProfile, raw: dict[str, object]
+    cfg: SimConfig,
+    opts: SimOptions,
+    gpu: GpuProfile,
+    model: ModelProfile,
+    raw: dict[str, object],
+    argv: list[str],
 ) -> None:
     from aiohttp import web
 
@@ -81,28 +87,31 @@ async def _serve(
             failures.scheduler_segfault()
         failures.scheduler_exception(fail.exception, at_init=True)
 
+    # Log lines as SGLang 0.5.23 writes them; with one GPU its scheduler's lines have no "TP0" prefix.
     await _pause(STARTUP_IMPORT_S, opts)
     avail = gpu.mem_gib - perfmodel.CONTEXT_GIB
-    log(f"[TP0] Init torch distributed begin. avail mem={avail:.2f} GB")
-    log(f"[TP0] Load weight begin. avail mem={avail:.2f} GB")
-    await _pause(model.weight_gib / STARTUP_LOAD_GIB_S, opts)
+    log("Init torch distributed begin.")
+    log(f"Load weight begin. avail mem={avail:.2f} GB")
+    load_s = model.weight_gib / STARTUP_LOAD_GIB_S
+    await _pause(load_s, opts)
     die_at("load")
     avail -= model.weight_gib + mem.marlin_gib
     log(
-        f"[TP0] Load weight end. type={_arch(model)}, dtype=torch.bfloat16, avail mem={avail:.2f} GB, "
-        f"mem usage={model.weight_gib + mem.marlin_gib:.2f} GB."
+        f"Load weight end. elapsed={load_s * opts.startup_scale:.2f} s, type={model.architecture}, "
+        f"avail mem={avail:.2f} GB, mem usage={model.weight_gib + mem.marlin_gib:.2f} GB."
     )
     await _pause(STARTUP_KV_S, opts)
     die_at("kv")
     half = mem.kv_pool_gib / 2
     log(
-        f"[TP0] KV Cache is allocated. #tokens: {mem.kv_pool_tokens}, K size: {half:.2f} GB, V size: {half:.2f} GB"
+        f"KV Cache is allocated. dtype: {_kv_dtype(cfg, raw)}, #tokens: {mem.kv_pool_tokens}, "
+        f"K size: {half:.2f} GB, V size: {half:.2f} GB"
     )
     avail -= mem.kv_pool_gib + mem.hicache_gib
-    log(f"[TP0] Memory pool end. avail mem={avail:.2f} GB")
+    log(f"Memory pool end. avail mem={avail:.2f} GB")
     die_at("attention")
     if cfg.cuda_graph:
-        log(f"[TP0] Capture cuda graph begin. This can take up to several minutes. avail mem={avail:.2f} GB")
+        log(f"Capture cuda graph begin. This can take up to several minutes. avail mem={avail:.2f} GB")
         sizes = perfmodel.captured_batch_sizes(cfg)
         capture = len(sizes) * STARTUP_GRAPH_S_PER_BS * model.layers / 64
         if cfg.torch_compile:
@@ -113,7 +122,7 @@ async def _serve(
         await _pause(capture * 0.7, opts)
         avail -= mem.graph_gib + mem.compile_gib
         log(
-            f"[TP0] Capture cuda graph end. Time elapsed: {capture * opts.startup_scale:.2f} s. "
+            f"Capture cuda graph end. Time elapsed: {capture * opts.startup_scale:.2f} s. "
             f"mem usage={mem.graph_gib + mem.compile_gib:.2f} GB. avail mem={avail:.2f} GB."
         )
     noise_rng = random.Random(opts.seed)
@@ -130,7 +139,7 @@ async def _serve(
         on_batch=load.check,
     )
     log(
-        f"[TP0] max_total_num_tokens={mem.kv_pool_tokens}, chunked_prefill_size={cfg.chunked_prefill_size}, "
+        f"max_total_num_tokens={mem.kv_pool_tokens}, chunked_prefill_size={cfg.chunked_prefill_size}, "
         f"max_prefill_tokens={cfg.max_prefill_tokens}, max_running_requests={engine.max_running}, "
         f"context_len={cfg.context_length}, available_gpu_mem={avail:.2f} GB"
     )
@@ -143,6 +152,7 @@ async def _serve(
         engine=engine,
         version=opts.sglang_version,
         raw_args=raw,
+        launch_command=shlex.join(argv),
     )
     runner = web.AppRunner(Api(state).app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -156,22 +166,38 @@ async def _serve(
         raise SystemExit(1) from e
     # Until now SIGTERM kills at once (default action); from here it shuts the server down cleanly.
     stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
     scheduler = asyncio.create_task(engine.run())
-    log(f"INFO:     Started server process [{os.getpid()}]", stamp=False)
-    log("INFO:     Waiting for application startup.", stamp=False)
-    log("INFO:     Application startup complete.", stamp=False)
-    log(f"INFO:     Uvicorn running on http://{cfg.host}:{cfg.port} (Press CTRL+C to quit)", stamp=False)
+    log(f"INFO:     Started server process [{os.getpid()}]")
+    log("INFO:     Waiting for application startup.")
+    log("INFO:     Application startup complete.")
+    log(f"INFO:     Uvicorn running on http://{cfg.host}:{cfg.port} (Press CTRL+C to quit)")
     if not cfg.skip_warmup:
         await _warmup(engine, model)
-        log('INFO:     127.0.0.1:0 - "POST /generate HTTP/1.1" 200 OK', stamp=False)
+        log('INFO:     127.0.0.1:0 - "POST /generate HTTP/1.1" 200 OK')
     state.ready = True
     state.failing = "fail-requests" in opts.inject
     log(sglang.READY_LINE)
     await stop.wait()
+    # SGLang's graceful exit: /health answers 503 from here on; requests still running are cut.
+    state.ready = False
+    log(f"{received[0]} received. signum=None frame=None. Draining requests and shutting down...")
+    log(
+        f"Gracefully exiting... Remaining number of requests {len(engine.running) + len(engine.waiting)}. "
+        f"Remaining requests remaining_rids={[r.rid for r in engine.running + engine.waiting]}."
+    )
     scheduler.cancel()
     await runner.cleanup()
+    log("INFO:     Shutting down")
+    log("INFO:     Application shutdown complete.")
+    log(f"INFO:     Finished server process [{os.getpid()}]")
 
 
 async def _warmup(engine: Engine, model: ModelProfile) -> None:
@@ -190,11 +216,11 @@ async def _warmup(engine: Engine, model: ModelProfile) -> None:
         pass
 
 
-def _arch(model: ModelProfile) -> str:
-    return (
-        "Qwen3ForCausalLM"
-        if "qwen3" in model.name
-        else "LlamaForCausalLM"
-        if "llama" in model.name
-        else "Qwen2ForCausalLM"
-    )
+_TORCH_DTYPES = {"half": "float16", "float16": "float16", "float": "float32", "float32": "float32"}
+
+
+def _kv_dtype(cfg: SimConfig, raw: dict[str, object]) -> str:
+    """The KV cache's torch dtype: an FP8 cache, else the model's (bf16 unless --dtype says otherwise)."""
+    if cfg.kv_cache_dtype.startswith("fp8"):
+        return "torch.float8_" + cfg.kv_cache_dtype.removeprefix("fp8_")
+    return "torch." + _TORCH_DTYPES.get(str(raw.get("dtype") or "auto"), "bfloat16")

@@ -35,8 +35,15 @@ def detokenize(ids: Sequence[int]) -> str:
     return "".join(" " + _WORDS[i % len(_WORDS)] for i in ids)
 
 
+NEWLINE = "<nl>"  # the template's newlines, one token each as in a BPE vocabulary ("Ċ")
+
+
 def chat_prompt(messages: object) -> str:
-    """A ChatML rendering of OpenAI ``messages`` (Qwen's template, one word per marker)."""
+    """A ChatML rendering of OpenAI ``messages`` (Qwen's template, one word per marker and newline).
+
+    ``<|im_start|>role\n{content}<|im_end|>\n`` per message and ``<|im_start|>assistant\n`` to
+    generate: a single user message of N words is N + 8 tokens, as with the real tokenizers.
+    """
     parts: list[str] = []
     if isinstance(messages, list):
         for m in messages:
@@ -45,6 +52,6 @@ def chat_prompt(messages: object) -> str:
             content = m.get("content", "")
             if isinstance(content, list):  # [{"type": "text", "text": ...}]
                 content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
-            parts.append(f"<|im_start|> {m.get('role', 'user')} {content} <|im_end|>")
-    parts.append("<|im_start|> assistant")
+            parts.append(f"<|im_start|> {m.get('role', 'user')} {NEWLINE} {content} <|im_end|> {NEWLINE}")
+    parts.append(f"<|im_start|> assistant {NEWLINE}")
     return " ".join(parts)
