@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -534,33 +535,21 @@ def _over_pool(n: int) -> str:
     )
 
 
+def _refused_on_every_route(server: ServerRun, n: int, message: Callable[[int], str]) -> None:
+    """A prompt of ``n`` tokens is refused with 400 and ``message(prompt tokens)`` on all three routes."""
+    generate_error(gen(server, n_prompt=n, n_out=2), 400, message(n))
+    for chat, tokens in ((False, n), (True, n + CHAT_EXTRA_TOKENS)):
+        route = "/v1/chat/completions" if chat else "/v1/completions"
+        openai_error(server.post(route, openai_body(chat, n, 2)), 400, "BadRequestError", message(tokens))
+
+
 def test_prompt_longer_than_context(server: ServerRun) -> None:
-    n = CONTEXT + 904
-    generate_error(gen(server, n_prompt=n, n_out=2), 400, _too_long(n))
-    openai_error(
-        server.post("/v1/completions", openai_body(False, n, 2)), 400, "BadRequestError", _too_long(n)
-    )
-    openai_error(
-        server.post("/v1/chat/completions", openai_body(True, n, 2)),
-        400,
-        "BadRequestError",
-        _too_long(n + CHAT_EXTRA_TOKENS),
-    )
+    _refused_on_every_route(server, CONTEXT + 904, _too_long)
 
 
 def test_prompt_longer_than_kv_pool(server: ServerRun) -> None:
     """Shorter than the context but not below the pool's limit: the scheduler refuses it."""
-    n = MAX_REQ_INPUT_LEN + 958
-    generate_error(gen(server, n_prompt=n, n_out=2), 400, _over_pool(n))
-    openai_error(
-        server.post("/v1/completions", openai_body(False, n, 2)), 400, "BadRequestError", _over_pool(n)
-    )
-    openai_error(
-        server.post("/v1/chat/completions", openai_body(True, n, 2)),
-        400,
-        "BadRequestError",
-        _over_pool(n + CHAT_EXTRA_TOKENS),
-    )
+    _refused_on_every_route(server, MAX_REQ_INPUT_LEN + 958, _over_pool)
 
 
 def test_prompt_plus_output_longer_than_context(server: ServerRun) -> None:

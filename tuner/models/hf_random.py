@@ -56,9 +56,16 @@ class HfLlamaParams:
             )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError("num_attention_heads must be a multiple of num_key_value_heads")
-        floor = len(SPECIALS) + len(ROLES) + len(set(WORDS))
-        if self.vocab_size < floor:
-            raise ConfigError(f"vocab_size must be at least {floor} (specials + roles + prompt words)")
+        if self.vocab_size < self.min_vocab_size:
+            raise ConfigError(f"vocab_size must be at least {self.min_vocab_size} ({self.vocabulary_holds})")
+
+    @property
+    def min_vocab_size(self) -> int:
+        return len(SPECIALS) + len(ROLES) + len(set(WORDS))
+
+    @property
+    def vocabulary_holds(self) -> str:
+        return "specials + roles + prompt words"
 
     @property
     def n_params(self) -> int:

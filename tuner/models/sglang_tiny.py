@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tuner.errors import ConfigError
 from tuner.loadgen.prompts import WORDS, Prompt
+from tuner.models.hf_random import HfLlamaParams
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -53,8 +54,8 @@ FORMAT = "sglang-tiny-1"  # bump when the written files change, so cached copies
 
 
 @dataclass(frozen=True)
-class SglangTinyParams:
-    """Shape of the model; ``n_params`` tells the size before torch is imported."""
+class SglangTinyParams(HfLlamaParams):
+    """Shape of the model (the checks and ``n_params`` are :class:`HfLlamaParams`'s)."""
 
     hidden_size: int = 256
     intermediate_size: int = 768
@@ -62,27 +63,15 @@ class SglangTinyParams:
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     vocab_size: int = 8192
-    max_position_embeddings: int = 4096
     dtype: Literal["bfloat16", "float16", "float32"] = "float32"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError("num_attention_heads must be a multiple of num_key_value_heads")
-        if self.vocab_size < 2048:
-            raise ConfigError("vocab_size must be at least 2048 (bytes, specials and the prompt words)")
 
     @property
-    def n_params(self) -> int:
-        """Parameters with untied input and output embeddings."""
-        h, kv = self.hidden_size, self.num_key_value_heads * (self.hidden_size // self.num_attention_heads)
-        layer = 2 * h + 2 * h * h + 2 * h * kv + 3 * h * self.intermediate_size
-        return 2 * self.vocab_size * h + h + self.num_hidden_layers * layer
+    def min_vocab_size(self) -> int:
+        return 2048
+
+    @property
+    def vocabulary_holds(self) -> str:
+        return "bytes, specials and the prompt words"
 
 
 def training_text(seed: int = 0) -> Iterator[str]:
