@@ -24,6 +24,14 @@ demo: setup  ## install, then run the 50-trial study on the simulated RTX 5090 (
 
 study: demo
 
+.PHONY: demo-real
+demo-real: setup  ## the REAL SGLang 0.5.23 on the CPU: set up its venv and tiny model, run an 8-trial study (SQLite under storage/)
+	scripts/setup-sglang-cpu.sh >/dev/null
+	mkdir -p storage/models
+	ln -sfn "$$(scripts/setup-sglang-cpu-model.sh | tail -n 1)" storage/models/sglang-tiny-llama
+	$(BIN)/python -m tuner.study --space search_spaces/sglang-cpu-tiny.yaml --storage $(STORAGE) \
+		--study sglang-cpu-tiny --trials 8 --seed 0
+
 sim: setup  ## start the simulated SGLang server on port 30000
 	$(BIN)/python -m tuner.sim --model-path Qwen/Qwen3-32B-AWQ --port 30000
 

@@ -58,19 +58,23 @@ def study_space(
     base: Path,
     dest: Path,
     *,
-    model_dir: Path,
+    model_dir: Path | None = None,
     workload: Mapping[str, Any] | None = None,
     mem_limit: str | None = None,
     pin: Mapping[str, Any] | None = None,
+    model: Path | None = None,
+    mounts: Mapping[str, Path] | None = None,
 ) -> Path:
     """Copy the shipped space ``base`` to ``dest`` with this machine's paths and ``workload`` merged in.
 
     ``pin`` turns parameters into fixed flags (``{"threads": 1}``): they leave the search and every
     seed, and every server of the study, the defaults' included, runs with them.
 
-    A process space gets ``model_dir/llama-small.gguf`` as its model; a Docker space keeps its
-    in-container model path and has its two host mounts (model directory, llama-server's directory)
-    pointed at ``model_dir`` and the binary :func:`tuner.engines.llamacpp.find_binary` found.
+    A process space gets ``model`` as its model; a Docker space keeps its in-container model path and
+    has each volume whose path inside the container is a key of ``mounts`` pointed at that host path (a
+    key no volume has is added, read-only). Both default to llama.cpp's: ``model_dir/llama-small.gguf``,
+    and the two mounts ``/models`` (``model_dir``) and ``/opt/llama-server/bin`` (the directory of the
+    binary :func:`tuner.engines.llamacpp.find_binary` found). Works for any engine's space.
     """
     raw = yaml.safe_load(base.read_text())
     raw["workload"].update(workload or {})
@@ -80,23 +84,37 @@ def study_space(
         for seed in raw.get("seed_trials", []):
             seed["params"].pop(name, None)
     if raw["target"]["kind"] == "docker":
-        binary = llamacpp.find_binary()
-        if binary is None:
-            raise FileNotFoundError("llama-server is not built: run scripts/build-llama-server.sh")
+        if mounts is None:
+            mounts = _llamacpp_mounts(model_dir)
         volumes = {}
         for host, vol in raw["target"]["volumes"].items():
-            if vol["bind"] == "/models":
-                host = str(model_dir.resolve())
-            elif vol["bind"] == "/opt/llama-server/bin":
-                host = str(binary.resolve().parent)
+            if vol["bind"] in mounts:
+                host = str(Path(mounts[vol["bind"]]).resolve())
             volumes[host] = vol
+        for bind, host_path in mounts.items():
+            if not any(v["bind"] == bind for v in volumes.values()):
+                volumes[str(Path(host_path).resolve())] = {"bind": bind, "mode": "ro"}
         raw["target"]["volumes"] = volumes
         if mem_limit is not None:
             raw["target"]["mem_limit"] = mem_limit
     else:
-        raw["model"] = str((model_dir / MODEL_FILE).resolve())
+        if model is None:
+            if model_dir is None:
+                raise TypeError("study_space needs model= or model_dir= for a process space")
+            model = model_dir / MODEL_FILE
+        raw["model"] = str(model.resolve())
     dest.write_text(yaml.safe_dump(raw, sort_keys=False))
     return dest
+
+
+def _llamacpp_mounts(model_dir: Path | None) -> dict[str, Path]:
+    """The host side of llamacpp-cpu-docker.yaml's two machine-specific volumes."""
+    binary = llamacpp.find_binary()
+    if binary is None:
+        raise FileNotFoundError("llama-server is not built: run scripts/build-llama-server.sh")
+    if model_dir is None:
+        raise TypeError("study_space needs model_dir= (or mounts=) for a llama.cpp Docker space")
+    return {"/models": model_dir, "/opt/llama-server/bin": binary.resolve().parent}
 
 
 @dataclass

@@ -8,12 +8,20 @@ the first profile we know to have/lack the flag, not the exact release it change
 The simulator (``tuner.sim``) builds its argument parser from this same table, so the
 simulated server accepts and rejects exactly what the tuner believes SGLang does; the real
 parser check (``tests/test_sglang_parser.py``) keeps this table honest against the wheel.
+
+The real SGLang 0.5.23 also runs here, on the CPU (docs/sglang-cpu.md): a launch with ``device: cpu``
+uses the virtualenv of ``scripts/setup-sglang-cpu.sh`` (:func:`find_cpu_python`) and needs the
+environment in :data:`CPU_ENV`, which a search space sets in ``target.env``
+(``search_spaces/sglang-cpu-tiny.yaml``). The signatures below include the ones that server really
+prints (argparse errors, a scheduler that hit an exception or was killed, triton without a driver).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from functools import cache
+from pathlib import Path
 
 from packaging.version import Version
 
@@ -39,6 +47,28 @@ _KV_04 = ("auto", "fp8_e5m2", "fp8_e4m3")
 _KV_05 = (*_KV_04, "mxfp8", "bf16", "nvfp4")
 _QUANT_OLD = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "marlin", "bitsandbytes", "gguf")
 _QUANT_05 = tuple(q for q in _QUANT_OLD if q != "marlin")  # 0.5.23's parser rejects plain "marlin"
+_CUDA_GRAPH_BACKENDS = ("full", "breakable", "disabled")
+# 0.5.23's --device is a free string; its help names these ("Defaults to auto-detection")
+_DEVICES = ("cuda", "xpu", "hpu", "npu", "cpu", "musa")
+
+# Running the real SGLang on a CPU (docs/sglang-cpu.md, shared/facts/sglang-cpu.md).
+CPU_PYTHON_ENV = "TUNER_SGLANG_CPU_PYTHON"  # overrides the venv python of scripts/setup-sglang-cpu.sh
+CPU_ENV: Mapping[str, str] = {
+    # without it the scheduler imports vllm and dies (exit 137 after ~53 s)
+    "SGLANG_USE_CPU_ENGINE": "1",
+    # torch's default (one thread per core) cost 8-10x throughput on the loaded 2-core machines here
+    "OMP_NUM_THREADS": "1",
+}
+CPU_FLAGS: Mapping[str, object] = {
+    # what a CPU launch needs besides the environment: the CPU device, the pure-torch attention and
+    # sampling paths (triton needs a GPU driver: "0 active drivers"), and no CUDA graphs, written with
+    # 0.5.15+'s two flags rather than the deprecated --disable-cuda-graph
+    "device": "cpu",
+    "attention-backend": "torch_native",
+    "sampling-backend": "pytorch",
+    "cuda-graph-backend-decode": "disabled",
+    "cuda-graph-backend-prefill": "disabled",
+}
 
 
 def _s(name: str, **kw: object) -> FlagSpec:
@@ -63,6 +93,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _v("context-length", int),
     _v("quantization", choices=_QUANT_OLD, until="0.5.0"),
     _v("quantization", choices=_QUANT_05, since="0.5.0"),  # approx.: first seen gone in 0.5.23
+    _v("device", choices=_DEVICES, since="0.4.0"),  # approx.; 0.5.23's parser takes any string
     _v("tp-size", int, aliases=("tensor-parallel-size",)),
     _v("dp-size", int, aliases=("data-parallel-size",)),
     _v("random-seed", int),
@@ -88,6 +119,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _s("enable-mixed-chunk"),
     _s("enable-two-batch-overlap", since="0.4.7"),
     _s("enable-hierarchical-cache", since="0.4.4", aliases=("enable-hicache",)),  # approx.
+    _s("disable-overlap-schedule"),
     # --- kernels and backends
     _v("attention-backend", choices=_ATTN_03, until="0.4.0"),
     _v("attention-backend", choices=_ATTN_04, since="0.4.0", until="0.5.0"),
@@ -104,24 +136,33 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _v("torch-compile-max-bs", int),
     _s("disable-custom-all-reduce"),
     # --- CUDA graphs: the flag set changed twice
-    _s("disable-cuda-graph"),  # 0.5.15+ accepts it with a deprecation warning
+    _s(
+        "disable-cuda-graph",  # 0.5.15+ accepts it with a deprecation warning (see DEPRECATED)
+        help="deprecated since 0.5.15: use --cuda-graph-backend-decode disabled "
+        "--cuda-graph-backend-prefill disabled",
+    ),
     _v("cuda-graph-max-bs", int, until="0.5.20"),
     FlagSpec("cuda-graph-bs", kind="list", type=int, until="0.5.20"),
     _v("cuda-graph-max-bs-decode", int, since="0.5.15"),
     FlagSpec("cuda-graph-bs-decode", kind="list", type=int, since="0.5.15"),
     _v("cuda-graph-max-bs-prefill", int, since="0.5.15"),
     FlagSpec("cuda-graph-bs-prefill", kind="list", type=int, since="0.5.15"),
-    _v("cuda-graph-backend-decode", choices=("full", "breakable", "disabled"), since="0.5.15"),
+    _v("cuda-graph-backend-decode", choices=_CUDA_GRAPH_BACKENDS, since="0.5.15"),
+    _v("cuda-graph-backend-prefill", choices=_CUDA_GRAPH_BACKENDS, since="0.5.15"),  # approx.
     # --- streaming
+    _v("stream-interval", int, help="tokens per streamed chunk (default 1)"),
     _s("stream-output", until="0.5.20"),
     _s("incremental-streaming-output", since="0.5.0"),  # approx.
 )
 
 DEPRECATED: Mapping[str, tuple[str, str]] = {
-    # flag: (since version, warning text the server prints)
+    # flag: (since version, warning text the server prints). 0.5.23 still parses --disable-cuda-graph
+    # (SGLang's DeprecatedStoreTrueAction) and logs this line (in bold yellow) at start-up; the tuner's
+    # own CPU flags (CPU_FLAGS) use the two new flags instead.
     "disable-cuda-graph": (
         "0.5.15",
-        "--disable-cuda-graph is deprecated; use --cuda-graph-backend-decode disabled",
+        "'--disable-cuda-graph' is deprecated and will be removed in a future release. "
+        "Use '--cuda-graph-backend-{decode,prefill}=disabled' instead.",
     ),
 }
 
@@ -172,15 +213,43 @@ def check_value(name: str, value: object, version: str, *, source: str | None = 
         )
 
 
+def default_cpu_python(version: str = DEFAULT_VERSION) -> Path:
+    """Where ``scripts/setup-sglang-cpu.sh`` puts the CPU venv's python (``TUNER_SGLANG_CPU_PYTHON`` overrides)."""
+    override = os.environ.get(CPU_PYTHON_ENV)
+    if override:
+        return Path(override)
+    cache_root = Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner")
+    return cache_root / f"sglang-cpu-{version}-venv" / "bin" / "python"
+
+
+def find_cpu_python(version: str = DEFAULT_VERSION) -> Path | None:
+    """The python of the SGLang CPU venv for ``version``, if it has been set up (else None)."""
+    path = default_cpu_python(version)
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def default_program(flags: FlagVector, version: str) -> tuple[str, ...]:
+    """The launch program when the space names none.
+
+    ``python3 -m sglang.launch_server``, except for a CPU launch (``device: cpu``) on a machine where
+    ``scripts/setup-sglang-cpu.sh`` made its venv: then that venv's python (found as llama.cpp's
+    binary is, :func:`find_cpu_python`), so a shipped CPU space runs anywhere after the set-up script.
+    """
+    if flags.get("device") == "cpu" and (py := find_cpu_python(version)) is not None:
+        return (str(py), *LAUNCH_MODULE[1:])
+    return LAUNCH_MODULE
+
+
 def launch_argv(
     *, model: str, host: str, port: int, flags: FlagVector, version: str, program: Sequence[str] | None = None
 ) -> list[str]:
     """``python3 -m sglang.launch_server --model-path M --host H --port P <flags>``.
 
-    ``program`` replaces ``python3 -m sglang.launch_server`` (e.g. the simulator's command).
+    ``program`` replaces ``python3 -m sglang.launch_server`` (e.g. the simulator's command); without
+    it, :func:`default_program` decides (the CPU venv's python for ``device: cpu``).
     """
     return [
-        *(program or LAUNCH_MODULE),
+        *(program or default_program(flags, version)),
         "--model-path",
         model,
         "--host",
@@ -193,10 +262,30 @@ def launch_argv(
 
 # Log signatures, first match wins (ordered from most to least specific). Exit-code fallbacks
 # live in tuner.failures.classify.
+#
+# Seen from the real 0.5.23 on the CPU (docs/sglang-cpu.md):
+# - argparse: ``sglang serve: error: argument --schedule-policy: invalid choice: 'bogus' …`` or
+#   ``… error: unrecognized arguments: --x``, exit 2 (0.5.23's prog is "sglang serve", older ones
+#   "launch_server.py") -> FLAG_REJECTED.
+# - ``--attention-backend triton`` on a machine without a GPU driver: at the first prefill
+#   ``Scheduler hit an exception`` … ``RuntimeError: 0 active drivers ([]). There should only be one.``,
+#   then ``SIGQUIT received`` and exit 137 -> UNSUPPORTED: the backend cannot run on this device, the
+#   same deterministic (configuration, hardware) property as "no kernel image is available" on a GPU,
+#   which TPE should learn to avoid; CRASHED would call it an unexplained death.
+# - any other scheduler exception (``Scheduler hit an exception``, ``Received sigquit from a child
+#   process``, ``SIGQUIT received``, e.g. ``No module named 'vllm'`` without SGLANG_USE_CPU_ENGINE)
+#   and a scheduler killed from outside (``Subprocess scheduler_0 (pid=…) crashed with exit code -9``:
+#   a SIGKILL, the kernel's OOM killer or a person, which the log cannot tell apart) -> CRASHED, exit
+#   137 (the parent kills its own tree, so 137 alone is not an OOM). -11 is a segfault, matched first.
+# - a request longer than the KV pool is answered HTTP 400 ``Input length (N tokens) exceeds the
+#   maximum allowed length (M tokens)``; the server stays healthy. That is not a log signature: the
+#   load generator records each request's status and body, and the trial runner turns an error rate
+#   over the space's ``failure.error_rate_threshold`` into HEALTHY_BUT_FAILING with those messages
+#   as the matched lines (below it, the error-rate SLO makes the trial infeasible).
 SIGNATURES: tuple[Signature, ...] = (
     Signature(
         FailureKind.FLAG_REJECTED,
-        r"launch_server(\.py)?: error: |error: unrecognized arguments|"
+        r"(launch_server(\.py)?|sglang serve): error: |error: unrecognized arguments|"
         r"error: argument --[\w-]+: invalid choice",
     ),
     Signature(
@@ -207,9 +296,17 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature(
         FailureKind.CUDA_OOM, r"(torch\.)?OutOfMemoryError: CUDA out of memory|CUDA error: out of memory"
     ),
-    Signature(FailureKind.UNSUPPORTED, r"not supported on (this GPU|sm_\d+)|no kernel image is available"),
+    Signature(
+        FailureKind.UNSUPPORTED,
+        r"not supported on (this GPU|sm_\d+)|no kernel image is available|"
+        r"RuntimeError: 0 active drivers",
+    ),
     Signature(FailureKind.WARMUP_FAILED, r"Initialization failed\. warmup error"),
-    Signature(FailureKind.CRASHED, r"Scheduler hit an exception|Subprocess .* crashed with exit code"),
+    Signature(
+        FailureKind.CRASHED,
+        r"Scheduler hit an exception|Subprocess .* crashed with exit code|"
+        r"Received sigquit from a child process|SIGQUIT received",
+    ),
 )
 
 READY_LINE = "The server is fired up and ready to roll!"
