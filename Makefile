@@ -42,7 +42,7 @@ test-loaded: setup  ## make test with a busy loop competing for a core (what a s
 	scripts/with-busy-core.sh $(MAKE) test
 
 test-quick: setup  ## tests that need nothing beyond the venv (the rest skip)
-	$(BIN)/python -m pytest -q -ra -m "not docker and not postgres and not llamacpp and not gpu"
+	$(BIN)/python -m pytest -q -ra -m "not docker and not postgres and not llamacpp and not sglang_cpu and not gpu"
 
 lint: setup
 	$(BIN)/ruff check tuner tests bench

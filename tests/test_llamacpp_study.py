@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from bench.llamacpp_study import (
@@ -138,6 +139,12 @@ def test_docker_study_classifies_the_kernel_oom_kill(
     model_dir: Path, docker_image: str, tmp_path: Path
 ) -> None:
     space = study_space(DOCKER_SPACE, tmp_path / "space.yaml", model_dir=model_dir, workload=WORKLOAD)
+    # This test is about the kernel's OOM kill, not latency: the shipped p99 TTFT SLO of 5 s is what the
+    # defaults' 16 clients queueing for 4 slots reach when another job takes a core (seen: 5.0-5.006 s),
+    # so here it sits far above that, and the defaults are feasible on a busy machine too.
+    raw = yaml.safe_load(space.read_text())
+    raw["slos"]["ttft_p99_ms"] = 60_000
+    space.write_text(yaml.safe_dump(raw, sort_keys=False))
     run = run_study(space, tmp_path, trials=TRIALS, study="llama-docker", timeout_s=600)
     _check_study(run)
     assert isinstance(run.space.target, DockerTarget) and run.space.target.mem_limit == "512m"
