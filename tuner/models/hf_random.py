@@ -59,6 +59,12 @@ class HfLlamaParams:
         if self.vocab_size < self.min_vocab_size:
             raise ConfigError(f"vocab_size must be at least {self.min_vocab_size} ({self.vocabulary_holds})")
 
+    def shape(self) -> dict[str, int]:
+        """The ``LlamaConfig`` arguments that give the model its shape."""
+        names = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+        more = ("num_key_value_heads", "vocab_size", "max_position_embeddings")
+        return {n: getattr(self, n) for n in (*names, *more)}
+
     @property
     def min_vocab_size(self) -> int:
         return len(SPECIALS) + len(ROLES) + len(set(WORDS))
@@ -119,13 +125,7 @@ def write(out: Path, p: HfLlamaParams, *, device: str | None = None) -> Path:
     dtype = getattr(torch, p.dtype)
     torch.manual_seed(p.seed)
     config = LlamaConfig(
-        hidden_size=p.hidden_size,
-        intermediate_size=p.intermediate_size,
-        num_hidden_layers=p.num_hidden_layers,
-        num_attention_heads=p.num_attention_heads,
-        num_key_value_heads=p.num_key_value_heads,
-        vocab_size=p.vocab_size,
-        max_position_embeddings=p.max_position_embeddings,
+        **p.shape(),
         bos_token_id=BOS,
         eos_token_id=EOS,
         pad_token_id=PAD,

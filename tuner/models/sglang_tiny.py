@@ -157,13 +157,7 @@ def write(out: Path, p: SglangTinyParams) -> Path:
     pad_id = tok.token_to_id(PAD)
     torch.manual_seed(p.seed)
     config = LlamaConfig(
-        hidden_size=p.hidden_size,
-        intermediate_size=p.intermediate_size,
-        num_hidden_layers=p.num_hidden_layers,
-        num_attention_heads=p.num_attention_heads,
-        num_key_value_heads=p.num_key_value_heads,
-        vocab_size=p.vocab_size,
-        max_position_embeddings=p.max_position_embeddings,
+        **p.shape(),
         bos_token_id=None,
         eos_token_id=None,  # nothing stops generation early: exactly max_new_tokens
         pad_token_id=pad_id,
