@@ -34,11 +34,13 @@ from typing import Any
 
 import pytest
 
+from tuner.engines import sglang
+from tuner.engines.base import tool_cache
+from tuner.sim.process import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("TUNER_CACHE", Path.home() / ".cache" / "sglang-tuner"))
-REAL_PYTHON = Path(
-    os.environ.get("TUNER_SGLANG_CPU_PYTHON") or CACHE / "sglang-cpu-0.5.23-venv" / "bin" / "python"
-)
+CACHE = tool_cache()
+REAL_PYTHON = sglang.default_cpu_python("0.5.23")
 REAL_MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL") or CACHE / "models" / "sglang-tiny-llama")
 REQUIRE_ALL = os.environ.get("TUNER_REQUIRE_ALL") == "1"
 STARTUP_TIMEOUT_S = float(os.environ.get("TUNER_SGLANG_CPU_STARTUP_S", "300"))
@@ -80,12 +82,6 @@ def require_real() -> None:
     if REQUIRE_ALL:
         pytest.fail(f"{missing} (TUNER_REQUIRE_ALL=1)", pytrace=False)
     pytest.skip(missing)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuner.engines.base import tool_cache
 from tuner.errors import ConfigError, TunerError
 from tuner.space.load import load_space
 from tuner.space.sample import is_active, params_to_flags
@@ -108,8 +109,7 @@ def venv_python(version: str = DEFAULT_VERSION) -> Path:
     override = os.environ.get("TUNER_SGLANG_PARSER_PYTHON")
     if override:
         return Path(override)
-    cache = Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner")
-    return cache / f"sglang-{version}-venv" / "bin" / "python"
+    return tool_cache() / f"sglang-{version}-venv" / "bin" / "python"
 
 
 def available(version: str = DEFAULT_VERSION) -> bool:

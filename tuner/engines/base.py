@@ -7,8 +7,10 @@ Nothing else in the tuner hard-codes engine knowledge.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from tuner.errors import UnknownFlagError
@@ -129,3 +131,8 @@ class EngineProfile:
 
 Engine = EngineProfile
 """What the rest of the tuner types engine profiles as."""
+
+
+def tool_cache() -> Path:
+    """Where the set-up scripts cache engines and their venvs: ``$TUNER_CACHE`` or ``~/.cache/sglang-tuner``."""
+    return Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner")

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from tuner.engines.base import EngineProfile, FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
+from tuner.engines.base import (
+    EngineProfile,
+    FlagSpec,
+    FlagValue,
+    FlagVector,
+    RequestShape,
+    render_flags,
+    tool_cache,
+)
 from tuner.errors import ConfigError, LaunchError
 from tuner.failures import FailureKind, Signature
 
@@ -164,8 +172,7 @@ def default_binary() -> Path:
     override = os.environ.get(BINARY_ENV)
     if override:
         return Path(override)
-    cache_root = Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner")
-    return cache_root / "llama-server" / "bin" / "llama-server"
+    return tool_cache() / "llama-server" / "bin" / "llama-server"
 
 
 def find_binary() -> Path | None:

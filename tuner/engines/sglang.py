@@ -25,7 +25,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from tuner.engines.base import EngineProfile, FlagSpec, FlagVector, RequestShape, render_flags
+from tuner.engines.base import EngineProfile, FlagSpec, FlagVector, RequestShape, render_flags, tool_cache
 from tuner.errors import ConfigError
 from tuner.failures import FailureKind, Signature
 
@@ -218,8 +218,7 @@ def default_cpu_python(version: str = DEFAULT_VERSION) -> Path:
     override = os.environ.get(CPU_PYTHON_ENV)
     if override:
         return Path(override)
-    cache_root = Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner")
-    return cache_root / f"sglang-cpu-{version}-venv" / "bin" / "python"
+    return tool_cache() / f"sglang-cpu-{version}-venv" / "bin" / "python"
 
 
 def find_cpu_python(version: str = DEFAULT_VERSION) -> Path | None:
