@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +68,34 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def popen_study(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+def popen_study(cmd: list[str], log: Path, *, sigint_ignored: bool = False) -> subprocess.Popen[bytes]:
+    """Start the tuner with its output in ``log``.
+
+    ``sigint_ignored`` starts it the way a non-interactive shell starts a background job (``cmd &``),
+    with SIGINT inherited as ignored.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=ignore_sigint if sigint_ignored else None,
+    )
+
+
+def exit_code(proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> int:
+    """``proc``'s exit code; past ``timeout_s`` it is killed and the failure shows its log."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(
+            f"still running {timeout_s} s later; its log:\n{log.read_text()[-3000:]}"
+        ) from None

@@ -89,3 +89,25 @@ def test_flat_names_and_empty_run() -> None:
     assert tuple(flat) == FLAT_METRICS and len(FLAT_METRICS) == 34
     assert flat["completed"] == 0 and flat["failed"] == 1 and flat["error_rate"] == 1.0
     assert flat["output_throughput"] == 0 and math.isnan(flat["ttft_p99_ms"])
+
+
+def test_request_errors_counts_the_measured_failures_by_error() -> None:
+    from tuner.runner import request_errors
+
+    def failed(i: int, *, error: str | None = None, status: int | None = None, warmup: bool = False):
+        return RequestRecord(
+            index=i, prompt_tokens=10, max_new_tokens=4, sent_ns=0, status=status, error=error, warmup=warmup
+        )
+
+    records = [
+        rec(0, [10], [1]),
+        failed(1, error="ClientOSError: reset"),
+        failed(2, error="ClientOSError: reset"),
+        failed(3, status=503),
+        failed(4, error="from warm-up", warmup=True),
+    ]
+    bench = compute_metrics(records, duration_s=1.0)
+    assert request_errors(bench) == {"ClientOSError: reset": 2, "HTTP 503": 1}
+    assert request_errors(bench, limit=1) == {"ClientOSError: reset": 2}
+    assert request_errors(compute_metrics(records[:1], duration_s=1.0)) == {}
+    assert request_errors(None) == {}

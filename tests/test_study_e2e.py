@@ -8,9 +8,19 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
-from tests.e2e_helpers import ROOT, popen_study, seed, server_pids, small_space, study_cmd, wait_for
+from tests.e2e_helpers import (
+    ROOT,
+    exit_code,
+    popen_study,
+    seed,
+    server_pids,
+    small_space,
+    study_cmd,
+    wait_for,
+)
 
 
 def load(tmp_path: Path, study: str = "t") -> optuna.Study:
@@ -83,13 +93,17 @@ def test_sigkilled_tuner_resumes_and_leaves_no_server(tmp_path: Path) -> None:
     assert not server_pids("k")
 
 
-def test_sigint_stops_cleanly_and_records_the_interrupted_trial(tmp_path: Path) -> None:
+@pytest.mark.parametrize("started", ["foreground", "background"])
+def test_sigint_stops_cleanly_and_records_the_interrupted_trial(tmp_path: Path, started: str) -> None:
+    """Also when started as a script's background job, which inherits SIGINT ignored."""
     space = small_space(tmp_path, num_requests=60)
     log = tmp_path / "run.log"
-    proc = popen_study(study_cmd(space, tmp_path, trials=3, study="i"), log)
+    proc = popen_study(
+        study_cmd(space, tmp_path, trials=3, study="i"), log, sigint_ignored=started == "background"
+    )
     wait_for(lambda: "measuring" in log.read_text(), 120, "a trial to start measuring")
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130, log.read_text()
+    assert exit_code(proc, 60, log) == 130, log.read_text()
     trials = load(tmp_path, "i").get_trials()
     failed = [t for t in trials if t.state is TrialState.FAIL]
     assert len(failed) == 1 and failed[0].user_attrs.get("interrupted") is True

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,6 +382,8 @@ class TrialRunner:
             trial.set_user_attr("metrics", {k: _json_float(v) for k, v in outcome.metrics.items()})
         if outcome.capacity is not None:
             trial.set_user_attr("capacity", outcome.capacity)
+        if errors := request_errors(outcome.bench):
+            trial.set_user_attr("request_errors", errors)
         if self.on_outcome is not None:
             self.on_outcome(trial, outcome)
         if outcome.failure is not None:
@@ -415,6 +418,16 @@ class TrialRunner:
             better = max if self.space.objectives[0].direction == "maximize" else min
             progress.best = best if progress.best is None else better(progress.best, best)
         progress.end_trial(text)
+
+
+def request_errors(bench: BenchResult | None, limit: int = 5) -> dict[str, int]:
+    """The measured requests that failed, by error (the ``limit`` most common): why an error-rate SLO failed."""
+    if bench is None:
+        return {}
+    counts = Counter(
+        (r.error or f"HTTP {r.status}")[:300] for r in bench.records if not r.ok and not r.warmup
+    )
+    return dict(counts.most_common(limit))
 
 
 def _json_float(v: float) -> float | None:

@@ -113,13 +113,21 @@ def make_launcher(space: SearchSpace, *, source: str) -> Launcher:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C so the running trial is recorded and its server stopped."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+def interrupts_stop_the_trial() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so the running trial is recorded and its server stopped.
+
+    SIGINT is set explicitly: a process started in the background by a non-interactive shell
+    (``tuner ... &`` in a script, a CI step) inherits SIGINT *ignored*, Python then leaves it ignored, and
+    a Ctrl-C or ``kill -INT`` would be lost while the study ran on to its end.
+    """
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def worker_seed(args: argparse.Namespace) -> int | None:
@@ -281,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         if remaining > 0:
-            with sigterm_as_interrupt(), storage_errors(args.storage, "running the study on"):
+            with interrupts_stop_the_trial(), storage_errors(args.storage, "running the study on"):
                 study.optimize(
                     objective,
                     n_trials=remaining,
@@ -292,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             progress.note(
                 f"confirming the top {space.confirm.top_k} with {space.confirm.repeats} fresh measurements each"
             )
-            with sigterm_as_interrupt():
+            with interrupts_stop_the_trial():
                 record_confirmation(study, confirm_top(study, space, config_runner, space.confirm))
     except KeyboardInterrupt:
         interrupted = True

@@ -45,7 +45,7 @@ from tuner.space.schema import DockerTarget, SimulatorTarget
 from tuner.store.models import Deployment
 from tuner.store.store import TunerStore
 from tuner.store.urls import mask_url
-from tuner.study import StudyContext, make_launcher, make_recorder, open_study, sigterm_as_interrupt
+from tuner.study import StudyContext, interrupts_stop_the_trial, make_launcher, make_recorder, open_study
 
 EXIT_KEPT = 0
 EXIT_FAILED = 1
@@ -153,7 +153,7 @@ def run_nightly(opts: NightlyOptions, *, stamp: str | None = None) -> NightlyRun
             who = ", ".join(f"{k} {v}" for k, v in lock.recovered.items())
             run.notes.append(f"took over the lock left by a run that did not finish ({who})")
         try:
-            with sigterm_as_interrupt():
+            with interrupts_stop_the_trial():
                 _run(run, space)
         except KeyboardInterrupt:
             run.error = "interrupted (SIGINT/SIGTERM); the deployed configuration was not changed"
