@@ -35,7 +35,7 @@ demo-real: setup  ## the REAL SGLang 0.5.23 on the CPU: set up its venv and tiny
 sim: setup  ## start the simulated SGLang server on port 30000
 	$(BIN)/python -m tuner.sim --model-path Qwen/Qwen3-32B-AWQ --port 30000
 
-test: setup  ## install daemons/tools the tests need (docker, postgres, chromium, llama-server, sglang parser) and run every test
+test: setup lint  ## lint, then install daemons/tools the tests need (docker, postgres, chromium, llama-server, sglang parser) and run every test
 	TUNER_REQUIRE_ALL=1 scripts/setup-test-env.sh $(BIN)/python -m pytest -q -ra
 
 test-loaded: setup  ## make test with a busy loop competing for a core (what a shared CI machine does)
@@ -44,16 +44,17 @@ test-loaded: setup  ## make test with a busy loop competing for a core (what a s
 test-quick: setup  ## tests that need nothing beyond the venv (the rest skip)
 	$(BIN)/python -m pytest -q -ra -m "not docker and not postgres and not llamacpp and not sglang_cpu and not gpu"
 
-lint: setup
+lint: setup  ## ruff, mypy and the import-linter layer contracts (pyproject.toml, docs/DESIGN.md)
 	$(BIN)/ruff check tuner tests bench
 	$(BIN)/ruff format --check tuner tests bench
 	$(BIN)/mypy tuner
+	$(BIN)/lint-imports
 
 report: setup  ## CSV/Parquet/Markdown/HTML report of the study under storage/report/
 	$(BIN)/python -m tuner.report --storage $(STORAGE) --study $(STUDY) --out storage/report
 
 dashboard: setup  ## optuna-dashboard on the study database with the server logs as artifacts
-	$(BIN)/python -m tuner.dashboard --storage $(STORAGE) --artifact-dir storage/artifacts
+	$(BIN)/python -m tuner.report.dashboard --storage $(STORAGE) --artifact-dir storage/artifacts
 
 nightly: setup  ## the nightly retune job (see README "Nightly retune")
 	$(BIN)/python -m tuner.nightly --space $(SPACE) --storage $(STORAGE)

@@ -3,7 +3,7 @@
 For each simulated configuration (Llama-3.1-8B on an L40S, 256-in/16-out requests, with the
 batch capped by ``--max-running-requests``), on one server process:
 
-- ``bisection``: :func:`tuner.loadgen.capacity.find_capacity` from ``min_rate`` (geometric ramp,
+- ``bisection``: :func:`tuner.objective.capacity.find_capacity` from ``min_rate`` (geometric ramp,
   bisection to 5 %, a probe stops once its failure is certain);
 - ``sweep``: the plain method (vLLM auto_tune style) — full-length probes at ``min_rate``,
   ``min_rate + step``, … until the first failing rate; its answer is the last passing rate;
@@ -34,7 +34,8 @@ from tuner.launch.base import LaunchSpec
 from tuner.launch.process import ProcessLauncher
 from tuner.launch.readiness import wait_ready
 from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
-from tuner.loadgen.capacity import CapacityResult, CapacitySpec, find_capacity, judge, probe_workload
+from tuner.objective.capacity import CapacityResult, find_capacity, judge, probe_workload
+from tuner.space.sections import CapacitySpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "capacity_search.md"
 WORKLOAD = WorkloadSpec(

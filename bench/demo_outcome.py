@@ -21,12 +21,12 @@ from pathlib import Path
 
 import optuna
 
+from tuner.core.stats import paired_ratio_ci
 from tuner.launch.process import ProcessLauncher
 from tuner.nightly.remeasure import Remeasurer, paired_values, values
-from tuner.ranking import ranked_trials
-from tuner.runner import ConfigRunner
+from tuner.objective.ranking import ranked_trials
 from tuner.space import load_space, params_to_flags
-from tuner.stats import paired_ratio_ci
+from tuner.trial.runner import ConfigRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ trials on ``search_spaces/llamacpp-cpu-tiny.yaml`` (a local process per trial), 
 feasible trial and the ``defaults`` seed (llama-server with no tuning flag) again in interleaved
 rounds (defaults, best, best, defaults, …: drift of the shared machine cancels), each a fresh server,
 and report the ratio of means with a paired bootstrap 95 % CI
-(:func:`tuner.stats.paired_ratio_ci`), the trials the study took and its failures by kind.
+(:func:`tuner.core.stats.paired_ratio_ci`), the trials the study took and its failures by kind.
 
     .venv/bin/python bench/llamacpp_study.py                 # writes bench/results/llamacpp_study.md
     .venv/bin/python bench/llamacpp_study.py --trials 12 --rounds 5 --preset small
@@ -36,16 +36,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from tuner.core.stats import RatioCI, paired_ratio_ci  # noqa: E402
 from tuner.engines import llamacpp  # noqa: E402
 from tuner.launch.base import Launcher  # noqa: E402
-from tuner.launch.docker import DockerLauncher, DockerTarget  # noqa: E402
+from tuner.launch.docker import DockerLauncher  # noqa: E402
 from tuner.launch.process import ProcessLauncher  # noqa: E402
 from tuner.models.gguf_llama import PRESETS, write  # noqa: E402
 from tuner.nightly.remeasure import Measurement, Remeasurer, paired_values, values  # noqa: E402
-from tuner.ranking import ranked_trials  # noqa: E402
-from tuner.runner import ConfigRunner  # noqa: E402
+from tuner.objective.ranking import ranked_trials  # noqa: E402
 from tuner.space import SearchSpace, load_space  # noqa: E402
-from tuner.stats import RatioCI, paired_ratio_ci  # noqa: E402
+from tuner.space.targets import DockerTarget  # noqa: E402
+from tuner.trial.runner import ConfigRunner  # noqa: E402
 
 PROCESS_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-tiny.yaml"
 DOCKER_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-docker.yaml"
@@ -340,7 +341,7 @@ def render(run: StudyRun, cmp: Comparison, *, preset: str, machine: str) -> str:
     lines += [
         "",
         f"**Best (#{best.number}) / defaults: {ci}** (ratio of means, blocked bootstrap over rounds, "
-        "tuner.stats.paired_ratio_ci).",
+        "tuner.core.stats.paired_ratio_ci).",
         "",
     ]
     return "\n".join(lines)

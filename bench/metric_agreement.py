@@ -30,7 +30,7 @@ and SGLang's ``calculate_metrics`` run on our own records (in the SGLang venv).
 
 Reported per metric: both clients' medians over rounds, the median and min-max of the per-round
 ratios ours/theirs, and the ratio of means with a paired (blocked) bootstrap 95 % CI
-(:func:`tuner.stats.paired_ratio_ci`). A difference counts as beyond noise when that CI excludes 1.
+(:func:`tuner.core.stats.paired_ratio_ci`). A difference counts as beyond noise when that CI excludes 1.
 
     .venv/bin/python bench/metric_agreement.py        # 5-8 min; bench/results/metric_agreement.{md,json}
     .venv/bin/python bench/metric_agreement.py --rounds 2 --requests 16 --no-write   # a quick look
@@ -62,9 +62,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from bench.client_ceiling import _cpu_model  # noqa: E402
+from tuner.core.stats import paired_ratio_ci  # noqa: E402
 from tuner.loadgen import BenchResult, WorkloadSpec, run_benchmark_sync  # noqa: E402
 from tuner.loadgen.metrics import itl_s, stats_ms  # noqa: E402
-from tuner.stats import paired_ratio_ci  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "metric_agreement.md"
 CACHE = Path(os.environ.get("TUNER_CACHE", Path.home() / ".cache" / "sglang-tuner"))

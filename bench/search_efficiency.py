@@ -4,12 +4,12 @@
     .venv/bin/python bench/search_efficiency.py --quick         # a smoke run (2 seeds, small budgets)
 
 Every trial goes through the real loop: an Optuna study on SQLite (a temporary directory), the
-``ConfigRunner``/``TrialRunner`` of ``tuner/runner.py``, a real server process per trial (the SGLang
+``ConfigRunner``/``TrialRunner`` of ``tuner/trial/runner.py``, a real server process per trial (the SGLang
 simulator, ``python -m tuner.sim``, or llama.cpp's ``llama-server`` on the CPU), the real load generator.
 
 Methods (each run is one study with its own seed):
 
-* ``tuner``          TPE (the study CLI's sampler settings) + the Wilcoxon window pruner (``tuner.search``)
+* ``tuner``          TPE (the study CLI's sampler settings) + the Wilcoxon window pruner (``tuner.trial.pruning``)
 * ``tuner-noprune``  the same without pruning: the pair measures what pruning saves at equal trials
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -19,7 +19,7 @@ Methods (each run is one study with its own seed):
 
 All methods share the space file (and its known constraints, pruned before launch at zero cost).
 The *best known* value is the best mean of the top configurations any run found, re-measured with
-repeats (``tuner.search.confirm``); a run *reaches* the target at the first trial whose measured value
+repeats (``tuner.study.confirm``); a run *reaches* the target at the first trial whose measured value
 is within 3 % of it. Counted in launched trials (servers started) and in the run's own wall-clock.
 Pruning's saving is the benchmark (measurement) time of ``tuner`` against ``tuner-noprune`` over the
 same number of launched trials; its final quality is the re-measured value of each run's winner.
@@ -56,13 +56,13 @@ if str(ROOT) not in sys.path:
 
 from tuner.engines import llamacpp  # noqa: E402
 from tuner.launch.process import ProcessLauncher  # noqa: E402
-from tuner.runner import ConfigRunner, ShouldStop, TrialRunner  # noqa: E402
-from tuner.search.confirm import Candidate, rank  # noqa: E402
-from tuner.search.learning import crash_rate_by_half, is_infeasible  # noqa: E402
-from tuner.search.pruning import build_pruner, check_windows, window_should_stop  # noqa: E402
-from tuner.search.specs import PruningSpec  # noqa: E402
+from tuner.report.learning import crash_rate_by_half, is_infeasible  # noqa: E402
 from tuner.space.sample import warm_start_points  # noqa: E402
 from tuner.space.schema import SearchSpace  # noqa: E402
+from tuner.space.sections import PruningSpec  # noqa: E402
+from tuner.study.confirm import Candidate, rank  # noqa: E402
+from tuner.trial.pruning import build_pruner, check_windows, window_should_stop  # noqa: E402
+from tuner.trial.runner import ConfigRunner, ShouldStop, TrialRunner  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SIM_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq-constrained.yaml"
@@ -203,7 +203,7 @@ def _product(values: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 # --- one run ----------------------------------------------------------------------------------------
 class _PruningTrialRunner(TrialRunner):
-    """TrialRunner whose window hook is ``tuner.search.pruning.window_should_stop``.
+    """TrialRunner whose window hook is ``tuner.trial.pruning.window_should_stop``.
 
     The shipped ``_window_pruner`` tests ``metric in BenchResult`` (a TypeError); this is the
     replacement proposed to the lead. Everything else is the shipped runner.

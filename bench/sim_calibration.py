@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuner.loadgen.benchmark import run_benchmark_sync
-from tuner.loadgen.workload import WorkloadSpec
 from tuner.sim.process import SimProcess
+from tuner.space.workload import WorkloadSpec
 
 # The report's flags. --disable-flashinfer is dropped (0.5.23 rejects it; --attention-backend triton
 # implies it) and --quantization awq added: the report's deployed command has it, and without it

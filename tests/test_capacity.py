@@ -25,12 +25,12 @@ import pytest
 from aiohttp import web
 
 from tests.threaded_app import ThreadedApp
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
+from tuner.core.metric_names import FLAT_METRICS
 from tuner.loadgen import SLOs, WorkloadSpec
 from tuner.loadgen.arrival import poisson_offsets
-from tuner.loadgen.capacity import (
+from tuner.objective.capacity import (
     CapacityResult,
-    CapacitySpec,
     Probe,
     StopReason,
     Verdict,
@@ -39,7 +39,7 @@ from tuner.loadgen.capacity import (
     judge,
     probe_workload,
 )
-from tuner.loadgen.metrics import FLAT_METRICS
+from tuner.space.sections import CapacitySpec
 
 SERVICE_S = 0.03  # saturation at 33.3 requests/s
 SLO_TTFT_MS = 150.0

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
-from tuner.loadgen.capacity import CapacitySpec, StopReason, find_capacity, probe_workload
+from tuner.objective.capacity import StopReason, find_capacity, probe_workload
+from tuner.space.sections import CapacitySpec
 
 SIM_ARGS = [
     "--model-path", "meta-llama/Llama-3.1-8B-Instruct", "--sim-gpu", "l40s",

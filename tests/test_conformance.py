@@ -36,10 +36,10 @@ from tests.sglang_servers import (
     run_clis,
     sim_sglang_server,  # noqa: F401  (a session fixture, requested through `server`)
 )
+from tuner.core.failures import ExitStatus, FailureKind, Phase, classify
 from tuner.engines import sglang
-from tuner.failures import ExitStatus, FailureKind, Phase, classify
 from tuner.loadgen.prompts import WORDS
-from tuner.telemetry import fetch_server_memory
+from tuner.loadgen.telemetry import fetch_server_memory
 
 VERSION = "0.5.23"
 CONTEXT = 4096  # the tiny Llama's max_position_embeddings
@@ -411,7 +411,7 @@ def test_server_info(server: ServerRun, path: str) -> None:
 
 
 def test_server_memory_as_the_tuner_reads_it(server: ServerRun, kind: str) -> None:
-    """tuner.telemetry reads /server_info's gpu_memory: a simulator-only figure (deliberate, see docs);
+    """tuner.loadgen.telemetry reads /server_info's gpu_memory: a simulator-only figure (deliberate, see docs);
     real SGLang has none and the reader must say so rather than fail."""
     sample = fetch_server_memory(server.url)
     if kind == REAL:

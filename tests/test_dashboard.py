@@ -1,4 +1,4 @@
-"""``python -m tuner.dashboard`` served for real and read by a real headless Chromium.
+"""``python -m tuner.report.dashboard`` served for real and read by a real headless Chromium.
 
 Chromium comes from ``scripts/setup-chromium.sh`` (Debian's ``chromium``); the test skips without it
 unless ``TUNER_REQUIRE_ALL=1``. The dashboard is a React SPA: ``--dump-dom`` after a virtual-time
@@ -23,10 +23,10 @@ import optuna
 import optuna_dashboard
 import pytest
 
-from tuner.dashboard import NOTE_END, NOTE_MARK, publish_best_note
+from tuner.report.dashboard import NOTE_END, NOTE_MARK, publish_best_note
 from tuner.space import load_space
 from tuner.store import make_optuna_storage
-from tuner.store.testing import populate_demo_study
+from tuner.testing.store import populate_demo_study
 
 SPACE = Path("search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml")
 # Each run keeps its screenshot under storage/ (not committed: it changes every run); the committed one in
@@ -79,7 +79,7 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[str, optuna.Study]]:
     space = load_space(SPACE).model_dump(mode="json")
     study = populate_demo_study(url, "dash-demo", space=space, artifact_dir=artifacts)
     port = free_port()
-    cmd = [sys.executable, "-m", "tuner.dashboard", "--storage", url, "--artifact-dir", str(artifacts),
+    cmd = [sys.executable, "-m", "tuner.report.dashboard", "--storage", url, "--artifact-dir", str(artifacts),
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -143,6 +143,6 @@ def test_publish_best_note_keeps_a_persons_text(tmp_path: Path) -> None:
 
 
 def test_dashboard_refuses_a_bad_url(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "tuner.dashboard", "--storage",
+    run = subprocess.run([sys.executable, "-m", "tuner.report.dashboard", "--storage",
                           "postgresql+psycopg://u:pw@127.0.0.1:1/db"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert run.returncode == 3 and "u:***@127.0.0.1:1/db" in run.stderr

@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tuner.core.errors import ConfigError, LaunchError, UnknownFlagError
 from tuner.engines import sglang
-from tuner.errors import ConfigError, LaunchError, UnknownFlagError
-from tuner.launch.docker import (
-    DockerLauncher,
-    DockerTarget,
-    daemon_unavailable_reason,
-    launcher_for_space,
-    sim_image_target,
-)
+from tuner.engines.base import EngineProbe
+from tuner.engines.sglang import ENGINE as SGLANG
+from tuner.launch.docker import DockerLauncher, daemon_unavailable_reason, sim_image_target
+from tuner.launch.factory import launcher_for_space
 from tuner.launch.image_check import (
-    EngineProbe,
     check_image,
     check_image_choices,
     check_image_flags,
@@ -35,6 +31,10 @@ from tuner.launch.image_check import (
 )
 from tuner.sim.cli import build_parser
 from tuner.space.schema import SearchSpace
+from tuner.space.targets import DockerTarget
+
+assert SGLANG.image_probe is not None
+SGLANG_PROBE = SGLANG.image_probe
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_IMAGE = "sglang-tuner/sim:0.4.10"
@@ -101,7 +101,7 @@ def test_image_check_names_the_flags_the_image_rejects_and_caches_by_image_id(
     images: None, tmp_path: Path
 ) -> None:
     target = sim_image_target(image=OLD_IMAGE)
-    info = inspect_image(target, cache_dir=tmp_path)
+    info = inspect_image(target, SGLANG_PROBE, cache_dir=tmp_path)
     assert not info.cached
     assert info.engine == "sglang" and info.engine_version == "0.4.10"
     assert info.image_id.startswith("sha256:")
@@ -124,11 +124,13 @@ def test_image_check_names_the_flags_the_image_rejects_and_caches_by_image_id(
     [cache_file] = (tmp_path / "images").glob("*.json")
     assert json.loads(cache_file.read_text())["image_id"] == info.image_id
     t0 = time.perf_counter()
-    again = inspect_image(target, cache_dir=tmp_path)
+    again = inspect_image(target, SGLANG_PROBE, cache_dir=tmp_path)
     assert again.cached and time.perf_counter() - t0 < 0.5
     assert again.flags == info.flags and again.engine_version == info.engine_version
 
-    current = inspect_image(sim_image_target(), cache_dir=tmp_path)  # another image id: its own entry
+    current = inspect_image(
+        sim_image_target(), SGLANG_PROBE, cache_dir=tmp_path
+    )  # another image id: its own entry
     assert not current.cached and current.engine_version == sglang.DEFAULT_VERSION
     assert "cuda-graph-bs-decode" in current.flags and current.image_id != info.image_id
 

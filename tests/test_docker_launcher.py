@@ -22,18 +22,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tuner.core.errors import LaunchError
+from tuner.core.failures import FailureKind, Phase, classify
 from tuner.engines.sglang import ENGINE, READY_LINE
-from tuner.errors import LaunchError
-from tuner.failures import FailureKind, Phase, classify
 from tuner.launch.base import LaunchSpec
-from tuner.launch.docker import (
-    SIM_IMAGE,
-    DockerLauncher,
-    DockerTarget,
-    daemon_unavailable_reason,
-    sim_image_target,
-)
+from tuner.launch.docker import SIM_IMAGE, DockerLauncher, daemon_unavailable_reason, sim_image_target
 from tuner.launch.readiness import ProbeFailed, wait_ready
+from tuner.space.targets import DockerTarget
 
 pytestmark = pytest.mark.docker
 

@@ -6,7 +6,7 @@
   or the ``python`` beside a ``transformers`` on PATH). On the CPU with a tiny model here; on the GPU
   (marker ``gpu``) with the space's 1 B model on the H100 machine.
 
-Each test measures one configuration through :class:`tuner.runner.ConfigRunner`, exactly as a trial
+Each test measures one configuration through :class:`tuner.trial.runner.ConfigRunner`, exactly as a trial
 does, on a copy of the shipped search space with a small workload.
 """
 
@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tuner.core.failures import FailureKind
 from tuner.engines import llamacpp, transformers_serve
-from tuner.failures import FailureKind
 from tuner.launch.process import ProcessLauncher
 from tuner.models.gguf_llama import PRESETS, write
-from tuner.runner import ConfigRunner, Outcome
-from tuner.sglang_parser import space_flag_vectors
 from tuner.space.load import load_space, parse_space
 from tuner.space.sample import params_to_flags
 from tuner.space.schema import SearchSpace
+from tuner.space.vectors import space_flag_vectors
+from tuner.trial.runner import ConfigRunner, Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-tiny.yaml"
@@ -196,7 +196,7 @@ def test_transformers_flag_table_and_space_parse_with_real_cli(tf_python: Path) 
 
 
 def test_transformers_unknown_option_exits_2_and_is_flag_rejected(tf_python: Path, tmp_path: Path) -> None:
-    from tuner.failures import ExitStatus, Phase, classify
+    from tuner.core.failures import ExitStatus, Phase, classify
 
     argv = transformers_serve.launch_argv(
         model=str(tmp_path), host="127.0.0.1", port=9, flags={"no-such-option": True}, version="5.17.0",

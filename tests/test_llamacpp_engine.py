@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
+from tuner.core.errors import ConfigError, UnknownFlagError
+from tuner.core.failures import ExitStatus, FailureKind, Phase, classify
 from tuner.engines import get_engine
 from tuner.engines import llamacpp as lc
-from tuner.errors import ConfigError, UnknownFlagError
-from tuner.failures import ExitStatus, FailureKind, Phase, classify
 
 pytestmark = pytest.mark.llamacpp
 VERSION = lc.DEFAULT_VERSION

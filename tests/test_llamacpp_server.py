@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tuner.core.failures import ExitStatus, FailureKind, Phase, classify
 from tuner.engines import llamacpp as lc
-from tuner.failures import ExitStatus, FailureKind, Phase, classify
 from tuner.models.gguf_llama import PRESETS, write
 
 pytestmark = pytest.mark.llamacpp

@@ -39,8 +39,9 @@ from bench.llamacpp_study import (
 )
 from tests.e2e_helpers import ROOT
 from tuner.engines import llamacpp
-from tuner.launch.docker import SIM_IMAGE, DockerLauncher, DockerTarget, daemon_unavailable_reason
+from tuner.launch.docker import SIM_IMAGE, DockerLauncher, daemon_unavailable_reason
 from tuner.models.gguf_llama import PRESETS, write
+from tuner.space.targets import DockerTarget
 
 pytestmark = pytest.mark.llamacpp
 REQUIRE_ALL = os.environ.get("TUNER_REQUIRE_ALL") == "1"

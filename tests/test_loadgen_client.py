@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 
 from tests.threaded_app import ThreadedApp
+from tuner.core.metric_names import FLAT_METRICS
 from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
 from tuner.loadgen.arrival import poisson_offsets
-from tuner.loadgen.metrics import FLAT_METRICS
 
 
 @dataclass

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from tuner.loadgen import FLAT_METRICS, SLOs, compute_metrics
+from tuner.core.metric_names import FLAT_METRICS
+from tuner.core.records import RequestRecord
+from tuner.loadgen import SLOs, compute_metrics
 from tuner.loadgen.metrics import stats_ms
-from tuner.records import RequestRecord
 
 MS = 1_000_000  # ns
 
@@ -92,7 +93,7 @@ def test_flat_names_and_empty_run() -> None:
 
 
 def test_request_errors_counts_the_measured_failures_by_error() -> None:
-    from tuner.runner import request_errors
+    from tuner.trial.runner import request_errors
 
     def failed(i: int, *, error: str | None = None, status: int | None = None, warmup: bool = False):
         return RequestRecord(

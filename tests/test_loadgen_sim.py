@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tuner.loadgen import WorkloadSpec, run_benchmark
-from tuner.telemetry import ServerMemoryMonitor, fetch_server_memory
+from tuner.loadgen.telemetry import ServerMemoryMonitor, fetch_server_memory
 
 
 def _free_port() -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
 from tuner.loadgen import LengthDist, SLOs, WorkloadSpec, load_prompts_file, make_prompts
-from tuner.loadgen.workload import ClosedArrival, PoissonArrival
+from tuner.space.workload import ClosedArrival, PoissonArrival
 
 
 def test_defaults_and_arrival_kinds() -> None:

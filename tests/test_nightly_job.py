@@ -17,9 +17,9 @@ import yaml
 from e2e_helpers import ROOT, seed, small_space, study_cmd
 
 from tuner.launch.process import ProcessLauncher
-from tuner.nightly import EXIT_DEPLOYED_FAILED, EXIT_KEPT, EXIT_PROMOTED, EXIT_REGRESSION
 from tuner.nightly.decide import promotion_verdict
 from tuner.nightly.job import NightlyConfigRunner
+from tuner.nightly.model import EXIT_DEPLOYED_FAILED, EXIT_KEPT, EXIT_PROMOTED, EXIT_REGRESSION
 from tuner.nightly.remeasure import Remeasurer
 from tuner.space import load_space, params_to_flags
 from tuner.store.store import TunerStore

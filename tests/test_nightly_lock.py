@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.nightly import EXIT_LOCKED, LockHeld, NightlyLock
+from tuner.nightly import LockHeld, NightlyLock
+from tuner.nightly.model import EXIT_LOCKED
 
 SPACE = "search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml"
 

@@ -11,10 +11,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from tuner.report import baseline_trial, latency_frame, ranked_trials
+from tuner.report.study_report import baseline_trial, latency_frame, ranked_trials
 from tuner.space import load_space
 from tuner.store import TunerStore, make_optuna_storage
-from tuner.store.testing import backend_database, populate_demo_study
+from tuner.testing.store import backend_database, populate_demo_study
 
 SPACE = Path("search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml")
 

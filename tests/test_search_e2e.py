@@ -1,4 +1,4 @@
-"""tuner.search against real simulator processes: known constraints before launch, window pruning
+"""search efficiency (known constraints, window pruning, confirmation, crash learning) against real simulator processes: known constraints before launch, window pruning
 told apart from crashes, and confirmation of the top candidates with repeats."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from optuna.trial import TrialState
 
 from tests.e2e_helpers import ROOT, server_pids
 from tuner.launch.process import ProcessLauncher
-from tuner.runner import ConfigRunner, TrialRunner
-from tuner.search.confirm import confirm_top, record_confirmation
-from tuner.search.learning import is_crash, is_pruned_slow
-from tuner.search.pruning import build_pruner, check_windows, window_should_stop
-from tuner.search.specs import ConfirmSpec, PruningSpec
+from tuner.report.learning import is_crash, is_pruned_slow
 from tuner.space.sample import params_to_flags
 from tuner.space.schema import SearchSpace
+from tuner.space.sections import ConfirmSpec, PruningSpec
+from tuner.study.confirm import confirm_top, record_confirmation
+from tuner.trial.pruning import build_pruner, check_windows, window_should_stop
+from tuner.trial.runner import ConfigRunner, TrialRunner
 
 CONSTRAINED = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq-constrained.yaml"
 RAW = yaml.safe_load(CONSTRAINED.read_text())

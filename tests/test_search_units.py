@@ -1,4 +1,4 @@
-"""tuner.search: pruner construction, window checks, intervals, ranking, crash halves (pure logic)."""
+"""Search efficiency: pruner construction, window checks, intervals, ranking, crash halves (pure logic)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from tuner.errors import ConfigError
-from tuner.loadgen.workload import WorkloadSpec
-from tuner.search.confirm import Candidate, mean_ci, rank
-from tuner.search.learning import crash_rate_by_half
-from tuner.search.pruning import build_pruner, check_windows, earliest_prune_window
-from tuner.search.specs import ConfirmSpec, PruningSpec
+from tuner.core.errors import ConfigError
+from tuner.report.learning import crash_rate_by_half
+from tuner.space.sections import ConfirmSpec, PruningSpec
+from tuner.space.workload import WorkloadSpec
+from tuner.study.confirm import Candidate, mean_ci, rank
+from tuner.trial.pruning import build_pruner, check_windows, earliest_prune_window
 
 
 @pytest.mark.parametrize(

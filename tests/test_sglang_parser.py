@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 
 from tuner.engines import sglang
-from tuner.sglang_parser import (
-    PLACEHOLDER_MODEL,
-    ParseResult,
-    available,
-    check_space_flag_vectors,
-    parse_argvs,
-    parser_options,
-    space_flag_vectors,
-)
+from tuner.engines.sglang_parser import PLACEHOLDER_MODEL, ParseResult, available, parse_argvs, parser_options
 from tuner.space.load import load_space
+from tuner.space.vectors import check_space_flag_vectors, space_flag_vectors
 
 VERSION = "0.5.23"
 REPO = Path(__file__).resolve().parents[1]

@@ -58,14 +58,15 @@ from bench.llamacpp_study import (
 )
 from tests.e2e_helpers import ROOT, server_pids
 from tests.test_llamacpp_study import docker_image  # noqa: F401  (fixture: daemon and sim image)
+from tuner.core.errors import LaunchError
+from tuner.core.failures import FailureKind, Phase
 from tuner.engines import sglang
-from tuner.errors import LaunchError
-from tuner.failures import FailureKind, Phase
-from tuner.launch.docker import SIM_IMAGE, DockerLauncher, DockerTarget, sim_image_target
+from tuner.launch.docker import SIM_IMAGE, DockerLauncher, sim_image_target
 from tuner.launch.process import ProcessLauncher
-from tuner.runner import ConfigRunner
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import params_to_flags
+from tuner.space.targets import DockerTarget
+from tuner.trial.runner import ConfigRunner
 
 pytestmark = pytest.mark.sglang_cpu
 
@@ -133,7 +134,7 @@ def test_argparse_error_is_flag_rejected(space: SearchSpace, tmp_path: Path) -> 
 
 
 class _Measuring:
-    """Stands in for tuner.progress.Progress: sets an event when the runner starts the benchmark."""
+    """Stands in for tuner.trial.progress.Progress: sets an event when the runner starts the benchmark."""
 
     live = None  # no per-window progress callback
 

@@ -19,8 +19,8 @@ import shlex
 import pytest
 
 from tuner.loadgen.benchmark import run_benchmark_sync
-from tuner.loadgen.workload import WorkloadSpec
 from tuner.sim.process import SimProcess
+from tuner.space.workload import WorkloadSpec
 
 BASELINE = shlex.split(
     "--attention-backend triton --sampling-backend pytorch --max-total-tokens 3072 --mem-fraction-static 0.85 "

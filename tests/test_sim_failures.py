@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from tuner.core.failures import ExitStatus, FailureKind, Phase, classify
 from tuner.engines import sglang
-from tuner.failures import ExitStatus, FailureKind, Phase, classify
 from tuner.sim.process import SimProcess
 
 # The report's working base on the 5090 (triton attention, pytorch sampling, plain AWQ kernels).

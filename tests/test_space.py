@@ -9,9 +9,9 @@ import optuna
 import pytest
 import yaml
 
+from tuner.core.errors import ConfigError, UnknownFlagError
 from tuner.engines import render_flags
 from tuner.engines.sglang import launch_argv
-from tuner.errors import ConfigError, UnknownFlagError
 from tuner.space import load_space, params_to_flags, parse_space, sample_params
 from tuner.space.constraints import violated_constraint
 

@@ -10,10 +10,10 @@ import optuna
 import pytest
 import sqlalchemy
 
-from tuner.errors import StorageError
-from tuner.records import GpuSample
+from tuner.core.errors import StorageError
+from tuner.core.records import GpuSample
 from tuner.store import SCHEMA_VERSION, Deployment, Provenance, TunerStore, fingerprint, make_optuna_storage
-from tuner.store.testing import backend_database, make_records
+from tuner.testing.store import backend_database, make_records
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy
 
 from tuner.store import SCHEMA_VERSION, TunerStore, make_optuna_storage
-from tuner.store.testing import postgres_url_or_skip, scratch_postgres_database
+from tuner.testing.store import postgres_url_or_skip, scratch_postgres_database
 
 WORKER = """
 import sys, optuna
 from tuner.store import TunerStore, make_optuna_storage, check_multiworker_safe
-from tuner.store.testing import make_records
+from tuner.testing.store import make_records
 url, worker = sys.argv[1], sys.argv[2]
 check_multiworker_safe(url, 3)
 store = TunerStore(url)  # all three race to create the tables (Optuna's and ours) on an empty database

@@ -13,9 +13,9 @@ import time
 import optuna
 import pytest
 
-from tuner.errors import StorageError
+from tuner.core.errors import StorageError
 from tuner.store import TunerStore, make_optuna_storage, storage_errors
-from tuner.store.testing import (
+from tuner.testing.store import (
     local_cluster,
     make_records,
     pg_ctl,

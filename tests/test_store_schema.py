@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tuner.errors import StorageError
+from tuner.core.errors import StorageError
 from tuner.store import SCHEMA_VERSION, Migration, TunerStore, database_version, ensure_schema, make_engine
-from tuner.store.testing import backend_database, make_records
+from tuner.testing.store import backend_database, make_records
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -9,9 +9,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tuner.errors import ConfigError, StorageError
+from tuner.core.errors import ConfigError, StorageError
 from tuner.store import TunerStore, check_multiworker_safe, make_optuna_storage, mask_url
-from tuner.store.testing import postgres_url_or_skip
+from tuner.testing.store import postgres_url_or_skip
 
 
 def _free_port() -> int:

@@ -29,15 +29,14 @@ import yaml
 from optuna.trial import TrialState
 
 from tests.e2e_helpers import ROOT, seed, wait_for
-from tuner.launch.docker import (
-    SIM_IMAGE,
-    DockerLauncher,
-    DockerTarget,
-    daemon_unavailable_reason,
-    sim_image_target,
-)
+from tuner.engines.sglang import ENGINE as SGLANG
+from tuner.launch.docker import SIM_IMAGE, DockerLauncher, daemon_unavailable_reason, sim_image_target
 from tuner.launch.image_check import inspect_image
 from tuner.space import load_space
+from tuner.space.targets import DockerTarget
+
+assert SGLANG.image_probe is not None
+SGLANG_PROBE = SGLANG.image_probe
 
 pytestmark = pytest.mark.docker
 
@@ -220,7 +219,7 @@ def test_kernel_oom_kill_of_a_memory_limited_container(
     # study's check is answered from the cache and only the server meets the limit.
     target = load_space(space).target
     assert isinstance(target, DockerTarget)
-    inspect_image(target.model_copy(update={"mem_limit": None}), cache_dir=cache_dir)
+    inspect_image(target.model_copy(update={"mem_limit": None}), SGLANG_PROBE, cache_dir=cache_dir)
     proc = run_study(study_cmd(space, tmp_path, study, trials=1), cache_dir, timeout=90)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 5, out  # no feasible trial

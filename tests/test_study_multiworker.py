@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from bench.gpu.multiworker_check import retry_of, verify
 from tests.e2e_helpers import ROOT, popen_study, small_space, wait_for
 from tuner.store.store import TunerStore
-from tuner.store.testing import postgres_url_or_skip, scratch_postgres_database
+from tuner.testing.store import postgres_url_or_skip, scratch_postgres_database
 
 TRIALS = 8
 

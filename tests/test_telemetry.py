@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tuner import telemetry
-from tuner.telemetry import (
+from tuner.loadgen import telemetry
+from tuner.loadgen.telemetry import (
     GpuMonitor,
     ServerMemoryMonitor,
     current_memory_mib,
@@ -46,7 +46,7 @@ def test_parse_visible_devices() -> None:
 @pytest.mark.skipif(HAVE_NVML, reason="checks the no-GPU path; this machine has NVML")
 def test_without_nvml_degrades_and_warns_once(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
     monkeypatch.setattr(telemetry, "_nvml_warned", False)
-    caplog.set_level(logging.WARNING, logger="tuner.telemetry")
+    caplog.set_level(logging.WARNING, logger="tuner.loadgen.telemetry")
     with GpuMonitor(interval_s=0.01) as gpu:
         pass
     with GpuMonitor() as again:

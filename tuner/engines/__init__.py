@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tuner.core.errors import ConfigError
 from tuner.engines.base import Engine, FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
-from tuner.errors import ConfigError
 
 __all__ = ["Engine", "FlagSpec", "FlagValue", "FlagVector", "RequestShape", "get_engine", "render_flags"]
 

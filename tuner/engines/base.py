@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tuner.errors import UnknownFlagError
-from tuner.failures import Signature
+from tuner.core.errors import UnknownFlagError
+from tuner.core.failures import Signature
 
 FlagValue = bool | int | float | str | list[int] | list[str]
 FlagVector = Mapping[str, FlagValue]
@@ -86,6 +86,15 @@ class RequestShape:
 
 
 @dataclass(frozen=True)
+class EngineProbe:
+    """How to ask an engine image for its flags and its version."""
+
+    engine: str
+    help_argv: tuple[str, ...]
+    version_argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EngineProfile:
     """One engine's profile: its data plus the two functions that differ between engines.
 
@@ -102,6 +111,9 @@ class EngineProfile:
     argv_for: Callable[..., list[str]]
     signatures: Sequence[Signature]
     request: RequestShape = RequestShape()
+    # how to ask a Docker image for its flags and version (tuner/launch/image_check.py); None: not
+    # possible (llama.cpp's help is not argparse's), flags are checked against the table only
+    image_probe: EngineProbe | None = None
 
     def known_versions(self) -> Sequence[str]:
         return self.versions

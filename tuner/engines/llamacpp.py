@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from tuner.core.errors import ConfigError, LaunchError
+from tuner.core.failures import FailureKind, Signature
 from tuner.engines.base import (
     EngineProfile,
     FlagSpec,
@@ -35,8 +37,6 @@ from tuner.engines.base import (
     render_flags,
     tool_cache,
 )
-from tuner.errors import ConfigError, LaunchError
-from tuner.failures import FailureKind, Signature
 
 NAME = "llamacpp"
 DEFAULT_PORT = 8080
@@ -235,7 +235,7 @@ def probe_flags(
     return ProbeResult(proc.returncode == 0, proc.returncode, "\n".join(errors))
 
 
-# First match wins: most specific first. Exit-code fallbacks live in tuner.failures.classify (137 with
+# First match wins: most specific first. Exit-code fallbacks live in tuner.core.failures.classify (137 with
 # OOMKilled -> kernel OOM inside a memory-limited container).
 SIGNATURES: tuple[Signature, ...] = (
     Signature(FailureKind.FLAG_REJECTED, r"^error: invalid argument: |^error while handling argument "),

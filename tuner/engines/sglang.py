@@ -25,9 +25,17 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from tuner.engines.base import EngineProfile, FlagSpec, FlagVector, RequestShape, render_flags, tool_cache
-from tuner.errors import ConfigError
-from tuner.failures import FailureKind, Signature
+from tuner.core.errors import ConfigError
+from tuner.core.failures import FailureKind, Signature
+from tuner.engines.base import (
+    EngineProbe,
+    EngineProfile,
+    FlagSpec,
+    FlagVector,
+    RequestShape,
+    render_flags,
+    tool_cache,
+)
 
 NAME = "sglang"
 DEFAULT_PORT = 30000
@@ -260,7 +268,7 @@ def launch_argv(
 
 
 # Log signatures, first match wins (ordered from most to least specific). Exit-code fallbacks
-# live in tuner.failures.classify.
+# live in tuner.core.failures.classify.
 #
 # Seen from the real 0.5.23 on the CPU (docs/sglang-cpu.md):
 # - argparse: ``sglang serve: error: argument --schedule-policy: invalid choice: 'bogus' …`` or
@@ -320,4 +328,9 @@ ENGINE = EngineProfile(
     argv_for=launch_argv,
     signatures=SIGNATURES,
     request=RequestShape(api="generate", health_path="/health"),
+    image_probe=EngineProbe(
+        engine=NAME,
+        help_argv=("python3", "-m", "sglang.launch_server", "--help"),
+        version_argv=("python3", "-c", "import sglang; print(sglang.__version__)"),
+    ),
 )

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import cache
 
+from tuner.core.errors import ConfigError
+from tuner.core.failures import FailureKind, Signature
 from tuner.engines.base import EngineProfile, FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
-from tuner.errors import ConfigError
-from tuner.failures import FailureKind, Signature
 
 NAME = "transformers"
 DEFAULT_PORT = 8000

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from tuner.failures import ExitStatus
+from tuner.core.failures import ExitStatus
 
 TOOL_LABEL = "tuner"  # every process/container we start carries this label (docker) or env var (process)
 
@@ -79,7 +79,7 @@ class Launcher(Protocol):
     """Starts servers; cleans up what a killed tuner left behind."""
 
     def start(self, spec: LaunchSpec) -> ServerHandle:
-        """Start the server; raise :class:`tuner.errors.LaunchError` if it cannot even be started."""
+        """Start the server; raise :class:`tuner.core.errors.LaunchError` if it cannot even be started."""
         ...
 
     def free_port(self, host: str) -> int:
@@ -103,3 +103,28 @@ def read_tail(path: Path, max_bytes: int = 1 << 20) -> str:
             return f.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return ""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the image's engine accepts, and which image and version that is."""
+
+    image: str
+    image_id: str  # sha256:… of the local image: the cache key and the study's record of the image
+    repo_digests: tuple[str, ...]  # registry digests (empty for a locally built image)
+    engine: str
+    engine_version: str
+    flags: frozenset[str]  # accepted flag names without dashes, aliases included
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # flag -> values the help lists
+    cached: bool = False
+
+    def to_attrs(self) -> dict[str, Any]:
+        """Plain-JSON form for the study's user attributes."""
+        return {
+            "image": self.image,
+            "image_id": self.image_id,
+            "repo_digests": list(self.repo_digests),
+            "engine": self.engine,
+            "engine_version": self.engine_version,
+            "accepted_flags": len(self.flags),
+        }

@@ -7,7 +7,7 @@ space's ``target:`` block asks for (:class:`DockerTarget`). The server's port is
 
 What this module promises the trial runner:
 
-* the image is never pulled: a missing image is a :class:`~tuner.errors.LaunchError` saying how to get it;
+* the image is never pulled: a missing image is a :class:`~tuner.core.errors.LaunchError` saying how to get it;
 * ``exit_status()`` costs nothing (a thread blocked on the container's ``wait`` fills it in as soon as
   the container exits) and carries the exit code and Docker's ``State.OOMKilled``;
 * ``log_text()`` is stdout and stderr interleaved, also appended live to ``spec.log_path``;
@@ -15,7 +15,7 @@ What this module promises the trial runner:
   idempotent and may be called from another thread or a signal handler;
 * containers carry the labels ``tuner=1``, ``tuner.study``, ``tuner.trial`` and their owner's host and pid,
   so :meth:`DockerLauncher.reap_orphans` removes what a killed tuner left behind;
-* a Docker daemon that is unreachable or dies mid-trial is a :class:`~tuner.errors.LaunchError` naming the
+* a Docker daemon that is unreachable or dies mid-trial is a :class:`~tuner.core.errors.LaunchError` naming the
   daemon and how to start it, never a docker-py traceback.
 
 Command line: ``python -m tuner.launch.docker sim-target`` prints the ``target:`` block for the simulated
@@ -40,21 +40,17 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import docker
 import docker.errors
 import requests
 from docker.types import DeviceRequest
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tuner.errors import LaunchError
-
-if TYPE_CHECKING:
-    from tuner.launch.image_check import ImageInfo
-    from tuner.space.schema import SearchSpace
-from tuner.failures import ExitStatus
-from tuner.launch.base import TOOL_LABEL, LaunchSpec
+from tuner.core.errors import LaunchError
+from tuner.core.failures import ExitStatus
+from tuner.launch.base import TOOL_LABEL, ImageInfo, LaunchSpec
+from tuner.space.targets import DockerTarget, VolumeBind
 
 log = logging.getLogger(__name__)
 
@@ -69,62 +65,6 @@ REDACTED = "***"
 
 # docker-py raises these when the daemon is gone (socket refused, connection reset mid-stream).
 _DAEMON_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
-
-
-class VolumeBind(BaseModel):
-    """Where a host path (or a named Docker volume) appears in the container."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    bind: str = Field(description="absolute path inside the container")
-    mode: Literal["ro", "rw"] = "rw"
-
-
-class DockerTarget(BaseModel):
-    """The search space's ``target:`` block for servers in Docker containers.
-
-    ``gpus``: ``all``, ``none`` or a list of GPU ids; a worker that owns GPUs passes them in
-    ``LaunchSpec.gpu_ids``, which wins. ``shm_size`` and ``ipc: host`` are alternatives (SGLang's
-    docs use either). ``secret_env_from_host`` names host environment variables (``HF_TOKEN``) passed to
-    the server when set and never logged or stored. ``volumes`` maps a host path (``~`` and ``$VARS``
-    expanded; it must exist) or a named volume to ``{bind, mode}``. ``mem_limit`` (``"64g"``) also caps
-    swap, so a server over it is OOM-killed by the kernel. ``daemon`` is the Docker endpoint
-    (default: ``DOCKER_HOST`` or the local socket).
-
-    >>> DockerTarget(image="lmsysorg/sglang:v0.5.4", ipc="host", volumes={"~/.cache/huggingface":
-    ...     {"bind": "/root/.cache/huggingface", "mode": "ro"}}).shm_size is None
-    True
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["docker"] = "docker"
-    image: str
-    gpus: Literal["all", "none"] | list[int] = "all"
-    shm_size: str | None = "16g"
-    ipc: Literal["host", "private", "shareable"] | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    secret_env_from_host: list[str] = Field(default_factory=list)
-    volumes: dict[str, VolumeBind] = Field(default_factory=dict)
-    mem_limit: str | None = None
-    network: Literal["bridge", "host"] = "bridge"
-    publish_host: str = "127.0.0.1"
-    init: bool = True  # docker-init as PID 1 forwards SIGTERM to the server and reaps its children
-    entrypoint: list[str] | None = None
-    daemon: str | None = None
-
-    @model_validator(mode="after")
-    def _ipc_or_shm(self) -> DockerTarget:
-        if self.ipc == "host" and self.shm_size is not None:
-            if "shm_size" in self.model_fields_set:
-                raise ValueError("set either shm_size or ipc: host (the host's /dev/shm has its own size)")
-            object.__setattr__(self, "shm_size", None)
-        return self
-
-    @property
-    def url_host(self) -> str:
-        """The address clients use to reach a published port."""
-        return "127.0.0.1" if self.publish_host in ("0.0.0.0", "") else self.publish_host
 
 
 def connect(daemon: str | None = None, *, timeout: float = 60.0) -> docker.DockerClient:
@@ -475,50 +415,6 @@ class DockerHandle:
             log.debug("log stream of %s ended: %s", self.name, e)
         finally:
             self._logs_done.set()
-
-
-def launcher_for_space(
-    space: SearchSpace, *, source: str | None = None, cache_dir: Path | None = None
-) -> DockerLauncher:
-    """The launcher for a space whose target is Docker, after checking its flags against the image.
-
-    For an engine with an image probe (:data:`tuner.launch.image_check.PROBES`: SGLang), runs its
-    ``--help`` in the image (cached by image id) and raises :class:`~tuner.errors.UnknownFlagError`
-    naming every parameter or fixed flag the image rejects, or :class:`~tuner.errors.ConfigError` for
-    a categorical choice its help does not list. The launcher's ``image_info`` then holds the image id
-    and engine version for the study to record; it stays None for other engines (llama.cpp).
-    """
-    from tuner.launch.image_check import PROBES, check_image  # image_check imports this module
-
-    if not isinstance(space.target, DockerTarget):
-        raise TypeError(f"space {space.name!r} does not run in Docker (target kind {space.target.kind})")
-    launcher = DockerLauncher(space.target)
-    probe = PROBES.get(space.engine)
-    if probe is None:  # asking a llama.cpp image for SGLang's --help would fail every such study
-        log.info("%s: no image flag check for %s images", source or space.name, space.engine)
-        return launcher
-    flags = {"model-path", "host", "port", *space.fixed_flags}
-    choices: dict[str, list[object]] = {}
-    for name, param in space.parameters.items():
-        flag = space.flag_of(name)
-        flags.add(flag)
-        if getattr(param, "type", None) == "categorical":
-            choices.setdefault(flag, []).extend(param.choices)  # type: ignore[union-attr]
-    for flag, value in space.fixed_flags.items():
-        if isinstance(value, str):
-            choices.setdefault(flag, []).append(value)
-    info = check_image(launcher, sorted(flags), probe, choices=choices, source=source, cache_dir=cache_dir)
-    if info.engine_version != space.engine_version:
-        log.warning(
-            "%s: engine_version %s but image %s runs %s %s; the image's --help decided which flags pass",
-            source or space.name,
-            space.engine_version,
-            info.image,
-            info.engine,
-            info.engine_version,
-        )
-    launcher.image_info = info
-    return launcher
 
 
 def missing_image_message(image: str) -> str:

@@ -4,7 +4,7 @@ The image's own ``--help`` is the authority on what it accepts, whatever the tun
 says about that version: the check runs ``python3 -m sglang.launch_server --help`` (and reads
 ``sglang.__version__``) in the image once, caches the result by image id under
 ``~/.cache/sglang-tuner/images/`` (or ``$TUNER_CACHE/images``), and raises
-:class:`~tuner.errors.UnknownFlagError` naming every flag the image rejects. The returned
+:class:`~tuner.core.errors.UnknownFlagError` naming every flag the image rejects. The returned
 :class:`ImageInfo` carries the image digest and engine version for the study to record.
 
 >>> sorted(parse_help('''usage: x [-h]
@@ -26,66 +26,22 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from tuner.errors import ConfigError, LaunchError, UnknownFlagError
-from tuner.launch.docker import DockerLauncher, DockerTarget
+from tuner.core.errors import ConfigError, LaunchError, UnknownFlagError
+from tuner.engines.base import EngineProbe
+from tuner.launch.base import ImageInfo
+from tuner.launch.docker import DockerLauncher
+from tuner.space.targets import DockerTarget
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class EngineProbe:
-    """How to ask an engine image for its flags and its version."""
-
-    engine: str
-    help_argv: tuple[str, ...]
-    version_argv: tuple[str, ...]
-
-
-SGLANG_PROBE = EngineProbe(
-    engine="sglang",
-    help_argv=("python3", "-m", "sglang.launch_server", "--help"),
-    version_argv=("python3", "-c", "import sglang; print(sglang.__version__)"),
-)
-
-# Engines whose image can be asked for its flags. Others (llama.cpp's help is not argparse's) are
-# checked against the tuner's own flag table only, when the space file is loaded.
-PROBES: Mapping[str, EngineProbe] = {"sglang": SGLANG_PROBE}
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the image's engine accepts, and which image and version that is."""
-
-    image: str
-    image_id: str  # sha256:… of the local image: the cache key and the study's record of the image
-    repo_digests: tuple[str, ...]  # registry digests (empty for a locally built image)
-    engine: str
-    engine_version: str
-    flags: frozenset[str]  # accepted flag names without dashes, aliases included
-    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # flag -> values the help lists
-    cached: bool = False
-
-    def to_attrs(self) -> dict[str, Any]:
-        """Plain-JSON form for the study's user attributes."""
-        return {
-            "image": self.image,
-            "image_id": self.image_id,
-            "repo_digests": list(self.repo_digests),
-            "engine": self.engine,
-            "engine_version": self.engine_version,
-            "accepted_flags": len(self.flags),
-        }
-
-
 def inspect_image(
     target: DockerTarget | DockerLauncher,
-    probe: EngineProbe = SGLANG_PROBE,
+    probe: EngineProbe,
     *,
     cache_dir: Path | None = None,
     timeout_s: float = 600.0,
@@ -169,7 +125,7 @@ def check_image_choices(
 def check_image(
     target: DockerTarget | DockerLauncher,
     flags: Iterable[str],
-    probe: EngineProbe = SGLANG_PROBE,
+    probe: EngineProbe,
     *,
     choices: Mapping[str, Sequence[object]] | None = None,
     source: str | None = None,

@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from tuner.errors import LaunchError
-from tuner.failures import ExitStatus
+from tuner.core.errors import LaunchError
+from tuner.core.failures import ExitStatus
 from tuner.launch.base import TOOL_LABEL, LaunchSpec, read_tail
 
 _PR_SET_PDEATHSIG = 1

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 
-from tuner.errors import ServerCrash
-from tuner.failures import Failure, FailureKind, Phase, Signature, classify
+from tuner.core.errors import ServerCrash
+from tuner.core.failures import Failure, FailureKind, Phase, Signature, classify
 from tuner.launch.base import ServerHandle
 
 Probe = Callable[[str], Awaitable[None]]

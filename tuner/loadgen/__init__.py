@@ -7,10 +7,11 @@ Public surface::
     result.flat()["output_throughput"]
 """
 
+from tuner.core.metric_names import FLAT_METRICS
 from tuner.loadgen.benchmark import OnProgress, ShouldStop, run_benchmark, run_benchmark_sync
-from tuner.loadgen.metrics import FLAT_METRICS, BenchResult, compute_metrics
+from tuner.loadgen.metrics import BenchResult, compute_metrics
 from tuner.loadgen.prompts import Prompt, load_prompts_file, make_prompts
-from tuner.loadgen.workload import ClosedArrival, LengthDist, PoissonArrival, SLOs, WorkloadSpec
+from tuner.space.workload import ClosedArrival, LengthDist, PoissonArrival, SLOs, WorkloadSpec
 
 __all__ = [
     "FLAT_METRICS",

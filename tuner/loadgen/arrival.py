@@ -12,7 +12,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from tuner.loadgen.workload import ClosedArrival, PoissonArrival
+from tuner.space.workload import ClosedArrival, PoissonArrival
 
 Job = TypeVar("Job")
 

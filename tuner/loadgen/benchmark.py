@@ -16,12 +16,12 @@ from enum import Enum
 
 import aiohttp
 
+from tuner.core.records import RequestRecord
 from tuner.loadgen.arrival import ClosedArrival, drive
 from tuner.loadgen.client import send_request
 from tuner.loadgen.metrics import BenchResult, compute_metrics
 from tuner.loadgen.prompts import Prompt, make_prompts
-from tuner.loadgen.workload import SLOs, WorkloadSpec
-from tuner.records import RequestRecord
+from tuner.space.workload import SLOs, WorkloadSpec
 
 ShouldStop = Callable[[int, BenchResult], bool]
 OnProgress = Callable[[int, "int | None", dict[str, float]], None]

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import aiohttp
 
+from tuner.core.records import RequestRecord
 from tuner.loadgen.prompts import Prompt
-from tuner.records import RequestRecord
 
 _json_loads: Callable[[bytes], Any]
 try:  # parsing every streamed event is the client's hottest path: orjson is ~8x faster

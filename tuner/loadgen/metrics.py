@@ -19,26 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tuner.loadgen.workload import SLOs
-from tuner.records import RequestRecord, Stats
-
-LATENCIES = ("ttft", "tpot", "itl", "e2e")
-STAT_FIELDS = ("mean", "median", "std", "p90", "p95", "p99")
-
-#: Every key of :meth:`BenchResult.flat`, in order (the names objectives and storage use).
-FLAT_METRICS: tuple[str, ...] = (
-    "output_throughput",
-    "request_throughput",
-    "total_token_throughput",
-    "goodput",
-    "error_rate",
-    "concurrency",
-    "per_request_tok_s",
-    *(f"{m}_{s}_ms" for m in LATENCIES for s in STAT_FIELDS),
-    "completed",
-    "failed",
-    "duration_s",
-)
+from tuner.core.metric_names import LATENCIES, STAT_FIELDS
+from tuner.core.records import RequestRecord, Stats
+from tuner.space.workload import SLOs
 
 
 def stats_ms(values_s: Sequence[float]) -> Stats:

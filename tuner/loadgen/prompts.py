@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.errors import ConfigError
-from tuner.loadgen.workload import LengthDist, WorkloadSpec
+from tuner.core.errors import ConfigError
+from tuner.space.workload import LengthDist, WorkloadSpec
 
 # Short, common words: each is a single token in the usual BPE vocabularies.
 _WORD_TEXT = """the of and to in is you that it he was for on are as with his they at be this have from or one

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
 
 SPACE = "\u2581"  # SentencePiece's word-boundary mark
 N_SPECIAL = 3  # <unk>, <s>, </s>

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
 from tuner.loadgen.prompts import WORDS
 
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>")

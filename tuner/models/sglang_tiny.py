@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
 from tuner.loadgen.prompts import WORDS, Prompt
 from tuner.models.hf_random import HfLlamaParams
 

@@ -13,7 +13,9 @@ Exit codes a scheduler alerts on:
 ====  ====================================================================================
 """
 
-from tuner.nightly.job import (
+from tuner.nightly.job import run_nightly
+from tuner.nightly.lock import LockHeld, NightlyLock
+from tuner.nightly.model import (
     EXIT_DEPLOYED_FAILED,
     EXIT_FAILED,
     EXIT_KEPT,
@@ -22,9 +24,7 @@ from tuner.nightly.job import (
     EXIT_REGRESSION,
     NightlyOptions,
     NightlyRun,
-    run_nightly,
 )
-from tuner.nightly.lock import LockHeld, NightlyLock
 
 __all__ = [
     "EXIT_DEPLOYED_FAILED",

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import optuna
 
-from tuner.errors import TunerError
-from tuner.nightly.job import EXIT_FAILED, EXIT_LOCKED, NightlyOptions, run_nightly
+from tuner.core.errors import TunerError
+from tuner.nightly.job import run_nightly
 from tuner.nightly.lock import LockHeld
-from tuner.study import DEFAULT_SPACE, DEFAULT_STORAGE
+from tuner.nightly.model import EXIT_FAILED, EXIT_LOCKED, NightlyOptions
+from tuner.study.session import DEFAULT_SPACE, DEFAULT_STORAGE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,10 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from tuner.core.errors import UnknownFlagError
 from tuner.engines import get_engine
-from tuner.errors import UnknownFlagError
-from tuner.space.schema import DockerTarget, SearchSpace
+from tuner.space.schema import SearchSpace
+from tuner.space.targets import DockerTarget
 
 
 def rejection(space: SearchSpace, flags: Mapping[str, Any]) -> str | None:

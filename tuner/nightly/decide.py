@@ -1,4 +1,4 @@
-"""The nightly job's decision rules, on the bootstrap intervals of :mod:`tuner.stats`.
+"""The nightly job's decision rules, on the bootstrap intervals of :mod:`tuner.core.stats`.
 
 Every ratio is *oriented*: above 1 means "better" whatever the objective's direction
 (``candidate / deployed`` for a maximised metric, ``deployed / candidate`` for a minimised one).
@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tuner.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, RatioCI, paired_ratio_ci, unpaired_ratio_ci
+from tuner.core.stats import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    RatioCI,
+    paired_ratio_ci,
+    unpaired_ratio_ci,
+)
 
 DEFAULT_MARGIN = 0.02
 

@@ -1,6 +1,6 @@
 """The deployed configuration: a YAML file people and deploy scripts read, plus database history.
 
-The file (default ``storage/deployed/<study>.yaml``) holds what :func:`tuner.export.flags_yaml`
+The file (default ``storage/deployed/<study>.yaml``) holds what :func:`tuner.report.export.flags_yaml`
 writes (engine, engine_version, model, flags) plus ``params`` (the search-space parameters, so
 the configuration can be enqueued as a trial), ``study``, ``trial_number``, ``reason`` and
 ``deployed_at``. Every deployment is also a :class:`tuner.store.models.Deployment` row; its
@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from tuner.errors import ConfigError
-from tuner.export import flags_yaml
+from tuner.core.errors import ConfigError
+from tuner.report.export import flags_yaml
 from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import BoolParam, CategoricalParam, SearchSpace
 

@@ -16,15 +16,14 @@ import datetime as dt
 import sys
 import traceback
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.trial import FrozenTrial
 
-from tuner.errors import ConfigError, TunerError
+from tuner.core.errors import ConfigError, TunerError
+from tuner.launch.factory import make_launcher
 from tuner.nightly.compat import image_check_available, rejection
 from tuner.nightly.decide import Verdict, promotion_verdict, regression_verdict
 from tuner.nightly.deployed import (
@@ -35,86 +34,26 @@ from tuner.nightly.deployed import (
     write_deployed,
 )
 from tuner.nightly.lock import NightlyLock
+from tuner.nightly.model import (
+    EXIT_DEPLOYED_FAILED,
+    EXIT_FAILED,
+    EXIT_KEPT,
+    EXIT_PROMOTED,
+    EXIT_REGRESSION,
+    NIGHTLY_WORKER,
+    NightlyOptions,
+    NightlyRun,
+)
 from tuner.nightly.remeasure import Measurement, Remeasurer, paired_values, values
 from tuner.nightly.search import WarmStart, candidates, enqueue, known_top, run_search, tonights_trials
-from tuner.progress import Progress
-from tuner.ranking import ranked_trials
-from tuner.runner import ConfigRunner, TrialRunner, simulator_program
+from tuner.objective.ranking import ranked_trials
 from tuner.space import SearchSpace, load_space
-from tuner.space.schema import DockerTarget, SimulatorTarget
+from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.models import Deployment
 from tuner.store.store import TunerStore
-from tuner.store.urls import mask_url
-from tuner.study import StudyContext, interrupts_stop_the_trial, make_launcher, make_recorder, open_study
-
-EXIT_KEPT = 0
-EXIT_FAILED = 1
-EXIT_PROMOTED = 10
-EXIT_REGRESSION = 20
-EXIT_DEPLOYED_FAILED = 21
-EXIT_LOCKED = 75
-
-NIGHTLY_WORKER = "nightly"
-
-
-@dataclass(frozen=True)
-class NightlyOptions:
-    """Everything one run needs; the CLI fills it (``python -m tuner.nightly --help``)."""
-
-    space: Path
-    storage: str
-    out: Path = Path("storage")
-    study: str | None = None
-    deployed: Path | None = None  # default: <out>/deployed/<study>.yaml
-    lock: Path | None = None  # default: <out>/nightly/<study>.lock
-    repeats: int = 5
-    max_trials: int = 20
-    budget_s: float = 3600.0
-    known_top: int = 3
-    candidates: int = 2
-    rounds: int = 5
-    margin: float = 0.02
-    regression_margin: float = 0.02
-    confidence: float = 0.95
-    resamples: int = 4000
-    seed: int = 0
-    sampler_seed: int | None = None
-    accept_current: bool = False
-
-
-@dataclass
-class NightlyRun:
-    """What one run did and found: the report is rendered from this."""
-
-    stamp: str
-    options: NightlyOptions
-    study: str = ""
-    space: SearchSpace | None = None
-    notes: list[str] = field(default_factory=list)
-    deployed: DeployedConfig | None = None
-    deployed_origin: str = ""
-    deployed_rejected: str | None = None
-    repeats: list[Measurement] = field(default_factory=list)
-    reference: list[float] | None = None
-    reference_desc: str = ""
-    regression: Verdict | None = None
-    warm_start: list[WarmStart] = field(default_factory=list)
-    search_seconds: float = 0.0
-    tonight: list[FrozenTrial] = field(default_factory=list)
-    validation: dict[str, list[Measurement]] = field(default_factory=dict)
-    candidate_trials: dict[str, FrozenTrial] = field(default_factory=dict)
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
-    promoted: str | None = None
-    decision: str = "failed"
-    exit_code: int = EXIT_FAILED
-    error: str | None = None
-    report_path: Path | None = None
-
-    @property
-    def deployed_failures(self) -> list[Measurement]:
-        ref = [m for m in self.repeats if not m.ok]
-        ref += [m for m in self.validation.get("deployed", []) if not m.ok]
-        return ref
+from tuner.study.session import StudyContext, interrupts_stop_the_trial, make_recorder, open_study
+from tuner.trial.progress import Progress
+from tuner.trial.runner import ConfigRunner, TrialRunner, simulator_program
 
 
 class NightlyConfigRunner(ConfigRunner):
@@ -449,7 +388,7 @@ def _record(
     ci: Verdict | None = None,
 ) -> None:
     """Append a deployment row whose metrics hold the repeats later nights compare against."""
-    from tuner.export import launch_command
+    from tuner.report.export import launch_command
 
     objective = space.objectives[0]
     samples = values(measurements)
@@ -476,8 +415,3 @@ def _record(
             image=image,
         )
     )  # fmt: skip
-
-
-def masked_storage(run: NightlyRun) -> str:
-    """The storage URL with any password hidden (for the report)."""
-    return mask_url(run.options.storage)

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from typing import IO, Any
 
-from tuner.errors import ConfigError, TunerError
+from tuner.core.errors import ConfigError, TunerError
 
 
 class LockHeld(TunerError):

@@ -1,6 +1,6 @@
 """Measure configurations again, outside Optuna: repeats, and interleaved rounds for A/B tests.
 
-Each measurement is a fresh server (:meth:`tuner.runner.ConfigRunner.measure`), so repeats
+Each measurement is a fresh server (:meth:`tuner.trial.runner.ConfigRunner.measure`), so repeats
 include start-up variation as a real deployment would. Interleaving alternates the order of
 each round (A B C, then C B A, …): a linear drift of the machine during the validation then
 adds the same amount to every configuration over two rounds.
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.objective import constraints_for_metrics
-from tuner.runner import ConfigRunner
 from tuner.space.schema import SearchSpace
+from tuner.trial.runner import ConfigRunner
 
 
 @dataclass(frozen=True)

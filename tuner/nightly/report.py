@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from tuner.nightly.decide import Verdict
-from tuner.nightly.job import NightlyRun, masked_storage
+from tuner.nightly.model import NightlyRun, masked_storage
 from tuner.nightly.remeasure import Measurement, values
 
 

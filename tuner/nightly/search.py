@@ -18,11 +18,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.nightly.compat import rejection
 from tuner.nightly.deployed import canonical_flags, same_config
-from tuner.ranking import ranked_trials
-from tuner.runner import TrialRunner
+from tuner.objective.ranking import ranked_trials
 from tuner.space.constraints import violated_constraint
 from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import SearchSpace
+from tuner.trial.runner import TrialRunner
 
 NIGHTLY_ATTR = "nightly"
 

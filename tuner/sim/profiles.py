@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
 
 GIB = 1024**3
 MIB = 1024**2

@@ -233,7 +233,7 @@ class Api:
             "internal_states": [state],
             "version": s.version,
             # Simulator-only (real SGLang has no such field): memory as NVML would show it, read by
-            # tuner.telemetry.fetch_server_memory; and the simulator's own settings.
+            # tuner.loadgen.telemetry.fetch_server_memory; and the simulator's own settings.
             "gpu_memory": {
                 "used_mib": round(s.mem.used_mib(engine.activation_peak_gib), 1),
                 "total_mib": round(s.gpu.mem_gib * 1024, 1),

@@ -19,7 +19,7 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
 from tuner.space.schema import SearchSpace
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}

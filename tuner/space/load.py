@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tuner.core.errors import ConfigError
+from tuner.core.metric_names import METRIC_NAMES
 from tuner.engines import get_engine
-from tuner.errors import ConfigError
-from tuner.objective import METRIC_NAMES
 from tuner.space.constraints import compile_expr
 from tuner.space.sample import domain_contains, is_active
 from tuner.space.schema import BoolParam, CategoricalParam, SearchSpace
@@ -20,7 +20,7 @@ from tuner.space.schema import BoolParam, CategoricalParam, SearchSpace
 def load_space(path: str | Path) -> SearchSpace:
     """Read ``path`` (YAML), validate it against :class:`SearchSpace` and the engine's flag table.
 
-    Raises :class:`ConfigError` (or :class:`tuner.errors.UnknownFlagError`) naming the file and the
+    Raises :class:`ConfigError` (or :class:`tuner.core.errors.UnknownFlagError`) naming the file and the
     field, before anything is started.
     """
     path = Path(path)

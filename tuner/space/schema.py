@@ -12,10 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tuner.launch.docker import DockerTarget
-from tuner.loadgen.capacity import CapacitySpec
-from tuner.loadgen.workload import SLOs, WorkloadSpec
-from tuner.search.specs import ConfirmSpec, PruningSpec
+from tuner.space.sections import CapacitySpec, ConfirmSpec, PruningSpec
+from tuner.space.targets import Target
+from tuner.space.workload import SLOs, WorkloadSpec
 
 ChoiceValue = str | int | float | bool | None
 
@@ -72,30 +71,6 @@ class BoolParam(_ParamBase):
 
 
 Param = Annotated[CategoricalParam | IntParam | FloatParam | BoolParam, Field(discriminator="type")]
-
-
-class SimulatorTarget(_Strict):
-    """Run each trial's server as the shipped simulator (``python -m tuner.sim``)."""
-
-    kind: Literal["simulator"]
-    gpu: str = "rtx5090"
-    model: str = "qwen3-32b-awq"
-    noise: float = 0.03
-    seed: int | None = None  # None: a fresh seed per trial, so repeats differ as real runs do
-    startup_scale: float = 0.02  # start-up milestones run at this fraction of their modelled time
-    extra_args: list[str] = []
-
-
-class ProcessTarget(_Strict):
-    """Run the engine as a local process. ``command`` replaces the engine's default program."""
-
-    kind: Literal["process"]
-    command: list[str] | None = None
-    env: dict[str, str] = {}
-    secret_env_from_host: list[str] = []
-
-
-Target = Annotated[SimulatorTarget | ProcessTarget | DockerTarget, Field(discriminator="kind")]
 
 
 class Launch(_Strict):

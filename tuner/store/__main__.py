@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tuner.errors import TunerError
+from tuner.core.errors import TunerError
 from tuner.store.migrate import database_version, ensure_schema
 from tuner.store.schema import SCHEMA_VERSION
 from tuner.store.urls import DEFAULT_URL, make_engine, mask_url, storage_errors

@@ -22,7 +22,7 @@ import sqlalchemy
 from sqlalchemy import Connection
 
 from tuner import __version__ as tuner_version
-from tuner.errors import StorageError
+from tuner.core.errors import StorageError
 from tuner.store import schema
 from tuner.store.urls import mask_url, storage_errors
 

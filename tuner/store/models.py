@@ -1,6 +1,6 @@
 """Typed rows of the tuner's own tables that have no record type elsewhere.
 
-Request records and GPU samples are :mod:`tuner.records` types; these are the per-trial
+Request records and GPU samples are :mod:`tuner.core.records` types; these are the per-trial
 provenance and the deployed-configuration history.
 """
 

@@ -41,7 +41,7 @@ schema_version = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
-# tuner.records.RequestRecord, one row per benchmark request (warm-up included, flagged).
+# tuner.core.records.RequestRecord, one row per benchmark request (warm-up included, flagged).
 requests = Table(
     "tuner_requests",
     metadata,
@@ -70,7 +70,7 @@ requests = Table(
     Index("ix_tuner_requests_trial", "study_name", "trial_number"),
 )
 
-# tuner.records.GpuSample, one row per NVML (or simulator) reading during a trial.
+# tuner.core.records.GpuSample, one row per NVML (or simulator) reading during a trial.
 gpu_samples = Table(
     "tuner_gpu_samples",
     metadata,

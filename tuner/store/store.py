@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Table
 if TYPE_CHECKING:
     import pandas as pd
 
-from tuner.records import GpuSample, RequestRecord
+from tuner.core.records import GpuSample, RequestRecord
 from tuner.store import schema
 from tuner.store.migrate import ensure_schema
 from tuner.store.models import Deployment, Provenance

@@ -1,7 +1,7 @@
 """Database URLs: masking, engines, Optuna's RDBStorage, and the one place SQL errors are translated.
 
 Every SQLAlchemy or Optuna storage error that reaches the tuner passes through
-:func:`storage_errors`, which turns it into :class:`tuner.errors.StorageError` with the URL
+:func:`storage_errors`, which turns it into :class:`tuner.core.errors.StorageError` with the URL
 (password masked) and what to do.
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from tuner.errors import ConfigError, StorageError
+from tuner.core.errors import ConfigError, StorageError
 
 DEFAULT_URL = "sqlite:///storage/tuner.db"
 # SQLite: wait this long for another connection's write lock instead of failing at once

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,12 +24,12 @@ import optuna
 from optuna.trial import FrozenTrial
 from scipy import stats
 
+from tuner.core.stats import RatioCI, paired_ratio_ci
 from tuner.objective import constraints_for_metrics
-from tuner.ranking import ranked_trials
-from tuner.runner import ConfigRunner, Outcome
-from tuner.search.specs import ConfirmSpec
+from tuner.objective.ranking import ranked_trials
 from tuner.space.schema import SearchSpace
-from tuner.stats import RatioCI, paired_ratio_ci
+from tuner.space.sections import ConfirmSpec
+from tuner.trial.runner import ConfigRunner, Outcome
 
 # run_index of confirmation runs: far above any trial number, so logs and simulator seeds never collide
 RUN_INDEX_BASE = 1_000_000
@@ -262,24 +262,12 @@ def record_confirmation(study: optuna.Study, confirmation: Confirmation) -> None
     study.set_user_attr("confirmation", confirmation.to_attrs())
 
 
-def confirmation_from_attrs(attrs: Mapping[str, Any]) -> list[str]:
-    """The summary lines of a stored confirmation (for reports reading the study back)."""
-    lines = [f"confirmed top {len(attrs['candidates'])} ({attrs['repeats']} repeats, {attrs['metric']}):"]
-    for c in attrs["candidates"]:
-        ci = c.get("ci")
-        shown = f"{ci['mean']:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "no interval"
-        lines.append(f"  #{c['trial']:<5} {shown}{'' if c['stable'] else '  UNSTABLE'}")
-    lines.append(f"verdict: {attrs['verdict']}")
-    return lines
-
-
 __all__ = [
     "Candidate",
     "ConfirmSpec",
     "Confirmation",
     "MeanCI",
     "confirm_top",
-    "confirmation_from_attrs",
     "mean_ci",
     "pick_candidates",
     "rank",

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import shlex
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import optuna
 
-from tuner.export import docker_run_line, flags_yaml, launch_command
-from tuner.ranking import ranked_trials
-from tuner.search.confirm import confirmation_from_attrs
-from tuner.search.learning import study_crash_halves
+from tuner.objective.ranking import ranked_trials
+from tuner.report.export import docker_run_line, flags_yaml, launch_command
+from tuner.report.learning import study_crash_halves
 from tuner.space.schema import SearchSpace
 
 
@@ -30,7 +30,7 @@ def write_summary(
         print("failures by kind: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()), file=stream)
         print(study_crash_halves(study).describe(), file=stream)  # did the sampler learn to avoid crashes?
     if "confirmation" in study.user_attrs:
-        print("\n".join(confirmation_from_attrs(study.user_attrs["confirmation"])), file=stream)
+        print("\n".join(confirmation_lines(study.user_attrs["confirmation"])), file=stream)
     ranked = ranked_trials(study)
     if not ranked:
         print("no trial produced a feasible measurement: see the failures above and the logs", file=stream)
@@ -67,3 +67,14 @@ def write_summary(
         f"\n{header}\n  {cmd}\n\n  {docker}\n\nwritten to {folder}/best-*.sh and best-flags.yaml", file=stream
     )
     return True
+
+
+def confirmation_lines(attrs: Mapping[str, Any]) -> list[str]:
+    """The summary lines of a stored confirmation (for reports reading the study back)."""
+    lines = [f"confirmed top {len(attrs['candidates'])} ({attrs['repeats']} repeats, {attrs['metric']}):"]
+    for c in attrs["candidates"]:
+        ci = c.get("ci")
+        shown = f"{ci['mean']:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "no interval"
+        lines.append(f"  #{c['trial']:<5} {shown}{'' if c['stable'] else '  UNSTABLE'}")
+    lines.append(f"verdict: {attrs['verdict']}")
+    return lines

@@ -30,24 +30,23 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.errors import ConfigError, LaunchError, StorageError, TunerError
+from tuner.core.errors import ConfigError, LaunchError, StorageError, TunerError
 from tuner.launch.base import Launcher
-from tuner.launch.docker import DockerTarget
-from tuner.launch.process import ProcessLauncher
-from tuner.progress import Progress
-from tuner.ranking import feasible_complete
-from tuner.runner import ConfigRunner, Outcome, TrialRunner
-from tuner.search.confirm import confirm_top, record_confirmation
-from tuner.search.pruning import build_pruner, check_windows
-from tuner.search.specs import PruningSpec
+from tuner.launch.factory import make_launcher
+from tuner.loadgen.telemetry import describe_gpus
+from tuner.objective.ranking import feasible_complete
+from tuner.report.summary import write_summary
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import warm_start_points
-from tuner.space.schema import SimulatorTarget
+from tuner.space.sections import PruningSpec
+from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.models import Provenance
 from tuner.store.store import TunerStore
 from tuner.store.urls import check_multiworker_safe, make_optuna_storage, setup_lock, storage_errors
-from tuner.summary import write_summary
-from tuner.telemetry import describe_gpus
+from tuner.study.confirm import confirm_top, record_confirmation
+from tuner.trial.progress import Progress
+from tuner.trial.pruning import build_pruner, check_windows
+from tuner.trial.runner import ConfigRunner, Outcome, TrialRunner
 
 DEFAULT_SPACE = "search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml"
 DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
@@ -101,15 +100,6 @@ class StudyContext:
     out: Path
     worker: str
     gpu: dict[str, Any] | None = None  # NVML's description of this worker's GPUs, None without one
-
-
-def make_launcher(space: SearchSpace, *, source: str) -> Launcher:
-    """The launcher a space's target needs; for Docker, the image's flags are checked first."""
-    if isinstance(space.target, DockerTarget):
-        from tuner.launch.docker import launcher_for_space
-
-        return launcher_for_space(space, source=source)
-    return ProcessLauncher()
 
 
 @contextlib.contextmanager
@@ -313,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     feasible = write_summary(study, space, out, stream=sys.stdout)
     if feasible:
         try:  # the dashboard shows the best command on the study page
-            from tuner.dashboard import publish_best_note
+            from tuner.report.dashboard import publish_best_note
         except ImportError as e:  # a GPU host carrying only the tuner's core needs
             print(f"note: no dashboard note ({e})", file=sys.stderr)
         else:

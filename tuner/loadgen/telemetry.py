@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from tuner.records import GpuSample
+from tuner.core.records import GpuSample
 
 log = logging.getLogger(__name__)
 

@@ -22,24 +22,25 @@ from typing import Any, TypeVar
 
 import optuna
 
+from tuner.core.errors import LaunchError, ServerCrash
+from tuner.core.failures import Failure, FailureKind, Phase
+from tuner.core.records import GpuSample
 from tuner.engines import get_engine
-from tuner.errors import LaunchError, ServerCrash
-from tuner.failures import Failure, FailureKind, Phase
 from tuner.launch.base import Launcher, LaunchSpec, ServerHandle
 from tuner.launch.process import wait_port_free
 from tuner.launch.readiness import ProbeFailed, crash_of, wait_ready
 from tuner.loadgen.benchmark import run_benchmark
-from tuner.loadgen.capacity import StopReason, find_capacity
 from tuner.loadgen.metrics import BenchResult
-from tuner.loadgen.workload import ClosedArrival
+from tuner.loadgen.telemetry import GpuMonitor, ServerMemoryMonitor, current_memory_mib, wait_memory_baseline
 from tuner.objective import constraints_for_crash, constraints_for_metrics, objective_values
-from tuner.progress import Progress
-from tuner.records import GpuSample
-from tuner.search.pruning import window_should_stop
+from tuner.objective.capacity import StopReason, find_capacity
 from tuner.space.constraints import violated_constraint
 from tuner.space.sample import params_to_flags, sample_params
-from tuner.space.schema import SearchSpace, SimulatorTarget
-from tuner.telemetry import GpuMonitor, ServerMemoryMonitor, current_memory_mib, wait_memory_baseline
+from tuner.space.schema import SearchSpace
+from tuner.space.targets import SimulatorTarget
+from tuner.space.workload import ClosedArrival
+from tuner.trial.progress import Progress
+from tuner.trial.pruning import window_should_stop
 
 T = TypeVar("T")
 WATCH_S = 0.1  # how often a running benchmark checks that the server is still alive

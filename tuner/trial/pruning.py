@@ -33,10 +33,10 @@ from collections.abc import Callable
 
 import optuna
 
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
 from tuner.loadgen.metrics import BenchResult
-from tuner.loadgen.workload import WorkloadSpec
-from tuner.search.specs import PrunerName, PruningSpec
+from tuner.space.sections import PrunerName, PruningSpec
+from tuner.space.workload import WorkloadSpec
 
 ShouldStop = Callable[[int, BenchResult], bool]
 

@@ -128,7 +128,7 @@ def classify(
     then the exit status decides: OOMKilled/137 -> kernel OOM, 2 at start-up -> flag rejected,
     SIGSEGV/139 -> segfault; otherwise ``CRASHED``.
 
-    >>> from tuner.failures import Signature, FailureKind, Phase, ExitStatus, classify
+    >>> from tuner.core.failures import Signature, FailureKind, Phase, ExitStatus, classify
     >>> sigs = [Signature(FailureKind.NOT_ENOUGH_MEMORY, r"Not enough memory")]
     >>> classify(sigs, phase=Phase.STARTUP, log_text="RuntimeError: Not enough memory. x",
     ...          exit=ExitStatus(code=1)).kind

@@ -10,13 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tuner.loadgen.metrics import FLAT_METRICS
-
-# A benchmark's metrics, a capacity search's result, and the GPU figures the runner adds.
-METRIC_NAMES: frozenset[str] = frozenset(
-    {*FLAT_METRICS, "capacity_rps", "gpu_peak_memory_mib", "gpu_mean_utilization_pct"}
-)
-
 CRASH = "crash"
 
 # SLO field -> the metric it bounds

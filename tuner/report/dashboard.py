@@ -1,6 +1,6 @@
-"""``python -m tuner.dashboard``: optuna-dashboard on a study database, with the trials' server logs.
+"""``python -m tuner.report.dashboard``: optuna-dashboard on a study database, with the trials' server logs.
 
-    python -m tuner.dashboard --storage sqlite:///storage/tuner.db [--artifact-dir storage/artifacts] \\
+    python -m tuner.report.dashboard --storage sqlite:///storage/tuner.db [--artifact-dir storage/artifacts] \\
         [--host 127.0.0.1] [--port 8080]
 
 Before serving, every study gets its metric names (from the recorded search space when the study
@@ -21,8 +21,8 @@ import optuna
 import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
-from tuner.errors import StorageError
-from tuner.report import best_config, ranked_trials
+from tuner.core.errors import StorageError
+from tuner.report.study_report import best_config, ranked_trials
 from tuner.store import DEFAULT_URL, make_optuna_storage, mask_url, storage_errors
 
 DEFAULT_ARTIFACT_DIR = "storage/artifacts"
@@ -124,7 +124,7 @@ def serve(storage_url: str, *, artifact_dir: str | None, host: str, port: int) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; exit code 3 for a storage error, 0 after Ctrl-C."""
-    p = argparse.ArgumentParser(prog="python -m tuner.dashboard", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tuner.report.dashboard", description=__doc__.split("\n\n")[0])
     p.add_argument("--storage", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
     p.add_argument(
         "--artifact-dir", default=DEFAULT_ARTIFACT_DIR, help="where the runner uploads server logs"

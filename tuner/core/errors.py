@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tuner.failures import Failure
+    from tuner.core.failures import Failure
 
 
 class TunerError(Exception):

@@ -35,8 +35,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from tuner.errors import ConfigError, StorageError, TunerError
-from tuner.ranking import is_feasible, ranked_trials
+from tuner.core.errors import ConfigError, StorageError, TunerError
+from tuner.objective.ranking import is_feasible, ranked_trials
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
 
 PLACEHOLDER_IMAGE = "lmsysorg/sglang:latest"
@@ -139,7 +139,7 @@ def best_config(study: optuna.Study, trial: FrozenTrial) -> BestConfig:
     """``trial``'s configuration as launch command, ``docker run`` line and YAML flag file.
 
     With the search space recorded on the study (user attr ``space``, written by ``tuner.study``),
-    the command is the engine's own (``python3 -m sglang.launch_server …``, via ``tuner.export``)
+    the command is the engine's own (``python3 -m sglang.launch_server …``, via ``tuner.report.export``)
     even when the trial ran on the simulator; otherwise the trial's recorded ``command``.
     """
     flags = dict(trial.user_attrs.get("flags") or {})
@@ -150,7 +150,7 @@ def best_config(study: optuna.Study, trial: FrozenTrial) -> BestConfig:
     image = study_image(study)
     space = _space_of(study)
     if space is not None:
-        from tuner.export import docker_run_line, flags_yaml, launch_command
+        from tuner.report.export import docker_run_line, flags_yaml, launch_command
 
         command = launch_command(space, flags)
         docker = docker_run_line(space, flags, image=image)  # None: the engine's own image

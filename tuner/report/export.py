@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from tuner.engines import get_engine
-from tuner.launch.docker import DockerTarget
 from tuner.space.schema import SearchSpace
+from tuner.space.targets import DockerTarget
 
 
 def launch_command(space: SearchSpace, flags: Mapping[str, Any], *, port: int | None = None) -> list[str]:

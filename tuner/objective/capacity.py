@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from tuner.errors import ConfigError
+from tuner.core.errors import ConfigError
+from tuner.core.records import RequestRecord
 from tuner.loadgen.benchmark import OnProgress, run_benchmark
 from tuner.loadgen.metrics import BenchResult, tpot_s
-from tuner.loadgen.workload import PoissonArrival, SLOs, WorkloadSpec
-from tuner.records import RequestRecord
+from tuner.space.sections import CapacitySpec
+from tuner.space.workload import PoissonArrival, SLOs, WorkloadSpec
 
 #: SLO field -> (metric name in BenchResult.flat(), per-request value in seconds)
 _LATENCY_SLOS: Mapping[str, tuple[str, Callable[[RequestRecord], float | None]]] = {
@@ -51,58 +50,6 @@ _LATENCY_SLOS: Mapping[str, tuple[str, Callable[[RequestRecord], float | None]]]
 
 # How many requests a probe reports on between checks for a certain failure.
 _DECISION_CHECKS = 20
-
-
-class CapacitySpec(BaseModel):
-    """How to search for a configuration's capacity (the ``capacity:`` block of a space file).
-
-    Each probe sends ``probe_requests`` requests, or ``rate × probe_duration_s`` of them (never
-    fewer than ``min_probe_requests``: a p99 of few requests is little more than their maximum).
-    ``slos`` defines pass/fail; left out, the space's ``slos:`` are used.
-
-    >>> spec = CapacitySpec(min_rate=0.5, max_rate=16, probe_requests=100)
-    >>> spec.requests_at(4.0), spec.tolerance
-    (100, 0.05)
-    >>> CapacitySpec(min_rate=0.5, max_rate=16, probe_duration_s=30).requests_at(4.0)
-    120
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_rate: float = Field(gt=0)
-    max_rate: float = Field(gt=0)
-    probe_requests: int | None = Field(default=None, ge=1)
-    probe_duration_s: float | None = Field(default=None, gt=0)
-    min_probe_requests: int = Field(default=50, ge=1)
-    tolerance: float = Field(default=0.05, gt=0, lt=1)
-    ramp_factor: float = Field(default=2.0, gt=1)
-    max_probes: int = Field(default=12, ge=1)
-    time_budget_s: float = Field(default=900.0, gt=0)
-    slos: SLOs | None = None
-    fail_badly_factor: float = Field(default=3.0, gt=1)
-    fail_badly_error_rate: float = Field(default=0.5, gt=0, le=1)
-    decide_early: bool = True
-    cooldown_s: float = Field(default=1.0, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> CapacitySpec:
-        if self.min_rate >= self.max_rate:
-            raise ValueError(f"min_rate ({self.min_rate:g}) must be below max_rate ({self.max_rate:g})")
-        if self.probe_requests is not None and self.probe_duration_s is not None:
-            raise ValueError("set at most one of probe_requests and probe_duration_s")
-        if self.probe_requests is not None and self.probe_requests < self.min_probe_requests:
-            raise ValueError(
-                f"probe_requests ({self.probe_requests}) is below min_probe_requests "
-                f"({self.min_probe_requests}): a p99 over so few requests is mostly noise; "
-                "raise probe_requests or lower min_probe_requests deliberately"
-            )
-        return self
-
-    def requests_at(self, rate: float) -> int:
-        """How many measured requests a probe at ``rate`` sends."""
-        if self.probe_duration_s is not None:
-            return max(self.min_probe_requests, math.ceil(rate * self.probe_duration_s))
-        return self.probe_requests if self.probe_requests is not None else max(100, self.min_probe_requests)
 
 
 class Verdict(StrEnum):

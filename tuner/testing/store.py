@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from tuner.records import RequestRecord
+from tuner.core.records import RequestRecord
 from tuner.store.store import TunerStore
 from tuner.store.urls import make_optuna_storage
 

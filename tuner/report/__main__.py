@@ -1,0 +1,5 @@
+import sys
+
+from tuner.report.study_report import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from tuner.study.session import main
+
+sys.exit(main())
