@@ -57,3 +57,29 @@ def test_flags_rejected_by_the_engine_version_are_named() -> None:
     assert rejection(space, {**good, "disable-flashinfer": False}) is None  # an absent switch is fine
     bad_choice = rejection(space, {**good, "schedule-policy": "least-outstanding"})
     assert bad_choice is not None and "schedule-policy" in bad_choice
+
+
+def test_flags_the_image_rejects_are_named() -> None:
+    """The image's own --help (as the launcher's image check read it) is checked after the flag table."""
+    from tuner.engines import get_engine
+    from tuner.launch.base import ImageInfo
+
+    space = load_space(SPACE)
+    good = dict(params_to_flags(space, space.seed_trials[0].params))
+    table = get_engine("sglang").flag_specs(space.engine_version)
+    image = ImageInfo(
+        image="lmsysorg/sglang:v0.5.23",
+        image_id="sha256:0",
+        repo_digests=(),
+        engine="sglang",
+        engine_version="0.5.23",
+        flags=frozenset(table) - {"enable-mixed-chunk"},  # an image built without one flag
+        choices={"schedule-policy": ("lpm", "fcfs")},
+    )
+    assert rejection(space, {**good, "enable-mixed-chunk": False}, image) is None
+    why = rejection(space, {**good, "enable-mixed-chunk": True, "schedule-policy": "random"}, image)
+    assert why is not None and why.startswith("image lmsysorg/sglang:v0.5.23 (sglang 0.5.23) rejects")
+    assert (
+        "--enable-mixed-chunk: not in its --help" in why and "--schedule-policy: random is not one of" in why
+    )
+    assert rejection(space, {**good, "schedule-policy": "fcfs"}, image) is None

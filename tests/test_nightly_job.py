@@ -16,10 +16,10 @@ import optuna
 import yaml
 from e2e_helpers import ROOT, seed, small_space, study_cmd
 
+from tuner.core.cli import ExitCode
 from tuner.launch.process import ProcessLauncher
 from tuner.nightly.decide import promotion_verdict
 from tuner.nightly.job import NightlyConfigRunner
-from tuner.nightly.model import EXIT_DEPLOYED_FAILED, EXIT_KEPT, EXIT_PROMOTED, EXIT_REGRESSION
 from tuner.nightly.remeasure import Remeasurer
 from tuner.space import load_space, params_to_flags
 from tuner.store.store import TunerStore
@@ -74,7 +74,7 @@ def test_genuinely_better_configuration_is_promoted(tmp_path: Path) -> None:
         space, tmp_path, "--max-trials", "2", "--known-top", "1", "--candidates", "1", "--rounds", "4"
     )
     report = _report(tmp_path)
-    assert run.returncode == EXIT_PROMOTED, run.stderr[-3000:] + report
+    assert run.returncode == ExitCode.PROMOTED, run.stderr[-3000:] + report
 
     now = yaml.safe_load(deployed.read_text())
     assert now["flags"]["quantization"] == "awq_marlin" and now["params"]["mem-fraction-static"] == 0.70
@@ -102,7 +102,7 @@ def test_slowed_baseline_raises_the_regression_alarm(tmp_path: Path) -> None:
 
     first = _nightly(space, tmp_path, "--max-trials", "0")
     report = _report(tmp_path)
-    assert first.returncode == EXIT_KEPT, first.stderr[-3000:] + report
+    assert first.returncode == ExitCode.OK, first.stderr[-3000:] + report
     assert "known trial #0 dropped" in report and "cuda-graph-max-bs" in report
     assert "tonight's repeats become the reference" in report
 
@@ -111,7 +111,7 @@ def test_slowed_baseline_raises_the_regression_alarm(tmp_path: Path) -> None:
     slow = _space(tmp_path / "slow", gpu="l40s")
     second = _nightly(slow, tmp_path, "--max-trials", "0")
     report = _report(tmp_path)
-    assert second.returncode == EXIT_REGRESSION, second.stderr[-3000:] + report
+    assert second.returncode == ExitCode.REGRESSION, second.stderr[-3000:] + report
     assert "Regression check: **regression**" in report
 
 
@@ -123,13 +123,13 @@ def test_deployed_configuration_that_crashes_or_is_rejected_is_its_own_alarm(tmp
     _write_hand_deployed(deployed, crashing)
     run = _nightly(space, tmp_path, "--max-trials", "0")
     report = _report(tmp_path)
-    assert run.returncode == EXIT_DEPLOYED_FAILED, run.stderr[-3000:] + report
+    assert run.returncode == ExitCode.DEPLOYED_FAILED, run.stderr[-3000:] + report
     assert "segfault" in report and "## Failures" in report
 
     _write_hand_deployed(deployed, {**_baseline_flags(space), "disable-flashinfer": True})
     run = _nightly(space, tmp_path, "--max-trials", "0")
     report = _report(tmp_path)
-    assert run.returncode == EXIT_DEPLOYED_FAILED, run.stderr[-3000:] + report
+    assert run.returncode == ExitCode.DEPLOYED_FAILED, run.stderr[-3000:] + report
     assert "does not accept disable-flashinfer" in report and "re-measured" not in report
 
 
@@ -167,7 +167,7 @@ def test_first_run_with_nothing_deployed_deploys_the_first_seed_and_says_so(tmp_
     space = _space(tmp_path)
     run = _nightly(space, tmp_path, "--max-trials", "0")
     report = _report(tmp_path)
-    assert run.returncode == EXIT_KEPT, run.stderr[-3000:] + report
+    assert run.returncode == ExitCode.OK, run.stderr[-3000:] + report
     assert "nothing was deployed and the study has no feasible trial: deploying seed 'baseline'" in report
     written = yaml.safe_load((tmp_path / "out" / "deployed" / "t.yaml").read_text())
     assert written["flags"]["quantization"] == "awq" and written["params"]["schedule-policy"] == "fcfs"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tuner.core.cli import ExitCode
 from tuner.nightly import LockHeld, NightlyLock
-from tuner.nightly.model import EXIT_LOCKED
 
 SPACE = "search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml"
 
@@ -48,7 +48,7 @@ def test_second_run_is_refused_naming_the_holder(tmp_path: Path) -> None:
              f"sqlite:///{tmp_path / 'db.sqlite'}", "--out", str(tmp_path / "out"), "--lock", str(lock)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        assert cli.returncode == EXIT_LOCKED, cli.stderr
+        assert cli.returncode == ExitCode.LOCKED, cli.stderr
         assert f"pid {holder.pid}" in cli.stderr and "started" in cli.stderr
         assert time.monotonic() - t0 < 30  # refused at once, no waiting
         assert not (tmp_path / "db.sqlite").exists()  # it touched nothing

@@ -106,4 +106,4 @@ def test_cli_reports_and_refuses(url: str) -> None:
         )
     engine.dispose()
     bad = subprocess.run([*run, "upgrade", "--storage", url], capture_output=True, text=True)
-    assert bad.returncode == 2 and "schema version 7" in bad.stderr
+    assert bad.returncode == 3 and "schema version 7" in bad.stderr  # ExitCode.STORAGE

@@ -9,7 +9,6 @@ Messages say what is wrong *and* what to do, naming the file, field or flag at f
     │   └── UnknownFlagError the engine (version/image) does not accept a flag
     ├── LaunchError          a server could not be started (missing image, busy port, no daemon)
     ├── ServerCrash          a started server died, hung or failed: carries a Failure
-    ├── BenchmarkError       the load generator itself could not run
     └── StorageError         the study database is unreachable, too new, or failed mid-write
 """
 
@@ -60,10 +59,6 @@ class ServerCrash(TunerError):
     def __init__(self, failure: Failure) -> None:
         super().__init__(f"{failure.kind.value}: {failure.summary()}")
         self.failure = failure
-
-
-class BenchmarkError(TunerError):
-    """The load generator could not run (bad workload file, client-side problem)."""
 
 
 class StorageError(TunerError):

@@ -47,6 +47,7 @@ import docker.errors
 import requests
 from docker.types import DeviceRequest
 
+from tuner.core.cli import run_cli
 from tuner.core.errors import LaunchError
 from tuner.core.failures import ExitStatus
 from tuner.launch.base import TOOL_LABEL, ImageInfo, LaunchSpec
@@ -587,11 +588,11 @@ def main(argv: list[str] | None = None) -> int:
         target = {"kind": "docker", **target}
         sys.stdout.write(yaml.safe_dump({"target": target}, sort_keys=False))
         return 0
-    try:
-        n = DockerLauncher(DockerTarget(image="-")).reap_orphans(args.study, include_live=args.include_live)
-    except LaunchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_cli("tuner.launch.docker", lambda: _reap(args.study, include_live=args.include_live))
+
+
+def _reap(study: str | None, *, include_live: bool) -> int:
+    n = DockerLauncher(DockerTarget(image="-")).reap_orphans(study, include_live=include_live)
     print(f"removed {n} container(s)")
     return 0
 

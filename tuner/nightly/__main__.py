@@ -13,11 +13,11 @@ from pathlib import Path
 
 import optuna
 
-from tuner.core.errors import TunerError
+from tuner.core.cli import ExitCode, run_cli
 from tuner.nightly.job import run_nightly
 from tuner.nightly.lock import LockHeld
-from tuner.nightly.model import EXIT_FAILED, EXIT_LOCKED, NightlyOptions
-from tuner.study.session import DEFAULT_SPACE, DEFAULT_STORAGE
+from tuner.nightly.model import NightlyOptions
+from tuner.study.options import DEFAULT_SPACE, DEFAULT_STORAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Nightly retune: re-measure the deployed configuration (regression alarm), search "
         "within a time budget, validate the best candidates interleaved with the deployed one and promote "
         "only a significant, SLO-clean improvement. Exit codes: 0 kept, 10 promoted, 20 regression, "
-        "21 deployed configuration failed/rejected, 1 job failed, 75 another run holds the lock.",
+        "21 deployed configuration failed/rejected, 75 another run holds the lock, 2 bad input, "
+        "3 storage error, 4 launch error, 1 other failure, 130 interrupted.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--space", default=DEFAULT_SPACE, help="search-space YAML file")
@@ -89,17 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     opts = options_from(parser, parser.parse_args(argv))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return run_cli("tuner.nightly", lambda: _run(opts))
+
+
+def _run(opts: NightlyOptions) -> int:
     try:
         run = run_nightly(opts)
     except LockHeld as e:
-        print(f"nightly: {e}", file=sys.stderr)
-        return EXIT_LOCKED
-    except TunerError as e:
-        print(f"nightly failed: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"nightly {run.study}: {run.decision} (exit {run.exit_code}); report {run.report_path}")
+        print(f"tuner.nightly: {e}", file=sys.stderr)
+        return ExitCode.LOCKED
+    print(f"nightly {run.study}: {run.decision} (exit {int(run.exit_code)}); report {run.report_path}")
     if run.error:
-        print(f"nightly failed: {run.error.splitlines()[0]}", file=sys.stderr)
+        print(f"tuner.nightly: failed: {run.error.splitlines()[0]}", file=sys.stderr)
     return run.exit_code
 
 

@@ -11,7 +11,6 @@ The result carries the exit code a scheduler alerts on (see :mod:`tuner.nightly`
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 import traceback
@@ -22,9 +21,10 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
+from tuner.core.cli import ExitCode, exit_code_for
 from tuner.core.errors import ConfigError, TunerError
 from tuner.launch.factory import make_launcher
-from tuner.nightly.compat import image_check_available, rejection
+from tuner.nightly.compat import rejection
 from tuner.nightly.decide import Verdict, promotion_verdict, regression_verdict
 from tuner.nightly.deployed import (
     DeployedConfig,
@@ -34,16 +34,7 @@ from tuner.nightly.deployed import (
     write_deployed,
 )
 from tuner.nightly.lock import NightlyLock
-from tuner.nightly.model import (
-    EXIT_DEPLOYED_FAILED,
-    EXIT_FAILED,
-    EXIT_KEPT,
-    EXIT_PROMOTED,
-    EXIT_REGRESSION,
-    NIGHTLY_WORKER,
-    NightlyOptions,
-    NightlyRun,
-)
+from tuner.nightly.model import NIGHTLY_WORKER, NightlyOptions, NightlyRun
 from tuner.nightly.remeasure import Measurement, Remeasurer, paired_values, values
 from tuner.nightly.search import WarmStart, candidates, enqueue, known_top, run_search, tonights_trials
 from tuner.objective.ranking import ranked_trials
@@ -51,6 +42,7 @@ from tuner.space import SearchSpace, load_space
 from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.models import Deployment
 from tuner.store.store import TunerStore
+from tuner.study.options import StudyOptions
 from tuner.study.session import StudyContext, interrupts_stop_the_trial, make_recorder, open_study
 from tuner.trial.progress import Progress
 from tuner.trial.runner import ConfigRunner, TrialRunner, simulator_program
@@ -78,8 +70,8 @@ class NightlyConfigRunner(ConfigRunner):
 def run_nightly(opts: NightlyOptions, *, stamp: str | None = None) -> NightlyRun:
     """One nightly run under the lock. Raises :class:`tuner.nightly.lock.LockHeld` if another runs.
 
-    Errors after the lock is taken are caught: the run is reported as failed (exit 1) and the
-    report says why.
+    Errors after the lock is taken are caught: the run is reported as failed (its error's exit code,
+    ``tuner.core.cli.exit_code_for``; 1 for anything else) and the report says why.
     """
     stamp = stamp or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run = NightlyRun(stamp, opts)
@@ -96,12 +88,13 @@ def run_nightly(opts: NightlyOptions, *, stamp: str | None = None) -> NightlyRun
                 _run(run, space)
         except KeyboardInterrupt:
             run.error = "interrupted (SIGINT/SIGTERM); the deployed configuration was not changed"
-            run.decision, run.exit_code = "failed", EXIT_FAILED
+            run.decision, run.exit_code = "interrupted", ExitCode.INTERRUPTED
         except Exception as e:  # the job must always leave a report a person can read
-            # our own errors say what to do; anything else needs its traceback
+            # our own errors say what to do and carry their exit code; anything else needs its traceback
             detail = "" if isinstance(e, TunerError) else f"\n\n{traceback.format_exc()}"
             run.error = f"{type(e).__name__}: {e}{detail}"
-            run.decision, run.exit_code = "failed", EXIT_FAILED
+            code = exit_code_for(e) if isinstance(e, TunerError) else ExitCode.FAILED
+            run.decision, run.exit_code = "failed", code
         finally:
             from tuner.nightly.report import write_report
 
@@ -122,26 +115,27 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
             f"the space has {len(space.objectives)} objectives; the nightly decisions use the first, "
             f"{objective.metric}, and the SLOs"
         )
-    if isinstance(space.target, DockerTarget) and not image_check_available():
-        run.notes.append("image flag check unavailable (tuner.launch.image_check): flags checked against "
-                         f"the {space.engine} {space.engine_version} flag table only")  # fmt: skip
-    study_args = argparse.Namespace(
-        storage=opts.storage, workers=1, heartbeat=60, sampler="tpe", seed=opts.sampler_seed, prune=False,
-        study=run.study, space=str(opts.space), no_seed_trials=False,
+    study_opts = StudyOptions(
+        space=str(opts.space), storage=opts.storage, study=run.study, seed=opts.sampler_seed, heartbeat=60,
+        worker=NIGHTLY_WORKER, out=opts.out,
     )  # fmt: skip
-    study = open_study(study_args, space)
+    study = open_study(study_opts, space)
     store = TunerStore(opts.storage)
     launcher = make_launcher(space, source=str(opts.space))
     try:
         reaped = launcher.reap_orphans(run.study, NIGHTLY_WORKER)
         if reaped:
             run.notes.append(f"stopped {reaped} server(s) an earlier, killed nightly run left running")
+        image = getattr(launcher, "image_info", None)  # set by the Docker image check (SGLang images)
+        if isinstance(space.target, DockerTarget) and image is None:
+            run.notes.append(f"no image flag check for {space.engine} images: flags checked against the "
+                             f"{space.engine} {space.engine_version} flag table only")  # fmt: skip
         _resolve_deployed(run, space, study, store)
         assert run.deployed is not None
-        if (why := rejection(space, run.deployed.flags)) is not None:
+        if (why := rejection(space, run.deployed.flags, image)) is not None:
             run.deployed_rejected = why
             run.notes.append(f"the deployed configuration cannot run on tonight's engine: {why}")
-            run.decision, run.exit_code = "deployed configuration rejected", EXIT_DEPLOYED_FAILED
+            run.decision, run.exit_code = "deployed configuration rejected", ExitCode.DEPLOYED_FAILED
             return
         logs = opts.out / "logs" / f"nightly-{run.stamp}"
         logs.mkdir(parents=True, exist_ok=True)
@@ -155,7 +149,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
         _find_reference(run, space, store)
         run.repeats = measurer.repeats("deployed", run.deployed.flags, opts.repeats)
         if run.deployed_failures:
-            run.decision, run.exit_code = "deployed configuration failed", EXIT_DEPLOYED_FAILED
+            run.decision, run.exit_code = "deployed configuration failed", ExitCode.DEPLOYED_FAILED
             return
         fresh = values(run.repeats)
         if run.reference is not None and not opts.accept_current:
@@ -182,7 +176,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
             run.notes.append(
                 "the deployed flags are not expressible as this space's parameters: not enqueued"
             )
-        top, dropped = known_top(study, space, n=opts.known_top, exclude=run.deployed.flags)
+        top, dropped = known_top(study, space, n=opts.known_top, exclude=run.deployed.flags, image=image)
         run.warm_start += top
         run.notes += dropped
         if opts.max_trials > 0:
@@ -211,17 +205,17 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
 
         # 4. decision
         if run.deployed_failures:
-            run.decision, run.exit_code = "deployed configuration failed", EXIT_DEPLOYED_FAILED
+            run.decision, run.exit_code = "deployed configuration failed", ExitCode.DEPLOYED_FAILED
             return
         if run.promoted is not None:
             _promote(run, space, store)
         if run.regression is not None and run.regression.decision == "regression":
             run.decision = "regression" + (f" (and promoted {run.promoted})" if run.promoted else "")
-            run.exit_code = EXIT_REGRESSION
+            run.exit_code = ExitCode.REGRESSION
         elif run.promoted is not None:
-            run.decision, run.exit_code = f"promoted {run.promoted}", EXIT_PROMOTED
+            run.decision, run.exit_code = f"promoted {run.promoted}", ExitCode.PROMOTED
         else:
-            run.decision, run.exit_code = "kept", EXIT_KEPT
+            run.decision, run.exit_code = "kept", ExitCode.OK
     finally:
         launcher.close()
         store.close()

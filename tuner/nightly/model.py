@@ -10,19 +10,13 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
+from tuner.core.cli import ExitCode
 from tuner.nightly.decide import Verdict
 from tuner.nightly.deployed import DeployedConfig
 from tuner.nightly.remeasure import Measurement
 from tuner.nightly.search import WarmStart
 from tuner.space import SearchSpace
 from tuner.store.urls import mask_url
-
-EXIT_KEPT = 0
-EXIT_FAILED = 1
-EXIT_PROMOTED = 10
-EXIT_REGRESSION = 20
-EXIT_DEPLOYED_FAILED = 21
-EXIT_LOCKED = 75
 
 NIGHTLY_WORKER = "nightly"
 
@@ -76,7 +70,7 @@ class NightlyRun:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     promoted: str | None = None
     decision: str = "failed"
-    exit_code: int = EXIT_FAILED
+    exit_code: ExitCode = ExitCode.FAILED
     error: str | None = None
     report_path: Path | None = None
 

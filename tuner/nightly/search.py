@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.launch.base import ImageInfo
 from tuner.nightly.compat import rejection
 from tuner.nightly.deployed import canonical_flags, same_config
 from tuner.objective.ranking import ranked_trials
@@ -37,7 +38,12 @@ class WarmStart:
 
 
 def known_top(
-    study: optuna.Study, space: SearchSpace, *, n: int, exclude: Mapping[str, Any]
+    study: optuna.Study,
+    space: SearchSpace,
+    *,
+    n: int,
+    exclude: Mapping[str, Any],
+    image: ImageInfo | None = None,
 ) -> tuple[list[WarmStart], list[str]]:
     """The ``n`` best distinct feasible configurations of the study (not ``exclude``) and notes.
 
@@ -54,7 +60,7 @@ def known_top(
         if canonical_flags(flags) in seen:
             continue
         seen.append(canonical_flags(flags))
-        if (why := rejection(space, flags)) is not None:
+        if (why := rejection(space, flags, image)) is not None:
             notes.append(f"known trial #{t.number} dropped: {why}")
             continue
         if (why := params_outside(space, t.params)) is not None:

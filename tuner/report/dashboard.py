@@ -21,7 +21,7 @@ import optuna
 import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
-from tuner.core.errors import StorageError
+from tuner.core.cli import run_cli
 from tuner.report.study_report import best_config, ranked_trials
 from tuner.store import DEFAULT_URL, make_optuna_storage, mask_url, storage_errors
 
@@ -123,7 +123,7 @@ def serve(storage_url: str, *, artifact_dir: str | None, host: str, port: int) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; exit code 3 for a storage error, 0 after Ctrl-C."""
+    """Entry point; exit codes: ``tuner.core.cli.ExitCode`` (0 after Ctrl-C: stopping it is how it ends)."""
     p = argparse.ArgumentParser(prog="python -m tuner.report.dashboard", description=__doc__.split("\n\n")[0])
     p.add_argument("--storage", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
     p.add_argument(
@@ -134,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return run_cli("tuner.report.dashboard", lambda: _serve(args))
+
+
+def _serve(args: argparse.Namespace) -> int:
     try:
         studies = prepare(args.storage)
         print(
@@ -143,9 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         serve(args.storage, artifact_dir=None if args.no_artifacts else args.artifact_dir, host=args.host,
               port=args.port)  # fmt: skip
-    except StorageError as e:
-        print(f"storage error: {e}", file=sys.stderr)
-        return 3
     except KeyboardInterrupt:
         pass
     return 0

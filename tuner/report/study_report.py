@@ -35,7 +35,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from tuner.core.errors import ConfigError, StorageError, TunerError
+from tuner.core.cli import run_cli
+from tuner.core.errors import StorageError
 from tuner.objective.ranking import is_feasible, ranked_trials
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
 
@@ -560,21 +561,18 @@ def html_report(study: optuna.Study, markdown: str, figures: Sequence[tuple[str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; exit code 0, 2 for bad input, 3 for a storage error."""
+    """Entry point; exit codes: ``tuner.core.cli.ExitCode``."""
     p = argparse.ArgumentParser(prog="python -m tuner.report", description="Report of one study.")
     p.add_argument("--storage", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
     p.add_argument("--study", required=True, help="study name")
     p.add_argument("--out", required=True, help="output directory")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        result = write_report(args.storage, args.study, Path(args.out))
-    except StorageError as e:
-        print(f"storage error: {e}", file=sys.stderr)
-        return 3
-    except (ConfigError, TunerError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli("tuner.report", lambda: _write(args.storage, args.study, Path(args.out)))
+
+
+def _write(storage: str, study: str, out: Path) -> int:
+    result = write_report(storage, study, out)
     for path in result.files:
         print(path)
     for note in result.notes:

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.core.errors import ConfigError, TunerError
+from tuner.core.cli import run_cli
+from tuner.core.errors import ConfigError
 from tuner.engines import get_engine
 from tuner.engines.sglang_parser import PLACEHOLDER_MODEL, parse_argvs
 from tuner.space.load import load_space
@@ -109,7 +110,6 @@ def check_space_flag_vectors(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tuner.space.vectors SPACE.yaml …``: parse every configuration a space can produce."""
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(
         prog="python -m tuner.space.vectors",
@@ -118,18 +118,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("spaces", nargs="+", help="search-space YAML files")
     args = p.parse_args(argv)
+    return run_cli("tuner.space.vectors", lambda: _check(args.spaces))
+
+
+def _check(spaces: Sequence[str]) -> int:
     rejected_any = False
-    try:
-        for path in args.spaces:
-            rejected = check_space_flag_vectors(path)
-            total = len(space_flag_vectors(load_space(path)))
-            print(f"{path}: {total - len(rejected)}/{total} flag vectors parse")
-            for vector, message in rejected:
-                print(f"  rejected: {' '.join(vector.argv)}\n    {message}")
-            rejected_any |= bool(rejected)
-    except TunerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for path in spaces:
+        rejected = check_space_flag_vectors(path)
+        total = len(space_flag_vectors(load_space(path)))
+        print(f"{path}: {total - len(rejected)}/{total} flag vectors parse")
+        for vector, message in rejected:
+            print(f"  rejected: {' '.join(vector.argv)}\n    {message}")
+        rejected_any |= bool(rejected)
     return 1 if rejected_any else 0
 
 

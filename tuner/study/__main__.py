@@ -1,5 +1,101 @@
+"""``python -m tuner.study``: run (or resume) a tuning study.
+
+    python -m tuner.study --trials 50
+    python -m tuner.study --space search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml \\
+        --storage sqlite:///storage/tuner.db --study demo --trials 50 --seed 0
+
+``--trials`` is the study's TOTAL of finished (complete or pruned) trials: re-running the same
+command after an interruption resumes and stops at that total. Exit codes: ``tuner.core.cli.ExitCode``
+(README, "Exit codes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
-from tuner.study.session import main
+import optuna
 
-sys.exit(main())
+from tuner.core.cli import run_cli
+from tuner.core.errors import ConfigError, TunerError
+from tuner.study.options import DEFAULT_SPACE, DEFAULT_STORAGE, StudyOptions
+from tuner.study.session import run_study
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tuner.study",
+        description="Search an LLM serving engine's launch flags with Optuna. Each trial restarts the "
+        "server with sampled flags, benchmarks it, and records metrics or the failure.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--space", default=DEFAULT_SPACE, help="search-space YAML file")
+    p.add_argument("--trials", type=int, default=50, help="finished trials the study should reach in total")
+    p.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help="database URL (sqlite:///… or postgresql+psycopg://…)"
+    )
+    p.add_argument("--study", default=None, help="study name (default: the space's name)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="sampler seed (reproducible when run by one worker)"
+    )
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="how to propose trials")
+    p.add_argument("--prune", action="store_true", help="stop clearly worse trials early (single objective)")
+    p.add_argument("--no-seed-trials", action="store_true", help="do not enqueue the space's seed_trials")
+    p.add_argument("--worker", default="0", help="this worker's id (several workers can share one study)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="how many workers share the study (SQLite allows 1)"
+    )
+    p.add_argument(
+        "--gpus", default=None, help="GPU ids this worker owns, e.g. 0 or 0,1 (overrides the space)"
+    )
+    p.add_argument(
+        "--heartbeat", type=int, default=10, help="heartbeat seconds; a silent worker's trial is retried"
+    )
+    p.add_argument("--out", default="storage", help="where logs, artifacts and the best configuration go")
+    p.add_argument("--timeout-min", type=float, default=None, help="stop starting new trials after this long")
+    return p
+
+
+class _NoTracebackForTunerErrors(logging.Filter):
+    """Optuna logs an objective's exception with its traceback; our errors end the study with a message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TunerError):
+            record.exc_info = None
+        return True
+
+
+_NO_TRACEBACK = _NoTracebackForTunerErrors()
+
+
+def options_from(args: argparse.Namespace) -> StudyOptions:
+    """The command line as :class:`StudyOptions` (a malformed ``--gpus`` is a ConfigError naming it)."""
+    gpus = None
+    if args.gpus is not None:
+        try:
+            gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{args.gpus!r} is not a list of GPU ids such as 0 or 0,1", source="--gpus"
+            ) from None
+    return StudyOptions(
+        space=args.space, storage=args.storage, trials=args.trials, study=args.study, seed=args.seed,
+        sampler=args.sampler, prune=args.prune, seed_trials=not args.no_seed_trials, worker=args.worker,
+        workers=args.workers, gpus=gpus, heartbeat=args.heartbeat, out=Path(args.out),
+        timeout_min=args.timeout_min,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # a LaunchError mid-trial (Docker daemon gone) fails the trial and ends the study with exit 4
+    logging.getLogger("optuna.study._optimize").addFilter(_NO_TRACEBACK)
+    return run_cli("tuner.study", lambda: run_study(options_from(args)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

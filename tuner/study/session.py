@@ -1,27 +1,17 @@
-"""``python -m tuner.study``: run (or resume) a tuning study.
+"""A study session: open or resume a study from :class:`StudyOptions`, run its trials, confirm, summarise.
 
-    python -m tuner.study --trials 50
-    python -m tuner.study --space search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml \\
-        --storage sqlite:///storage/tuner.db --study demo --trials 50 --seed 0
-
-``--trials`` is the study's TOTAL of finished (complete or pruned) trials: re-running the same
-command after an interruption resumes and stops at that total.
-
-Exit codes: 0 done with at least one feasible trial; 2 bad input (space file, option); 3 storage
-error; 4 the launcher cannot run servers at all; 5 no trial produced a feasible measurement;
-130 interrupted (SIGINT/SIGTERM; the running trial is recorded and its server stopped).
+The one way to run a study: ``python -m tuner.study`` (``tuner/study/__main__.py``) turns its command
+line into options and calls :func:`run_study`; the nightly job and the benchmarks call :func:`open_study`
+and the recorder directly with their own options.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import logging
 import signal
 import sys
 import warnings
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +20,8 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.core.errors import ConfigError, LaunchError, StorageError, TunerError
+from tuner.core.cli import ExitCode
+from tuner.core.errors import ConfigError
 from tuner.launch.base import Launcher
 from tuner.launch.factory import make_launcher
 from tuner.loadgen.telemetry import describe_gpus
@@ -44,49 +35,12 @@ from tuner.store.models import Provenance
 from tuner.store.store import TunerStore
 from tuner.store.urls import check_multiworker_safe, make_optuna_storage, setup_lock, storage_errors
 from tuner.study.confirm import confirm_top, record_confirmation
+from tuner.study.options import StudyOptions
 from tuner.trial.progress import Progress
 from tuner.trial.pruning import build_pruner, check_windows
 from tuner.trial.runner import ConfigRunner, Outcome, TrialRunner
 
-DEFAULT_SPACE = "search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml"
-DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-EXIT_OK, EXIT_INPUT, EXIT_STORAGE, EXIT_LAUNCH, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m tuner.study",
-        description="Search an LLM serving engine's launch flags with Optuna. Each trial restarts the "
-        "server with sampled flags, benchmarks it, and records metrics or the failure.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--space", default=DEFAULT_SPACE, help="search-space YAML file")
-    p.add_argument("--trials", type=int, default=50, help="finished trials the study should reach in total")
-    p.add_argument(
-        "--storage", default=DEFAULT_STORAGE, help="database URL (sqlite:///… or postgresql+psycopg://…)"
-    )
-    p.add_argument("--study", default=None, help="study name (default: the space's name)")
-    p.add_argument(
-        "--seed", type=int, default=None, help="sampler seed (reproducible when run by one worker)"
-    )
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="how to propose trials")
-    p.add_argument("--prune", action="store_true", help="stop clearly worse trials early (single objective)")
-    p.add_argument("--no-seed-trials", action="store_true", help="do not enqueue the space's seed_trials")
-    p.add_argument("--worker", default="0", help="this worker's id (several workers can share one study)")
-    p.add_argument(
-        "--workers", type=int, default=1, help="how many workers share the study (SQLite allows 1)"
-    )
-    p.add_argument(
-        "--gpus", default=None, help="GPU ids this worker owns, e.g. 0 or 0,1 (overrides the space)"
-    )
-    p.add_argument(
-        "--heartbeat", type=int, default=10, help="heartbeat seconds; a silent worker's trial is retried"
-    )
-    p.add_argument("--out", default="storage", help="where logs, artifacts and the best configuration go")
-    p.add_argument("--timeout-min", type=float, default=None, help="stop starting new trials after this long")
-    return p
 
 
 @dataclass
@@ -120,30 +74,20 @@ def interrupts_stop_the_trial() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def worker_seed(args: argparse.Namespace) -> int | None:
-    """The sampler seed: ``--seed``, made distinct per worker when several share the study.
-
-    Workers with one seed would propose the same configurations in the same order.
-    """
-    if args.seed is None or args.workers <= 1:
-        return args.seed
-    return (args.seed + zlib.crc32(args.worker.encode())) % 2**32
-
-
-def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
+def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
     """Create or load the study, set metric names, record the target, enqueue seed trials."""
-    check_multiworker_safe(args.storage, args.workers)
-    storage = make_optuna_storage(args.storage, heartbeat_interval=args.heartbeat)
-    if args.sampler == "random":
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=worker_seed(args))
+    check_multiworker_safe(opts.storage, opts.workers)
+    storage = make_optuna_storage(opts.storage, heartbeat_interval=opts.heartbeat)
+    if opts.sampler == "random":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=opts.sampler_seed())
     else:
-        sampler = optuna.samplers.TPESampler(seed=worker_seed(args), n_startup_trials=10)
-    pruning = space.pruning if args.prune else PruningSpec(pruner="none")
-    if args.prune:
-        check_windows(pruning, space.workload, source=args.space)
-    pruner = build_pruner(pruning, n_objectives=len(space.objectives), source=args.space)
+        sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed(), n_startup_trials=10)
+    pruning = space.pruning if opts.prune else PruningSpec(pruner="none")
+    if opts.prune:
+        check_windows(pruning, space.workload, source=opts.space)
+    pruner = build_pruner(pruning, n_objectives=len(space.objectives), source=opts.space)
     study = optuna.create_study(
-        study_name=args.study or space.name,
+        study_name=opts.study or space.name,
         storage=storage,
         directions=[o.direction for o in space.objectives],
         sampler=sampler,
@@ -153,12 +97,12 @@ def open_study(args: argparse.Namespace, space: SearchSpace) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([o.metric for o in space.objectives])
-    study.set_user_attr("space_file", str(args.space))
+    study.set_user_attr("space_file", str(opts.space))
     study.set_user_attr("space", space.model_dump(mode="json"))
     study.set_user_attr("engine", f"{space.engine} {space.engine_version}")
-    if not args.no_seed_trials:
+    if opts.seed_trials:
         # Workers starting together would each see no seed enqueued yet and enqueue all of them.
-        with setup_lock(args.storage):
+        with setup_lock(opts.storage):
             seeded = {t.user_attrs.get("seed_name") for t in study.get_trials(deepcopy=False)}
             for seed in space.seed_trials:
                 if seed.name not in seeded:
@@ -240,51 +184,51 @@ def make_recorder(ctx: StudyContext, artifacts: FileSystemArtifactStore):
     return on_outcome
 
 
-def run(args: argparse.Namespace) -> int:
-    """The study; returns the exit code."""
-    space = load_space(args.space)
-    if args.gpus is not None:
-        gpu_ids = [int(g) for g in args.gpus.split(",") if g.strip()]
+def run_study(opts: StudyOptions) -> ExitCode:
+    """Run (or resume) the study up to ``opts.trials`` finished trials; print progress and the summary."""
+    space = load_space(opts.space)
+    if opts.gpus is not None:
+        gpu_ids = list(opts.gpus)
         space = space.model_copy(update={"launch": space.launch.model_copy(update={"gpu_ids": gpu_ids})})
-    if args.trials < 1:
+    if opts.trials < 1:
         raise ConfigError("must be at least 1", source="--trials")
-    out = Path(args.out)
+    out = Path(opts.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
-    launcher = make_launcher(space, source=args.space)
-    study = open_study(args, space)
+    launcher = make_launcher(space, source=opts.space)
+    study = open_study(opts, space)
     image_info = getattr(launcher, "image_info", None)
     if image_info is not None:  # which image (digest) and engine version produced the numbers
         study.set_user_attr("image_digest", image_info.image_id)
         study.set_user_attr("image", image_info.to_attrs())
-    store = TunerStore(args.storage)
-    ctx = StudyContext(space, study, store, launcher, out, args.worker, describe_gpus(space.launch.gpu_ids))
-    reaped = launcher.reap_orphans(study.study_name, args.worker)
+    store = TunerStore(opts.storage)
+    ctx = StudyContext(space, study, store, launcher, out, opts.worker, describe_gpus(space.launch.gpu_ids))
+    reaped = launcher.reap_orphans(study.study_name, opts.worker)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    remaining = args.trials - done
-    progress = Progress(args.trials, metric=space.objectives[0].metric, done=done)
+    remaining = opts.trials - done
+    progress = Progress(opts.trials, metric=space.objectives[0].metric, done=done)
     if reaped:
         progress.note(f"stopped {reaped} server(s) left running by an earlier, killed run of this worker")
     progress.note(
-        f"study {study.study_name!r} on {args.storage}: {done} finished trial(s), running up to {max(remaining, 0)} more"
+        f"study {study.study_name!r} on {opts.storage}: {done} finished trial(s), running up to {max(remaining, 0)} more"
     )
     config_runner = ConfigRunner(
-        space, launcher, study=study.study_name, log_dir=out / "logs", worker=args.worker, progress=progress
+        space, launcher, study=study.study_name, log_dir=out / "logs", worker=opts.worker, progress=progress
     )
     objective = TrialRunner(
         config_runner,
         on_outcome=make_recorder(ctx, FileSystemArtifactStore(str(out / "artifacts"))),
-        prune_on_windows=args.prune and len(space.objectives) == 1,
+        prune_on_windows=opts.prune and len(space.objectives) == 1,
     )
     interrupted = False
     try:
         if remaining > 0:
-            with interrupts_stop_the_trial(), storage_errors(args.storage, "running the study on"):
+            with interrupts_stop_the_trial(), storage_errors(opts.storage, "running the study on"):
                 study.optimize(
                     objective,
                     n_trials=remaining,
-                    timeout=args.timeout_min * 60 if args.timeout_min else None,
-                    callbacks=[stop_at_total(args.trials)],
+                    timeout=opts.timeout_min * 60 if opts.timeout_min else None,
+                    callbacks=[stop_at_total(opts.trials)],
                 )
         if space.confirm is not None and feasible_complete(study):
             progress.note(
@@ -309,42 +253,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             publish_best_note(study)
     if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if feasible else EXIT_NOTHING
-
-
-class _NoTracebackForTunerErrors(logging.Filter):
-    """Optuna logs an objective's exception with its traceback; our errors end the study with a message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TunerError):
-            record.exc_info = None
-        return True
-
-
-_NO_TRACEBACK = _NoTracebackForTunerErrors()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # a LaunchError mid-trial (Docker daemon gone) fails the trial and ends the study with exit 4
-    logging.getLogger("optuna.study._optimize").addFilter(_NO_TRACEBACK)
-    try:
-        return run(args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except StorageError as e:
-        print(f"storage error: {e}", file=sys.stderr)
-        return EXIT_STORAGE
-    except LaunchError as e:
-        print(f"launch error: {e}", file=sys.stderr)
-        return EXIT_LAUNCH
-    except TunerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if feasible else ExitCode.NOTHING_FEASIBLE
