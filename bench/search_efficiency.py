@@ -57,12 +57,13 @@ if str(ROOT) not in sys.path:
 from tuner.engines import llamacpp  # noqa: E402
 from tuner.launch.process import ProcessLauncher  # noqa: E402
 from tuner.report.learning import crash_rate_by_half, is_infeasible  # noqa: E402
-from tuner.space.sample import warm_start_points  # noqa: E402
 from tuner.space.schema import SearchSpace  # noqa: E402
 from tuner.space.sections import PruningSpec  # noqa: E402
 from tuner.study.confirm import Candidate, rank  # noqa: E402
-from tuner.trial.pruning import build_pruner, check_windows, window_should_stop  # noqa: E402
-from tuner.trial.runner import ConfigRunner, ShouldStop, TrialRunner  # noqa: E402
+from tuner.study.options import StudyOptions  # noqa: E402
+from tuner.study.session import open_study  # noqa: E402
+from tuner.trial.pruning import check_windows  # noqa: E402
+from tuner.trial.runner import ConfigRunner, TrialRunner  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SIM_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq-constrained.yaml"
@@ -202,21 +203,6 @@ def _product(values: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 
 # --- one run ----------------------------------------------------------------------------------------
-class _PruningTrialRunner(TrialRunner):
-    """TrialRunner whose window hook is ``tuner.trial.pruning.window_should_stop``.
-
-    The shipped ``_window_pruner`` tests ``metric in BenchResult`` (a TypeError); this is the
-    replacement proposed to the lead. Everything else is the shipped runner.
-    """
-
-    def __init__(self, runner: ConfigRunner, spec: PruningSpec) -> None:
-        super().__init__(runner, prune_on_windows=spec.pruner != "none")
-        self.spec = spec
-
-    def _window_pruner(self, trial: optuna.Trial) -> ShouldStop:  # type: ignore[override]
-        return window_should_stop(trial, self.spec, self.space.objectives[0].metric)
-
-
 @dataclass
 class TrialRow:
     """One trial of one run, flattened for the CSV."""
@@ -262,35 +248,32 @@ def _stop_after_launched(budget: int, max_trials: int) -> Callable[[optuna.Study
 
 
 def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRow]:
-    """One study of ``method`` with ``seed`` on ``land``; its trials as rows."""
+    """One study of ``method`` with ``seed`` on ``land``; its trials as rows.
+
+    Opened as the study CLI opens one (``tuner.study.session.open_study``): the tuner methods with TPE,
+    the space's seed trials and, but for ``random``, its warm-start tiers; ``tuner`` also prunes.
+    """
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    space = land.space()
+    space = land.space().model_copy(update={"pruning": PRUNING})
     name = f"{land.name}-{method}-{seed}"
-    storage = f"sqlite:///{work}/{name}.db"
-    pruning = PRUNING if method == "tuner" else PruningSpec(pruner="none")
-    if method.startswith("tuner"):
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction=space.objectives[0].direction,
-        sampler=sampler,
-        pruner=build_pruner(pruning, n_objectives=1),
+    opts = StudyOptions(
+        space=f"<landscape {land.name}>",
+        storage=f"sqlite:///{work}/{name}.db",
+        study=name,
+        seed=seed,
+        sampler="tpe" if method.startswith("tuner") else "random",
+        prune=method == "tuner",
+        # random search gets the same seed trials (TPE needs one feasible trial to anchor on), so the
+        # comparison is of the sampler; the warm-start tiers are the tuner's own
+        seed_trials=method in ("tuner", "tuner-noprune", "random"),
+        warm_start=method != "random",
     )
+    study = open_study(opts, space)
     (work / "logs").mkdir(exist_ok=True)
     runner = ConfigRunner(space, ProcessLauncher(), study=name, log_dir=work / "logs")
-    objective = _PruningTrialRunner(runner, pruning)
+    objective = TrialRunner(runner, prune_on_windows=opts.prune)
     stop = _stop_after_launched(land.launched_budget, land.max_trials)
-    if method in ("tuner", "tuner-noprune", "random"):
-        # as the study CLI does: the space's seed trials first (TPE needs one feasible trial to
-        # anchor on; random search gets the same start so the comparison is of the sampler)
-        for seed_trial in space.seed_trials:
-            study.enqueue_trial(dict(seed_trial.params), user_attrs={"seed_name": seed_trial.name})
-        if method != "random":  # the tuner's own warm start (the space's coarse tiers), as the study CLI does
-            for name, params in warm_start_points(space):
-                study.enqueue_trial(params, user_attrs={"seed_name": name})
+    if opts.seed_trials:
         study.optimize(objective, n_trials=land.max_trials, callbacks=[stop])
     elif method == "grid-sglang":
         _run_tiers(study, objective, land, stop)

@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="how to propose trials")
     p.add_argument("--prune", action="store_true", help="stop clearly worse trials early (single objective)")
-    p.add_argument("--no-seed-trials", action="store_true", help="do not enqueue the space's seed_trials")
+    p.add_argument(
+        "--no-seed-trials", action="store_true", help="do not enqueue the space's seed_trials and warm_start"
+    )
+    p.add_argument("--no-warm-start", action="store_true", help="do not enqueue the space's warm_start tiers")
     p.add_argument("--worker", default="0", help="this worker's id (several workers can share one study)")
     p.add_argument(
         "--workers", type=int, default=1, help="how many workers share the study (SQLite allows 1)"
@@ -83,7 +86,8 @@ def options_from(args: argparse.Namespace) -> StudyOptions:
             ) from None
     return StudyOptions(
         space=args.space, storage=args.storage, trials=args.trials, study=args.study, seed=args.seed,
-        sampler=args.sampler, prune=args.prune, seed_trials=not args.no_seed_trials, worker=args.worker,
+        sampler=args.sampler, prune=args.prune, seed_trials=not args.no_seed_trials, warm_start=not args.no_warm_start,
+        worker=args.worker,
         workers=args.workers, gpus=gpus, heartbeat=args.heartbeat, out=Path(args.out),
         timeout_min=args.timeout_min,
     )  # fmt: skip

@@ -26,7 +26,8 @@ class StudyOptions:
     seed: int | None = None
     sampler: Literal["tpe", "random"] = "tpe"
     prune: bool = False
-    seed_trials: bool = True  # enqueue the space's seed_trials and warm-start tiers
+    seed_trials: bool = True  # enqueue the space's seed_trials first
+    warm_start: bool = True  # then its warm_start tiers (with seed_trials)
     worker: str = "0"
     workers: int = 1
     gpus: tuple[int, ...] | None = None  # overrides the space's launch.gpu_ids

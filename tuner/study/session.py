@@ -111,7 +111,7 @@ def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
                         user_attrs={"seed_name": seed.name, "seed_note": seed.note},
                         skip_if_exists=True,
                     )
-            for name, params in warm_start_points(space):
+            for name, params in warm_start_points(space) if opts.warm_start else ():
                 if name not in seeded:
                     study.enqueue_trial(params, user_attrs={"seed_name": name}, skip_if_exists=True)
     return study
