@@ -101,7 +101,7 @@ async def test_incumbent_out_of_reach_saves_probes(sim_url: str) -> None:
     assert full.reason is StopReason.CONVERGED and len(full.probes) >= 4
     stopped = await find_capacity(sim_url, WORKLOAD, SLO, SPEC, incumbent_rps=full.capacity_rps * 1.5)
     assert stopped.reason is StopReason.CANNOT_BEAT_INCUMBENT and stopped.stopped_early
-    assert len(stopped.probes) == 1 and stopped.wall_s < full.wall_s / 3
+    assert len(stopped.probes) == 1 < len(full.probes)  # counted, not timed: wall clocks vary with load
     # every probe recorded with its curve point
     for point in full.curve() + stopped.curve():
         assert point["ttft_p99_ms"] is not None and point["goodput"] is not None and "passed" in point

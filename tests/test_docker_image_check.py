@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -123,9 +122,8 @@ def test_image_check_names_the_flags_the_image_rejects_and_caches_by_image_id(
 
     [cache_file] = (tmp_path / "images").glob("*.json")
     assert json.loads(cache_file.read_text())["image_id"] == info.image_id
-    t0 = time.perf_counter()
     again = inspect_image(target, SGLANG_PROBE, cache_dir=tmp_path)
-    assert again.cached and time.perf_counter() - t0 < 0.5
+    assert again.cached  # read from the cache file: no container ran
     assert again.flags == info.flags and again.engine_version == info.engine_version
 
     current = inspect_image(

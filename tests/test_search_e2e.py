@@ -4,7 +4,6 @@ told apart from crashes, and confirmation of the top candidates with repeats."""
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +52,8 @@ def test_known_constraint_prunes_before_launch_without_a_server(tmp_path: Path) 
     fp8 = {**BASELINE, "kv-cache-dtype": "fp8_e4m3"}
     for params in (graphs, fp8):
         study.enqueue_trial(params)
-    t0 = time.perf_counter()
     study.optimize(TrialRunner(runner), n_trials=2)
-    assert time.perf_counter() - t0 < 5  # no server start-up, no benchmark
+    assert not list(tmp_path.glob("*.log"))  # no server was started: none wrote a log
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
     for t, name in zip(trials, ("cuda-graphs-segfault-on-sm120", "fp8-kv-unsupported"), strict=True):
