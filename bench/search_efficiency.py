@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
 
 from tuner.engines import llamacpp  # noqa: E402
 from tuner.launch.process import ProcessLauncher  # noqa: E402
+from tuner.objective.ranking import is_feasible  # noqa: E402
 from tuner.report.learning import crash_rate_by_half, is_infeasible  # noqa: E402
 from tuner.space.schema import SearchSpace  # noqa: E402
 from tuner.space.sections import PruningSpec  # noqa: E402
@@ -291,7 +292,7 @@ def _enqueue_run(study: optuna.Study, objective: TrialRunner, params: dict[str, 
 
 
 def _best(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
-    ok = [t for t in trials if t.state is TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())]
+    ok = [t for t in trials if t.state is TrialState.COMPLETE and is_feasible(t)]
     return max(ok, key=lambda t: t.values[0], default=None)
 
 

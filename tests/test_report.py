@@ -70,7 +70,7 @@ def test_single_objective_report(url: str, tmp_path: Path) -> None:
 
 def test_two_objective_report_has_pareto_front(url: str, tmp_path: Path) -> None:
     populate_demo_study(url, "multi", metrics=("output_throughput", "ttft_p99_ms"),
-                        target={"image": "lmsysorg/sglang:v0.5.5"}, seed=3)  # fmt: skip
+                        image="lmsysorg/sglang:v0.5.5", seed=3)  # fmt: skip
     out = tmp_path / "multi"
     run = report(url, "multi", out)
     assert run.returncode == 0, run.stderr

@@ -40,6 +40,7 @@ from tuner.nightly.search import WarmStart, candidates, enqueue, known_top, run_
 from tuner.objective.ranking import ranked_trials
 from tuner.space import SearchSpace, load_space
 from tuner.space.targets import DockerTarget, SimulatorTarget
+from tuner.store.attrs import TrialAttr
 from tuner.store.models import Deployment
 from tuner.store.store import TunerStore
 from tuner.study.options import StudyOptions
@@ -257,7 +258,7 @@ def _resolve_deployed(run: NightlyRun, space: SearchSpace, study: optuna.Study, 
     ranked = ranked_trials(study)
     if ranked:
         t = ranked[0]
-        flags = dict(t.user_attrs.get("flags", {}))
+        flags = dict(t.user_attrs.get(TrialAttr.FLAGS, {}))
         run.deployed = DeployedConfig(
             flags, dict(t.params), run.study, t.number, "initial deployment: best known trial"
         )
@@ -332,7 +333,9 @@ def _validate(
         return
     run.candidate_trials = {f"#{t.number}": t for t in promising}
     configs: dict[str, dict[str, Any]] = {"deployed": dict(run.deployed.flags)}
-    configs.update({label: dict(t.user_attrs.get("flags", {})) for label, t in run.candidate_trials.items()})
+    configs.update(
+        {label: dict(t.user_attrs.get(TrialAttr.FLAGS, {})) for label, t in run.candidate_trials.items()}
+    )
     run.validation = measurer.interleaved(configs, opts.rounds)
     # Bonferroni: several candidates tested against one deployed configuration
     confidence = 1.0 - (1.0 - opts.confidence) / len(promising)
@@ -362,7 +365,7 @@ def _promote(run: NightlyRun, space: SearchSpace, store: TunerStore) -> None:
     assert verdict.ci is not None
     reason = f"nightly {run.stamp}: promoted trial {run.promoted}, {space.objectives[0].metric} ratio {verdict.ci.describe()}"
     config = DeployedConfig(
-        dict(trial.user_attrs.get("flags", {})), dict(trial.params), run.study, trial.number, reason
+        dict(trial.user_attrs.get(TrialAttr.FLAGS, {})), dict(trial.params), run.study, trial.number, reason
     )
     _record(run, space, store, config, run.validation[run.promoted], reason=reason, ci=verdict)
     write_deployed(_deployed_path(run), space, config, header=f"promoted by nightly run {run.stamp}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from tuner.nightly.decide import Verdict
 from tuner.nightly.model import NightlyRun, masked_storage
 from tuner.nightly.remeasure import Measurement, values
+from tuner.store.attrs import TrialAttr
 
 
 def write_report(run: NightlyRun, folder: Path) -> Path:
@@ -90,10 +91,12 @@ def render(run: NightlyRun) -> str:
             lines += ["", "| trial | origin | state | value | note |", "|---|---|---|---|---|"]
         for t in run.tonight:
             value = f"{t.values[0]:.3f}" if t.values else ""
-            note = t.user_attrs.get("failure_kind", "")
+            note = t.user_attrs.get(TrialAttr.FAILURE_KIND, "")
             if t.constraints and any(v > 0 for v in t.constraints.values()) and not note:
                 note = "SLO violated"
-            origin = t.user_attrs.get("warm_start") or t.user_attrs.get("seed_name") or "sampled"
+            origin = (
+                t.user_attrs.get(TrialAttr.WARM_START) or t.user_attrs.get(TrialAttr.SEED_NAME) or "sampled"
+            )
             lines.append(f"| #{t.number} | {origin} | {t.state.name} | {value} | {note} |")
         lines.append("")
     if run.validation:
@@ -114,7 +117,7 @@ def render(run: NightlyRun) -> str:
                 f"- candidate {label}: **{verdict.decision}**, candidate/deployed {_ci(verdict)}; "
                 + "; ".join(verdict.reasons),
                 "  ```",
-                "  " + _flags_line(trial.user_attrs.get("flags", {})),
+                "  " + _flags_line(trial.user_attrs.get(TrialAttr.FLAGS, {})),
                 "  ```",
             ]
         lines.append("")

@@ -23,6 +23,7 @@ from tuner.objective.ranking import ranked_trials
 from tuner.space.constraints import violated_constraint
 from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import SearchSpace
+from tuner.store.attrs import TrialAttr
 from tuner.trial.runner import TrialRunner
 
 NIGHTLY_ATTR = "nightly"
@@ -56,7 +57,7 @@ def known_top(
     for t in ranked_trials(study):
         if len(picked) >= n:
             break
-        flags = dict(t.user_attrs.get("flags") or params_to_flags(space, t.params))
+        flags = dict(t.user_attrs.get(TrialAttr.FLAGS) or params_to_flags(space, t.params))
         if canonical_flags(flags) in seen:
             continue
         seen.append(canonical_flags(flags))
@@ -131,7 +132,7 @@ def candidates(
     for t in ranked_trials(study):
         if t.number not in tonight:
             continue
-        flags = t.user_attrs.get("flags", {})
+        flags = t.user_attrs.get(TrialAttr.FLAGS, {})
         if same_config(flags, deployed_flags) or canonical_flags(flags) in seen:
             continue
         seen.append(canonical_flags(flags))

@@ -29,10 +29,15 @@ class Constraints:
 
     @property
     def feasible(self) -> bool:
-        return all(v <= 0 for v in self.values.values())
+        return all_hold(self.values)
 
     def violated(self) -> list[str]:
         return [k for k, v in self.values.items() if v > 0]
+
+
+def all_hold(values: Mapping[str, float]) -> bool:
+    """The one feasibility rule: every constraint value is <= 0 (none at all counts as feasible, as in Optuna)."""
+    return all(v <= 0 for v in values.values())
 
 
 def slo_limits(slos: object) -> dict[str, float]:

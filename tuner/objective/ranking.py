@@ -11,10 +11,12 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.objective.constraints import all_hold
+
 
 def is_feasible(trial: FrozenTrial) -> bool:
-    """All constraints hold (trials without constraints count as feasible, as in Optuna)."""
-    return all(v <= 0 for v in trial.constraints.values())
+    """All constraints hold (:func:`tuner.objective.constraints.all_hold`)."""
+    return all_hold(trial.constraints)
 
 
 def feasible_complete(study: optuna.Study) -> list[FrozenTrial]:

@@ -24,6 +24,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from tuner.core.cli import run_cli
 from tuner.report.study_report import best_config, ranked_trials
 from tuner.store import DEFAULT_URL, make_optuna_storage, mask_url, storage_errors
+from tuner.store.attrs import StudyAttr, TrialAttr
 
 DEFAULT_ARTIFACT_DIR = "storage/artifacts"
 # Our block of the study note lies between these; text a person adds in the dashboard stays below.
@@ -41,7 +42,7 @@ def best_note(study: optuna.Study) -> str | None:
         return None
     best = best_config(study, ranked[0])
     values = ", ".join(f"**{k}** {v:.3f}" for k, v in best.values.items())
-    seed = ranked[0].user_attrs.get("seed_name")
+    seed = ranked[0].user_attrs.get(TrialAttr.SEED_NAME)
     return "\n".join(
         [
             NOTE_MARK,
@@ -92,7 +93,7 @@ def ensure_metric_names(study: optuna.Study) -> None:
     """Set the study's metric names from its recorded search space (user attr ``space``) when unset."""
     if study.metric_names:
         return
-    objectives = (study.user_attrs.get("space") or {}).get("objectives") or []
+    objectives = (study.user_attrs.get(StudyAttr.SPACE) or {}).get("objectives") or []
     names = [str(o["metric"]) for o in objectives if isinstance(o, dict) and o.get("metric")]
     if names and len(names) == len(study.directions):
         study.set_metric_names(names)

@@ -24,24 +24,25 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from tuner.core.failures import FailureKind
+from tuner.store.attrs import TrialAttr
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def is_crash(trial: FrozenTrial) -> bool:
     """The trial started a server that failed (any failure kind but the pre-launch infeasible one)."""
-    kind = trial.user_attrs.get("failure_kind")
+    kind = trial.user_attrs.get(TrialAttr.FAILURE_KIND)
     return kind is not None and kind != FailureKind.INFEASIBLE.value
 
 
 def is_infeasible(trial: FrozenTrial) -> bool:
     """The trial was rejected by a declared constraint, without starting a server."""
-    return trial.user_attrs.get("failure_kind") == FailureKind.INFEASIBLE.value
+    return trial.user_attrs.get(TrialAttr.FAILURE_KIND) == FailureKind.INFEASIBLE.value
 
 
 def is_pruned_slow(trial: FrozenTrial) -> bool:
     """The trial's benchmark was stopped early because it was clearly worse (not a failure)."""
-    return trial.user_attrs.get("pruned_by") == "slow"
+    return trial.user_attrs.get(TrialAttr.PRUNED_BY) == "slow"
 
 
 @dataclass(frozen=True)

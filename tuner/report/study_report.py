@@ -39,6 +39,7 @@ from tuner.core.cli import run_cli
 from tuner.core.errors import StorageError
 from tuner.objective.ranking import is_feasible, ranked_trials
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
+from tuner.store.attrs import StudyAttr, TrialAttr, study_image
 
 PLACEHOLDER_IMAGE = "lmsysorg/sglang:latest"
 # fANOVA on fewer complete trials than this says more about noise than about the parameters.
@@ -78,14 +79,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     names = objective_names(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        failure = t.user_attrs.get("failure") or {}
-        kind = t.user_attrs.get("failure_kind")
+        failure = t.user_attrs.get(TrialAttr.FAILURE) or {}
+        kind = t.user_attrs.get(TrialAttr.FAILURE_KIND)
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
-            "seed_name": t.user_attrs.get("seed_name"),
+            "seed_name": t.user_attrs.get(TrialAttr.SEED_NAME),
             "outcome": kind
-            or t.user_attrs.get("pruned_by")
+            or t.user_attrs.get(TrialAttr.PRUNED_BY)
             or (OK if t.state == TrialState.COMPLETE else t.state.name.lower()),
             "failure_kind": kind,
             "failure": _failure_line(failure) if failure else None,
@@ -96,10 +97,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for i, name in enumerate(names):
             row[f"objective_{name}"] = t.values[i] if t.values else None
         row.update({f"param_{k}": v for k, v in t.params.items()})
-        metrics = t.user_attrs.get("metrics") or {}
+        metrics = t.user_attrs.get(TrialAttr.METRICS) or {}
         row.update({f"metric_{k}": v for k, v in metrics.items()})
         row.update({f"constraint_{k}": v for k, v in t.constraints.items()})
-        command = t.user_attrs.get("command")
+        command = t.user_attrs.get(TrialAttr.COMMAND)
         row["command"] = shlex.join(command) if command else None
         rows.append(row)
     return pd.DataFrame(rows)
@@ -119,21 +120,9 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     """The trial whose user attr ``seed_name`` is ``baseline``, else trial 0 (None if no trials)."""
     trials = study.get_trials(deepcopy=False)
     for t in trials:
-        if t.user_attrs.get("seed_name") == "baseline":
+        if t.user_attrs.get(TrialAttr.SEED_NAME) == "baseline":
             return t
     return trials[0] if trials else None
-
-
-def study_image(study: optuna.Study) -> str | None:
-    """The study's image: user attr ``target`` (image or ``{image: …}``), else ``space.target.image``."""
-    target = study.user_attrs.get("target")
-    if target is None:
-        target = (study.user_attrs.get("space") or {}).get("target")
-    if isinstance(target, str):
-        return target
-    if isinstance(target, dict) and isinstance(target.get("image"), str):
-        return target["image"]
-    return None
 
 
 def best_config(study: optuna.Study, trial: FrozenTrial) -> BestConfig:
@@ -143,12 +132,12 @@ def best_config(study: optuna.Study, trial: FrozenTrial) -> BestConfig:
     the command is the engine's own (``python3 -m sglang.launch_server …``, via ``tuner.report.export``)
     even when the trial ran on the simulator; otherwise the trial's recorded ``command``.
     """
-    flags = dict(trial.user_attrs.get("flags") or {})
+    flags = dict(trial.user_attrs.get(TrialAttr.FLAGS) or {})
     values = dict(zip(objective_names(study), trial.values or [], strict=False))
     header = f"best trial #{trial.number} of study {study.study_name}: " + ", ".join(
         f"{k} {v:.3f}" for k, v in values.items()
     )
-    image = study_image(study)
+    image = study_image(study.user_attrs)
     space = _space_of(study)
     if space is not None:
         from tuner.report.export import docker_run_line, flags_yaml, launch_command
@@ -157,7 +146,7 @@ def best_config(study: optuna.Study, trial: FrozenTrial) -> BestConfig:
         docker = docker_run_line(space, flags, image=image)  # None: the engine's own image
         flag_file = flags_yaml(space, flags, header=header)
     else:
-        command = list(trial.user_attrs.get("command") or [])
+        command = list(trial.user_attrs.get(TrialAttr.COMMAND) or [])
         docker = (
             "docker run -d --gpus all --ipc=host --shm-size 32g -p 30000:30000 "
             "-v $HOME/.cache/huggingface:/root/.cache/huggingface "
@@ -170,7 +159,7 @@ def best_config(study: optuna.Study, trial: FrozenTrial) -> BestConfig:
 
 
 def _space_of(study: optuna.Study) -> Any:
-    raw = study.user_attrs.get("space")
+    raw = study.user_attrs.get(StudyAttr.SPACE)
     if not raw:
         return None
     from pydantic import ValidationError
@@ -339,7 +328,7 @@ def capacity_frame(trials: dict[str, FrozenTrial]) -> pd.DataFrame:
     rows = [
         {"label": f"{label} (#{t.number})", **probe}
         for label, t in trials.items()
-        for probe in (t.user_attrs.get("capacity") or {}).get("probes", [])
+        for probe in (t.user_attrs.get(TrialAttr.CAPACITY) or {}).get("probes", [])
     ]
     cols = ["label", "rate", "verdict", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "goodput"]
     frame = pd.DataFrame(rows)

@@ -14,6 +14,7 @@ from tuner.objective.ranking import ranked_trials
 from tuner.report.export import docker_run_line, flags_yaml, launch_command
 from tuner.report.learning import study_crash_halves
 from tuner.space.schema import SearchSpace
+from tuner.store.attrs import StudyAttr, TrialAttr
 
 
 def write_summary(
@@ -22,22 +23,24 @@ def write_summary(
     """Print the summary and write the best configuration under ``out/<study>/``. True if one exists."""
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
-    kinds = Counter(t.user_attrs["failure_kind"] for t in trials if "failure_kind" in t.user_attrs)
+    kinds = Counter(
+        t.user_attrs[TrialAttr.FAILURE_KIND] for t in trials if TrialAttr.FAILURE_KIND in t.user_attrs
+    )
     metrics = [o.metric for o in space.objectives]
     print(f"\nstudy {study.study_name}: {len(trials)} trials ({', '.join(f'{k} {v}' for k, v in states.items())})",
           file=stream)  # fmt: skip
     if kinds:
         print("failures by kind: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()), file=stream)
         print(study_crash_halves(study).describe(), file=stream)  # did the sampler learn to avoid crashes?
-    if "confirmation" in study.user_attrs:
-        print("\n".join(confirmation_lines(study.user_attrs["confirmation"])), file=stream)
+    if StudyAttr.CONFIRMATION in study.user_attrs:
+        print("\n".join(confirmation_lines(study.user_attrs[StudyAttr.CONFIRMATION])), file=stream)
     ranked = ranked_trials(study)
     if not ranked:
         print("no trial produced a feasible measurement: see the failures above and the logs", file=stream)
         return False
     print(f"\ntop {min(top, len(ranked))} feasible trials ({', '.join(metrics)}):", file=stream)
     for t in ranked[:top]:
-        seed = t.user_attrs.get("seed_name")
+        seed = t.user_attrs.get(TrialAttr.SEED_NAME)
         vals = ", ".join(f"{v:.2f}" for v in t.values)
         print(f"  #{t.number:<4} {vals:<20} {'(' + seed + ')' if seed else ''}", file=stream)
     if len(space.objectives) > 1:
@@ -46,13 +49,13 @@ def write_summary(
             f"#{t.number} " + ", ".join(f"{m} {v:.2f}" for m, v in zip(metrics, t.values, strict=True))
             for t in front
         ), file=stream)  # fmt: skip
-    seeds = {t.user_attrs["seed_name"]: t for t in ranked if "seed_name" in t.user_attrs}
+    seeds = {t.user_attrs[TrialAttr.SEED_NAME]: t for t in ranked if TrialAttr.SEED_NAME in t.user_attrs}
     best = ranked[0]
     for name, t in seeds.items():
         if t.number != best.number and t.values[0]:
             print(f"best / {name}: {best.values[0] / t.values[0]:.3f}x on {metrics[0]} (one measurement each)",
                   file=stream)  # fmt: skip
-    flags = best.user_attrs.get("flags", {})
+    flags = best.user_attrs.get(TrialAttr.FLAGS, {})
     folder = out / study.study_name
     folder.mkdir(parents=True, exist_ok=True)
     cmd = shlex.join(launch_command(space, flags))

@@ -29,6 +29,7 @@ from tuner.objective import constraints_for_metrics
 from tuner.objective.ranking import ranked_trials
 from tuner.space.schema import SearchSpace
 from tuner.space.sections import ConfirmSpec
+from tuner.store.attrs import StudyAttr, TrialAttr
 from tuner.trial.runner import ConfigRunner, Outcome
 
 # run_index of confirmation runs: far above any trial number, so logs and simulator seeds never collide
@@ -178,7 +179,7 @@ def pick_candidates(study: optuna.Study, space: SearchSpace, top_k: int) -> list
     seen: set[str] = set()
     picked: list[FrozenTrial] = []
     for t in ranked_trials(study):
-        key = json.dumps(t.user_attrs.get("flags", t.params), sort_keys=True, default=str)
+        key = json.dumps(t.user_attrs.get(TrialAttr.FLAGS, t.params), sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
             picked.append(t)
@@ -242,7 +243,7 @@ def confirm_top(
     objective = space.objectives[0]
     trials = pick_candidates(study, space, spec.top_k)
     candidates = [
-        Candidate(t.number, dict(t.user_attrs.get("flags", {})), float(t.values[0])) for t in trials
+        Candidate(t.number, dict(t.user_attrs.get(TrialAttr.FLAGS, {})), float(t.values[0])) for t in trials
     ]
     for r in range(spec.repeats):
         for i, c in enumerate(candidates):
@@ -259,7 +260,7 @@ def confirm_top(
 
 def record_confirmation(study: optuna.Study, confirmation: Confirmation) -> None:
     """Store the confirmation on the study (user attribute ``confirmation``) for reports and dashboard."""
-    study.set_user_attr("confirmation", confirmation.to_attrs())
+    study.set_user_attr(StudyAttr.CONFIRMATION, confirmation.to_attrs())
 
 
 __all__ = [

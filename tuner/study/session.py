@@ -31,6 +31,7 @@ from tuner.space import SearchSpace, load_space
 from tuner.space.sample import warm_start_points
 from tuner.space.sections import PruningSpec
 from tuner.space.targets import DockerTarget, SimulatorTarget
+from tuner.store.attrs import StudyAttr, TrialAttr
 from tuner.store.models import Provenance
 from tuner.store.store import TunerStore
 from tuner.store.urls import check_multiworker_safe, make_optuna_storage, setup_lock, storage_errors
@@ -97,23 +98,23 @@ def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([o.metric for o in space.objectives])
-    study.set_user_attr("space_file", str(opts.space))
-    study.set_user_attr("space", space.model_dump(mode="json"))
-    study.set_user_attr("engine", f"{space.engine} {space.engine_version}")
+    study.set_user_attr(StudyAttr.SPACE_FILE, str(opts.space))
+    study.set_user_attr(StudyAttr.SPACE, space.model_dump(mode="json"))
+    study.set_user_attr(StudyAttr.ENGINE, f"{space.engine} {space.engine_version}")
     if opts.seed_trials:
         # Workers starting together would each see no seed enqueued yet and enqueue all of them.
         with setup_lock(opts.storage):
-            seeded = {t.user_attrs.get("seed_name") for t in study.get_trials(deepcopy=False)}
+            seeded = {t.user_attrs.get(TrialAttr.SEED_NAME) for t in study.get_trials(deepcopy=False)}
             for seed in space.seed_trials:
                 if seed.name not in seeded:
                     study.enqueue_trial(
                         dict(seed.params),
-                        user_attrs={"seed_name": seed.name, "seed_note": seed.note},
+                        user_attrs={TrialAttr.SEED_NAME: seed.name, TrialAttr.SEED_NOTE: seed.note},
                         skip_if_exists=True,
                     )
             for name, params in warm_start_points(space) if opts.warm_start else ():
                 if name not in seeded:
-                    study.enqueue_trial(params, user_attrs={"seed_name": name}, skip_if_exists=True)
+                    study.enqueue_trial(params, user_attrs={TrialAttr.SEED_NAME: name}, skip_if_exists=True)
     return study
 
 
@@ -150,7 +151,7 @@ def provenance_for(ctx: StudyContext, trial_number: int, outcome: Outcome) -> Pr
         engine=space.engine,
         engine_version=space.engine_version,
         image=image,
-        image_digest=ctx.study.user_attrs.get("image_digest"),
+        image_digest=ctx.study.user_attrs.get(StudyAttr.IMAGE_DIGEST),
         gpu_name=gpu.get("gpu_name"),
         gpu_driver=gpu.get("gpu_driver"),
         gpu_memory_mib=gpu.get("gpu_memory_mib", mem),
@@ -179,7 +180,7 @@ def make_recorder(ctx: StudyContext, artifacts: FileSystemArtifactStore):
                 study_or_trial=trial,
                 mimetype="text/plain",
             )
-            trial.set_user_attr("server_log_artifact", artifact_id)
+            trial.set_user_attr(TrialAttr.SERVER_LOG_ARTIFACT, artifact_id)
 
     return on_outcome
 
@@ -199,8 +200,8 @@ def run_study(opts: StudyOptions) -> ExitCode:
     study = open_study(opts, space)
     image_info = getattr(launcher, "image_info", None)
     if image_info is not None:  # which image (digest) and engine version produced the numbers
-        study.set_user_attr("image_digest", image_info.image_id)
-        study.set_user_attr("image", image_info.to_attrs())
+        study.set_user_attr(StudyAttr.IMAGE_DIGEST, image_info.image_id)
+        study.set_user_attr(StudyAttr.IMAGE, image_info.to_attrs())
     store = TunerStore(opts.storage)
     ctx = StudyContext(space, study, store, launcher, out, opts.worker, describe_gpus(space.launch.gpu_ids))
     reaped = launcher.reap_orphans(study.study_name, opts.worker)

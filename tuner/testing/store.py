@@ -20,6 +20,7 @@ import optuna
 import sqlalchemy
 
 from tuner.core.records import RequestRecord
+from tuner.store.attrs import StudyAttr
 from tuner.store.store import TunerStore
 from tuner.store.urls import make_optuna_storage
 
@@ -133,7 +134,7 @@ def populate_demo_study(
     *,
     metrics: Sequence[str] = ("output_throughput",),
     space: dict[str, Any] | None = None,
-    target: Any = None,
+    image: str | None = None,
     seed: int = 0,
     artifact_dir: Path | None = None,
 ) -> optuna.Study:
@@ -156,8 +157,8 @@ def populate_demo_study(
     study.set_metric_names(list(metrics))
     if space is not None:
         study.set_user_attr("space", space)
-    if target is not None:
-        study.set_user_attr("target", target)
+    if image is not None:  # as a Docker study records the image its check inspected
+        study.set_user_attr(StudyAttr.IMAGE, {"image": image, "engine": "sglang"})
     dists = {
         "quantization": optuna.distributions.CategoricalDistribution(["awq", "awq_marlin"]),
         "mem-fraction-static": optuna.distributions.FloatDistribution(0.70, 0.95, step=0.01),

@@ -34,11 +34,13 @@ from tuner.loadgen.metrics import BenchResult
 from tuner.loadgen.telemetry import GpuMonitor, ServerMemoryMonitor, current_memory_mib, wait_memory_baseline
 from tuner.objective import constraints_for_crash, constraints_for_metrics, objective_values
 from tuner.objective.capacity import StopReason, find_capacity
+from tuner.objective.ranking import feasible_complete
 from tuner.space.constraints import violated_constraint
 from tuner.space.sample import params_to_flags, sample_params
 from tuner.space.schema import SearchSpace
 from tuner.space.targets import SimulatorTarget
 from tuner.space.workload import ClosedArrival
+from tuner.store.attrs import TrialAttr
 from tuner.trial.progress import Progress
 from tuner.trial.pruning import window_should_stop
 
@@ -340,10 +342,10 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         params = sample_params(self.space, trial)
         flags = dict(params_to_flags(self.space, params))
-        trial.set_user_attr("worker", self.runner.worker)  # known even if this worker dies mid-trial
+        trial.set_user_attr(TrialAttr.WORKER, self.runner.worker)  # known even if this worker dies mid-trial
         progress = self.runner.progress
         if progress is not None:
-            progress.start_trial(trial.number, str(trial.user_attrs.get("seed_name", "")))
+            progress.start_trial(trial.number, str(trial.user_attrs.get(TrialAttr.SEED_NAME, "")))
         should_stop = (
             window_should_stop(trial, self.space.pruning, self.space.objectives[0].metric)
             if self.prune_on_windows
@@ -357,7 +359,7 @@ class TrialRunner:
                 incumbent_rps=self._incumbent_rps(trial),
             )
         except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr(TrialAttr.INTERRUPTED, True)
             raise
         return self.record(trial, outcome)
 
@@ -365,32 +367,28 @@ class TrialRunner:
         """The best feasible capacity so far: a capacity search that cannot beat it stops early."""
         if self.space.capacity is None or len(self.space.objectives) != 1:
             return None
-        feasible = [
-            t.values[0]
-            for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if all(v <= 0 for v in t.constraints.values())
-        ]
+        feasible = [t.values[0] for t in feasible_complete(trial.study)]
         return max(feasible) if feasible else None
 
     def record(self, trial: optuna.Trial, outcome: Outcome) -> float | list[float]:
         """Write the outcome onto ``trial``; raise TrialPruned for a failed or pruned configuration."""
-        trial.set_user_attr("flags", outcome.flags)
-        trial.set_user_attr("command", outcome.argv)
+        trial.set_user_attr(TrialAttr.FLAGS, outcome.flags)
+        trial.set_user_attr(TrialAttr.COMMAND, outcome.argv)
         if outcome.docker_command is not None:
-            trial.set_user_attr("docker_command", outcome.docker_command)
-        trial.set_user_attr("timings", {k: round(v, 3) for k, v in outcome.timings.items()})
+            trial.set_user_attr(TrialAttr.DOCKER_COMMAND, outcome.docker_command)
+        trial.set_user_attr(TrialAttr.TIMINGS, {k: round(v, 3) for k, v in outcome.timings.items()})
         if outcome.metrics is not None:
-            trial.set_user_attr("metrics", {k: _json_float(v) for k, v in outcome.metrics.items()})
+            trial.set_user_attr(TrialAttr.METRICS, {k: _json_float(v) for k, v in outcome.metrics.items()})
         if outcome.capacity is not None:
-            trial.set_user_attr("capacity", outcome.capacity)
+            trial.set_user_attr(TrialAttr.CAPACITY, outcome.capacity)
         if errors := request_errors(outcome.bench):
-            trial.set_user_attr("request_errors", errors)
+            trial.set_user_attr(TrialAttr.REQUEST_ERRORS, errors)
         if self.on_outcome is not None:
             self.on_outcome(trial, outcome)
         if outcome.failure is not None:
             failure = outcome.failure
-            trial.set_user_attr("failure_kind", failure.kind.value)
-            trial.set_user_attr("failure", failure.to_attrs())
+            trial.set_user_attr(TrialAttr.FAILURE_KIND, failure.kind.value)
+            trial.set_user_attr(TrialAttr.FAILURE, failure.to_attrs())
             for key, value in constraints_for_crash(self.space.slos).values.items():
                 trial.set_constraint(key, value)
             self._end(f"PRUNED {failure.kind.value}: {failure.summary()[:120]}")
@@ -400,7 +398,7 @@ class TrialRunner:
         for key, value in constraints.values.items():
             trial.set_constraint(key, value)
         if outcome.stopped_early:
-            trial.set_user_attr("pruned_by", outcome.stop_reason)
+            trial.set_user_attr(TrialAttr.PRUNED_BY, outcome.stop_reason)
             self._end(f"PRUNED ({outcome.stop_reason}: cannot beat the trials before it)")
             raise optuna.TrialPruned(
                 f"stopped early ({outcome.stop_reason}): clearly worse than earlier trials"
