@@ -44,7 +44,6 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from bench.client_ceiling import _cpu_model  # noqa: E402
+from tuner.core.net import free_port  # noqa: E402
 from tuner.core.stats import paired_ratio_ci  # noqa: E402
 from tuner.loadgen import BenchResult, WorkloadSpec, run_benchmark_sync  # noqa: E402
 from tuner.loadgen.metrics import itl_s, stats_ms  # noqa: E402
@@ -163,12 +163,6 @@ def _http(method: str, url: str, timeout: float = 60.0) -> tuple[int, bytes]:
 
 def _tail(path: Path, n: int = 3000) -> str:
     return path.read_text(errors="replace")[-n:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_histograms(url: str) -> dict[str, tuple[float, float]]:

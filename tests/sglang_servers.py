@@ -34,15 +34,15 @@ from typing import Any
 
 import pytest
 
+from tuner.core.net import free_port
 from tuner.engines import sglang
 from tuner.engines.base import tool_cache
-from tuner.sim.process import free_port
+from tuner.testing.require import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = tool_cache()
 REAL_PYTHON = sglang.default_cpu_python("0.5.23")
 REAL_MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL") or CACHE / "models" / "sglang-tiny-llama")
-REQUIRE_ALL = os.environ.get("TUNER_REQUIRE_ALL") == "1"
 STARTUP_TIMEOUT_S = float(os.environ.get("TUNER_SGLANG_CPU_STARTUP_S", "300"))
 
 REAL = "real"
@@ -76,12 +76,8 @@ def real_available() -> str | None:
 
 def require_real() -> None:
     """Skip (or, with TUNER_REQUIRE_ALL=1, fail) the calling test when real SGLang is not set up."""
-    missing = real_available()
-    if missing is None:
-        return
-    if REQUIRE_ALL:
-        pytest.fail(f"{missing} (TUNER_REQUIRE_ALL=1)", pytrace=False)
-    pytest.skip(missing)
+    if (why := real_available()) is not None:
+        missing(why)
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

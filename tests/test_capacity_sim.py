@@ -8,7 +8,6 @@ rates around it on the same server.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tuner.core.net import free_port
 from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
 from tuner.objective.capacity import StopReason, find_capacity, probe_workload
 from tuner.space.sections import CapacitySpec
@@ -41,15 +41,9 @@ SPEC = CapacitySpec(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "tuner.sim", "--host", "127.0.0.1", "--port", str(port), *SIM_ARGS]
     log = tmp_path_factory.mktemp("sim") / "sim.log"
     proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT)

@@ -9,9 +9,7 @@ is kept as a screenshot in ``storage/test-artifacts/`` (a reference copy is in `
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,9 +21,11 @@ import optuna
 import optuna_dashboard
 import pytest
 
+from tuner.core.net import free_port
 from tuner.report.dashboard import NOTE_END, NOTE_MARK, publish_best_note
 from tuner.space import load_space
 from tuner.store import make_optuna_storage
+from tuner.testing.require import missing
 from tuner.testing.store import populate_demo_study
 
 SPACE = Path("search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml")
@@ -43,15 +43,7 @@ def chromium_or_skip() -> str:
     if path:
         return path
     reason = "chromium not installed (run scripts/setup-chromium.sh)"
-    if os.environ.get("TUNER_REQUIRE_ALL") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    missing(reason)
 
 
 def browse(chromium: str, url: str, tmp: Path, *, expect: str, screenshot: Path | None = None) -> str:

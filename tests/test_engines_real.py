@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -30,18 +30,16 @@ from tuner.space.load import load_space, parse_space
 from tuner.space.sample import params_to_flags
 from tuner.space.schema import SearchSpace
 from tuner.space.vectors import space_flag_vectors
+from tuner.testing.require import missing
 from tuner.trial.runner import ConfigRunner, Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-tiny.yaml"
 TF_SPACE = ROOT / "search_spaces" / "transformers-h100-tiny.yaml"
-REQUIRE_ALL = os.environ.get("TUNER_REQUIRE_ALL") == "1"
 
 
-def _missing(what: str) -> None:
-    if REQUIRE_ALL:
-        pytest.fail(f"{what} missing (TUNER_REQUIRE_ALL=1)", pytrace=False)
-    pytest.skip(f"{what} missing")
+def _missing(what: str) -> NoReturn:
+    missing(f"{what} missing")
 
 
 def _space(path: Path, **changes: Any) -> SearchSpace:

@@ -6,7 +6,6 @@ so they take milliseconds each. Skipped without the binary unless ``TUNER_REQUIR
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
@@ -15,6 +14,7 @@ from tuner.core.errors import ConfigError, UnknownFlagError
 from tuner.core.failures import ExitStatus, FailureKind, Phase, classify
 from tuner.engines import get_engine
 from tuner.engines import llamacpp as lc
+from tuner.testing.require import missing
 
 pytestmark = pytest.mark.llamacpp
 VERSION = lc.DEFAULT_VERSION
@@ -24,9 +24,7 @@ BINARY = lc.find_binary()
 @pytest.fixture(scope="module", autouse=True)
 def _need_binary() -> None:
     if BINARY is None:
-        if os.environ.get("TUNER_REQUIRE_ALL") == "1":
-            pytest.fail("llama-server missing: run scripts/build-llama-server.sh", pytrace=False)
-        pytest.skip("llama-server not built (scripts/build-llama-server.sh or TUNER_LLAMA_SERVER)")
+        missing("llama-server not built (scripts/build-llama-server.sh or TUNER_LLAMA_SERVER)")
 
 
 def _example(spec: lc.FlagSpec) -> list[str]:

@@ -7,8 +7,6 @@ Skipped without the binary unless ``TUNER_REQUIRE_ALL=1``.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from tuner.core.failures import ExitStatus, FailureKind, Phase, classify
+from tuner.core.net import free_port
 from tuner.engines import llamacpp as lc
 from tuner.models.gguf_llama import PRESETS, write
+from tuner.testing.require import missing
 
 pytestmark = pytest.mark.llamacpp
 VERSION = lc.DEFAULT_VERSION
@@ -30,9 +30,7 @@ BINARY = lc.find_binary()
 @pytest.fixture(scope="module")
 def binary() -> Path:
     if BINARY is None:
-        if os.environ.get("TUNER_REQUIRE_ALL") == "1":
-            pytest.fail("llama-server missing: run scripts/build-llama-server.sh", pytrace=False)
-        pytest.skip("llama-server not built (scripts/build-llama-server.sh or TUNER_LLAMA_SERVER)")
+        missing("llama-server not built (scripts/build-llama-server.sh or TUNER_LLAMA_SERVER)")
     return BINARY
 
 
@@ -41,17 +39,11 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write(tmp_path_factory.mktemp("gguf") / "tiny.gguf", PRESETS["tiny"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """One llama-server process, its log in a file."""
 
     def __init__(self, binary: Path, model: Path, flags: lc.FlagVector, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         argv = lc.launch_argv(
             model=str(model),
             host="127.0.0.1",

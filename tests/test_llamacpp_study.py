@@ -19,9 +19,9 @@ Markers ``llamacpp`` (and ``docker``); skipped without the binary or the daemon 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -42,9 +42,9 @@ from tuner.engines import llamacpp
 from tuner.launch.docker import SIM_IMAGE, DockerLauncher, daemon_unavailable_reason
 from tuner.models.gguf_llama import PRESETS, write
 from tuner.space.targets import DockerTarget
+from tuner.testing.require import missing
 
 pytestmark = pytest.mark.llamacpp
-REQUIRE_ALL = os.environ.get("TUNER_REQUIRE_ALL") == "1"
 TRIALS = 12
 ROUNDS = 4
 TOP_K = 2  # the candidates re-measured: the study's single measurements pick them, the rounds decide
@@ -66,10 +66,8 @@ WORKLOAD = {
 }
 
 
-def _missing(what: str) -> None:
-    if REQUIRE_ALL:
-        pytest.fail(f"{what} missing (TUNER_REQUIRE_ALL=1)", pytrace=False)
-    pytest.skip(f"{what} missing")
+def _missing(what: str) -> NoReturn:
+    missing(f"{what} missing")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,18 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from tuner.core.net import free_port
 from tuner.loadgen import WorkloadSpec, run_benchmark
 from tuner.loadgen.telemetry import ServerMemoryMonitor, fetch_server_memory
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_sim(*extra: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "tuner.sim", "--model-path", "Qwen/Qwen2.5-0.5B-Instruct"]
     cmd += ["--sim-model", "qwen2.5-0.5b", "--sim-gpu", "h100", "--sim-startup-scale", "0", "--sim-seed", "1"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), *extra]

@@ -12,7 +12,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
+from tuner.testing.require import missing
 
 CACHE = Path(os.environ.get("TUNER_CACHE", Path.home() / ".cache" / "sglang-tuner"))
 PYTHON = Path(
@@ -20,9 +20,7 @@ PYTHON = Path(
 )
 
 if not PYTHON.is_file():
-    if os.environ.get("TUNER_REQUIRE_ALL") == "1":
-        pytest.fail(f"SGLang CPU venv missing ({PYTHON}): run scripts/setup-sglang-cpu.sh", pytrace=False)
-    pytest.skip("SGLang CPU venv missing (scripts/setup-sglang-cpu.sh)", allow_module_level=True)
+    missing(f"SGLang CPU venv missing ({PYTHON}): run scripts/setup-sglang-cpu.sh", allow_module_level=True)
 
 
 def run_in_venv(code: str) -> str:

@@ -6,7 +6,6 @@ Needs the parser venv from ``scripts/setup-sglang-parser.sh``; skipped without i
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,13 @@ from tuner.engines import sglang
 from tuner.engines.sglang_parser import PLACEHOLDER_MODEL, ParseResult, available, parse_argvs, parser_options
 from tuner.space.load import load_space
 from tuner.space.vectors import check_space_flag_vectors, space_flag_vectors
+from tuner.testing.require import missing
 
 VERSION = "0.5.23"
 REPO = Path(__file__).resolve().parents[1]
 
 if not available(VERSION):
-    if os.environ.get("TUNER_REQUIRE_ALL") == "1":
-        pytest.fail("SGLang parser venv missing: run scripts/setup-sglang-parser.sh", pytrace=False)
-    pytest.skip("SGLang 0.5.23 parser venv missing (scripts/setup-sglang-parser.sh)", allow_module_level=True)
+    missing("SGLang 0.5.23 parser venv missing (scripts/setup-sglang-parser.sh)", allow_module_level=True)
 
 BASELINE = [
     "--attention-backend",

@@ -66,6 +66,7 @@ from tuner.launch.process import ProcessLauncher
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import params_to_flags
 from tuner.space.targets import DockerTarget
+from tuner.testing.require import missing
 from tuner.trial.runner import ConfigRunner
 
 pytestmark = pytest.mark.sglang_cpu
@@ -98,9 +99,7 @@ def _missing() -> str | None:
 
 
 if (_what := _missing()) is not None:
-    if os.environ.get("TUNER_REQUIRE_ALL") == "1":
-        pytest.fail(f"{_what} missing (TUNER_REQUIRE_ALL=1)", pytrace=False)
-    pytest.skip(f"{_what} missing", allow_module_level=True)
+    missing(f"{_what} missing", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ thread is writing trials, then starts it again.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -15,6 +14,7 @@ import pytest
 
 from tuner.core.errors import StorageError
 from tuner.store import TunerStore, make_optuna_storage, storage_errors
+from tuner.testing.require import missing
 from tuner.testing.store import (
     local_cluster,
     make_records,
@@ -43,9 +43,7 @@ def test_postgres_stopping_mid_write_keeps_records_intact() -> None:
     cluster = local_cluster(base)
     if cluster is None:
         reason = "the PostgreSQL server of TUNER_TEST_PG_URL is not a local Debian cluster: cannot stop it"
-        if os.environ.get("TUNER_REQUIRE_ALL") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(reason)
     with scratch_postgres_database(base) as url:
         store = TunerStore(url)
         storage = make_optuna_storage(url)

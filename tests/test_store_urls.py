@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -10,14 +9,9 @@ import optuna
 import pytest
 
 from tuner.core.errors import ConfigError, StorageError
+from tuner.core.net import free_port
 from tuner.store import TunerStore, check_multiworker_safe, make_optuna_storage, mask_url
 from tuner.testing.store import postgres_url_or_skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mask_url_hides_password() -> None:
@@ -29,7 +23,7 @@ def test_mask_url_hides_password() -> None:
 
 
 def test_unreachable_postgres_is_a_clear_storage_error() -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     url = f"postgresql+psycopg://tuner:s3cret@127.0.0.1:{port}/tuner"
     for opener in (make_optuna_storage, TunerStore):
         with pytest.raises(StorageError) as err:
