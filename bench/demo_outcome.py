@@ -26,7 +26,7 @@ from tuner.launch.process import ProcessLauncher
 from tuner.nightly.remeasure import Remeasurer, paired_values, values
 from tuner.objective.ranking import ranked_trials
 from tuner.space import load_space, params_to_flags
-from tuner.trial.runner import ConfigRunner
+from tuner.trial.measure import ConfigRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -46,7 +46,7 @@ from tuner.nightly.remeasure import Measurement, Remeasurer, paired_values, valu
 from tuner.objective.ranking import ranked_trials  # noqa: E402
 from tuner.space import SearchSpace, load_space  # noqa: E402
 from tuner.space.targets import DockerTarget  # noqa: E402
-from tuner.trial.runner import ConfigRunner  # noqa: E402
+from tuner.trial.measure import ConfigRunner  # noqa: E402
 
 PROCESS_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-tiny.yaml"
 DOCKER_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-docker.yaml"

@@ -4,7 +4,7 @@
     .venv/bin/python bench/search_efficiency.py --quick         # a smoke run (2 seeds, small budgets)
 
 Every trial goes through the real loop: an Optuna study on SQLite (a temporary directory), the
-``ConfigRunner``/``TrialRunner`` of ``tuner/trial/runner.py``, a real server process per trial (the SGLang
+``ConfigRunner``/``TrialRunner`` of ``tuner/trial/``, a real server process per trial (the SGLang
 simulator, ``python -m tuner.sim``, or llama.cpp's ``llama-server`` on the CPU), the real load generator.
 
 Methods (each run is one study with its own seed):
@@ -63,8 +63,9 @@ from tuner.space.sections import PruningSpec  # noqa: E402
 from tuner.study.confirm import Candidate, rank  # noqa: E402
 from tuner.study.options import StudyOptions  # noqa: E402
 from tuner.study.session import open_study  # noqa: E402
+from tuner.trial.measure import ConfigRunner  # noqa: E402
+from tuner.trial.objective import TrialRunner  # noqa: E402
 from tuner.trial.pruning import check_windows  # noqa: E402
-from tuner.trial.runner import ConfigRunner, TrialRunner  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SIM_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq-constrained.yaml"

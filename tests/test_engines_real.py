@@ -6,7 +6,7 @@
   or the ``python`` beside a ``transformers`` on PATH). On the CPU with a tiny model here; on the GPU
   (marker ``gpu``) with the space's 1 B model on the H100 machine.
 
-Each test measures one configuration through :class:`tuner.trial.runner.ConfigRunner`, exactly as a trial
+Each test measures one configuration through :class:`tuner.trial.measure.ConfigRunner`, exactly as a trial
 does, on a copy of the shipped search space with a small workload.
 """
 
@@ -31,7 +31,7 @@ from tuner.space.sample import params_to_flags
 from tuner.space.schema import SearchSpace
 from tuner.space.vectors import space_flag_vectors
 from tuner.testing.require import missing
-from tuner.trial.runner import ConfigRunner, Outcome
+from tuner.trial.measure import ConfigRunner, Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-tiny.yaml"

@@ -93,7 +93,7 @@ def test_flat_names_and_empty_run() -> None:
 
 
 def test_request_errors_counts_the_measured_failures_by_error() -> None:
-    from tuner.trial.runner import request_errors
+    from tuner.trial.objective import request_errors
 
     def failed(i: int, *, error: str | None = None, status: int | None = None, warmup: bool = False):
         return RequestRecord(

@@ -19,8 +19,9 @@ from tuner.space.sample import params_to_flags
 from tuner.space.schema import SearchSpace
 from tuner.space.sections import ConfirmSpec, PruningSpec
 from tuner.study.confirm import confirm_top, record_confirmation
+from tuner.trial.measure import ConfigRunner
+from tuner.trial.objective import TrialRunner
 from tuner.trial.pruning import build_pruner, check_windows, window_should_stop
-from tuner.trial.runner import ConfigRunner, TrialRunner
 
 CONSTRAINED = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq-constrained.yaml"
 RAW = yaml.safe_load(CONSTRAINED.read_text())

@@ -67,7 +67,7 @@ from tuner.space import SearchSpace, load_space
 from tuner.space.sample import params_to_flags
 from tuner.space.targets import DockerTarget
 from tuner.testing.require import missing
-from tuner.trial.runner import ConfigRunner
+from tuner.trial.measure import ConfigRunner
 
 pytestmark = pytest.mark.sglang_cpu
 

@@ -24,6 +24,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from tuner.core.cli import ExitCode, exit_code_for
 from tuner.core.errors import ConfigError, TunerError
 from tuner.launch.factory import make_launcher
+from tuner.launch.simulator import simulator_program
 from tuner.nightly.compat import rejection
 from tuner.nightly.decide import Verdict, promotion_verdict, regression_verdict
 from tuner.nightly.deployed import (
@@ -45,8 +46,9 @@ from tuner.store.models import Deployment
 from tuner.store.store import TunerStore
 from tuner.study.options import StudyOptions
 from tuner.study.session import StudyContext, interrupts_stop_the_trial, make_recorder, open_study
+from tuner.trial.measure import ConfigRunner
+from tuner.trial.objective import TrialRunner
 from tuner.trial.progress import Progress
-from tuner.trial.runner import ConfigRunner, TrialRunner, simulator_program
 
 
 class NightlyConfigRunner(ConfigRunner):

@@ -1,6 +1,6 @@
 """Measure configurations again, outside Optuna: repeats, and interleaved rounds for A/B tests.
 
-Each measurement is a fresh server (:meth:`tuner.trial.runner.ConfigRunner.measure`), so repeats
+Each measurement is a fresh server (:meth:`tuner.trial.measure.ConfigRunner.measure`), so repeats
 include start-up variation as a real deployment would. Interleaving alternates the order of
 each round (A B C, then C B A, …): a linear drift of the machine during the validation then
 adds the same amount to every configuration over two rounds.
@@ -14,7 +14,7 @@ from typing import Any
 
 from tuner.objective import constraints_for_metrics
 from tuner.space.schema import SearchSpace
-from tuner.trial.runner import ConfigRunner
+from tuner.trial.measure import ConfigRunner
 
 
 @dataclass(frozen=True)

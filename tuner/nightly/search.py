@@ -24,7 +24,7 @@ from tuner.space.constraints import violated_constraint
 from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import SearchSpace
 from tuner.store.attrs import TrialAttr
-from tuner.trial.runner import TrialRunner
+from tuner.trial.objective import TrialRunner
 
 NIGHTLY_ATTR = "nightly"
 

@@ -1,7 +1,7 @@
 """Does the sampler learn the hidden constraints? The crash rate of a study's first half against its second.
 
 A crash (a server that died, hung, ran out of memory, or answered /health but failed its requests)
-is recorded as a PRUNED trial with the ``crash`` constraint violated (``tuner/trial/runner.py``), which
+is recorded as a PRUNED trial with the ``crash`` constraint violated (``tuner/trial/objective.py``), which
 TPE ranks on the bad side: it should propose fewer crashing configurations as the study goes on.
 Random search cannot learn, so its rate stays flat. :func:`crash_rate_by_half` measures this on any
 study; the summary and ``bench/search_efficiency.py`` print it.

@@ -30,7 +30,7 @@ from tuner.objective.ranking import ranked_trials
 from tuner.space.schema import SearchSpace
 from tuner.space.sections import ConfirmSpec
 from tuner.store.attrs import StudyAttr, TrialAttr
-from tuner.trial.runner import ConfigRunner, Outcome
+from tuner.trial.measure import ConfigRunner, Outcome
 
 # run_index of confirmation runs: far above any trial number, so logs and simulator seeds never collide
 RUN_INDEX_BASE = 1_000_000

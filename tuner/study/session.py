@@ -37,9 +37,10 @@ from tuner.store.store import TunerStore
 from tuner.store.urls import check_multiworker_safe, make_optuna_storage, setup_lock, storage_errors
 from tuner.study.confirm import confirm_top, record_confirmation
 from tuner.study.options import StudyOptions
+from tuner.trial.measure import ConfigRunner, Outcome
+from tuner.trial.objective import TrialRunner
 from tuner.trial.progress import Progress
 from tuner.trial.pruning import build_pruner, check_windows
-from tuner.trial.runner import ConfigRunner, Outcome, TrialRunner
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
