@@ -22,7 +22,8 @@ import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
 from tuner.core.cli import run_cli
-from tuner.report.study_report import best_config, ranked_trials
+from tuner.objective.ranking import ranked_trials
+from tuner.report.best import best_config
 from tuner.store import DEFAULT_URL, make_optuna_storage, mask_url, storage_errors
 from tuner.store.attrs import StudyAttr, TrialAttr
 

@@ -30,7 +30,6 @@ from typing import Any
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
-import yaml
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
@@ -38,34 +37,16 @@ from plotly.subplots import make_subplots
 from tuner.core.cli import run_cli
 from tuner.core.errors import StorageError
 from tuner.objective.ranking import is_feasible, ranked_trials
+from tuner.report.best import BestConfig, best_config, objective_names
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
-from tuner.store.attrs import StudyAttr, TrialAttr, study_image
+from tuner.store.attrs import TrialAttr
 
-PLACEHOLDER_IMAGE = "lmsysorg/sglang:latest"
 # fANOVA on fewer complete trials than this says more about noise than about the parameters.
 MIN_TRIALS_FOR_IMPORTANCE = 4
 OK = "ok"  # outcome label of a trial without a failure
 
 
-@dataclass(frozen=True)
-class BestConfig:
-    """The best configuration as things a person runs."""
-
-    trial_number: int
-    values: dict[str, float]
-    flags: dict[str, Any]
-    command: list[str]
-    docker_run: str
-    flags_yaml: str
-
-
 # -- data -------------------------------------------------------------------------------------
-
-
-def objective_names(study: optuna.Study) -> list[str]:
-    """The study's metric names (``study.set_metric_names``), else ``value_0``, ``value_1`` …"""
-    names = study.metric_names
-    return list(names) if names else [f"value_{i}" for i in range(len(study.directions))]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -123,53 +104,6 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
         if t.user_attrs.get(TrialAttr.SEED_NAME) == "baseline":
             return t
     return trials[0] if trials else None
-
-
-def best_config(study: optuna.Study, trial: FrozenTrial) -> BestConfig:
-    """``trial``'s configuration as launch command, ``docker run`` line and YAML flag file.
-
-    With the search space recorded on the study (user attr ``space``, written by ``tuner.study``),
-    the command is the engine's own (``python3 -m sglang.launch_server …``, via ``tuner.report.export``)
-    even when the trial ran on the simulator; otherwise the trial's recorded ``command``.
-    """
-    flags = dict(trial.user_attrs.get(TrialAttr.FLAGS) or {})
-    values = dict(zip(objective_names(study), trial.values or [], strict=False))
-    header = f"best trial #{trial.number} of study {study.study_name}: " + ", ".join(
-        f"{k} {v:.3f}" for k, v in values.items()
-    )
-    image = study_image(study.user_attrs)
-    space = _space_of(study)
-    if space is not None:
-        from tuner.report.export import docker_run_line, flags_yaml, launch_command
-
-        command = launch_command(space, flags)
-        docker = docker_run_line(space, flags, image=image)  # None: the engine's own image
-        flag_file = flags_yaml(space, flags, header=header)
-    else:
-        command = list(trial.user_attrs.get(TrialAttr.COMMAND) or [])
-        docker = (
-            "docker run -d --gpus all --ipc=host --shm-size 32g -p 30000:30000 "
-            "-v $HOME/.cache/huggingface:/root/.cache/huggingface "
-            f"{shlex.quote(image or PLACEHOLDER_IMAGE)} \\\n  " + shlex.join(command)
-        )
-        flag_file = "".join(f"# {line}\n" for line in header.splitlines()) + yaml.safe_dump(
-            {"flags": flags}, sort_keys=False
-        )
-    return BestConfig(trial.number, values, flags, command, docker, flag_file)
-
-
-def _space_of(study: optuna.Study) -> Any:
-    raw = study.user_attrs.get(StudyAttr.SPACE)
-    if not raw:
-        return None
-    from pydantic import ValidationError
-
-    from tuner.space.schema import SearchSpace
-
-    try:
-        return SearchSpace.model_validate(raw)
-    except ValidationError:
-        return None  # written by another tuner version: fall back to the recorded command
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -389,13 +323,7 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
 
     best = best_config(study, ranked[0]) if ranked else None
     if best is not None:
-        for name, text in (
-            ("best-launch.sh", f"#!/bin/sh\n{shlex.join(best.command)}\n"),
-            ("best-docker-run.sh", f"#!/bin/sh\n{best.docker_run}\n"),
-            ("best-flags.yaml", best.flags_yaml),
-        ):
-            written.append(out / name)
-            written[-1].write_text(text)
+        written += best.write(out)
     else:
         notes.append("no feasible complete trial: no best configuration to export")
 

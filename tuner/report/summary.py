@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import optuna
 
 from tuner.objective.ranking import ranked_trials
-from tuner.report.export import docker_run_line, flags_yaml, launch_command
+from tuner.report.best import best_config
 from tuner.report.learning import study_crash_halves
 from tuner.space.schema import SearchSpace
 from tuner.store.attrs import StudyAttr, TrialAttr
@@ -55,19 +55,12 @@ def write_summary(
         if t.number != best.number and t.values[0]:
             print(f"best / {name}: {best.values[0] / t.values[0]:.3f}x on {metrics[0]} (one measurement each)",
                   file=stream)  # fmt: skip
-    flags = best.user_attrs.get(TrialAttr.FLAGS, {})
     folder = out / study.study_name
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = shlex.join(launch_command(space, flags))
-    docker = docker_run_line(space, flags)
-    header = f"best trial #{best.number} of study {study.study_name}: " + ", ".join(
-        f"{m} {v:.3f}" for m, v in zip(metrics, best.values, strict=True)
-    )
-    (folder / "best-launch.sh").write_text(f"#!/bin/sh\n# {header}\n{cmd}\n")
-    (folder / "best-docker-run.sh").write_text(f"#!/bin/sh\n# {header}\n{docker}\n")
-    (folder / "best-flags.yaml").write_text(flags_yaml(space, flags, header=header))
+    config = best_config(study, best, space)
+    config.write(folder)
     print(
-        f"\n{header}\n  {cmd}\n\n  {docker}\n\nwritten to {folder}/best-*.sh and best-flags.yaml", file=stream
+        f"\n{config.header}\n  {shlex.join(config.command)}\n\n  {config.docker_run}\n\nwritten to {folder}/best-*.sh and best-flags.yaml",
+        file=stream,
     )
     return True
 
