@@ -30,218 +30,27 @@ from typing import Any
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from plotly.subplots import make_subplots
 
 from tuner.core.cli import run_cli
 from tuner.core.errors import StorageError
-from tuner.objective.ranking import is_feasible, ranked_trials
+from tuner.objective.ranking import ranked_trials
 from tuner.report.best import BestConfig, best_config, objective_names
+from tuner.report.figures import (
+    capacity_figure,
+    failures_figure,
+    history_figure,
+    importance_figure,
+    latency_figure,
+    pareto_figure,
+)
+from tuner.report.frames import baseline_trial, capacity_frame, latency_frame, trials_frame
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
-from tuner.store.attrs import TrialAttr
-
-# fANOVA on fewer complete trials than this says more about noise than about the parameters.
-MIN_TRIALS_FOR_IMPORTANCE = 4
-OK = "ok"  # outcome label of a trial without a failure
-
 
 # -- data -------------------------------------------------------------------------------------
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, every state: objectives, params, metrics, constraints and the failure.
-
-    Columns: ``number``, ``state``, ``seed_name``, ``outcome`` (failure kind, ``pruned_by`` reason or
-    ``ok``), ``failure_kind``, ``failure`` (one-line evidence), ``feasible``, ``duration_s``,
-    ``objective_<metric>``, ``param_<name>``, ``metric_<name>`` (user attr ``metrics``),
-    ``constraint_<key>``, ``command`` (shell line).
-    """
-    names = objective_names(study)
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        failure = t.user_attrs.get(TrialAttr.FAILURE) or {}
-        kind = t.user_attrs.get(TrialAttr.FAILURE_KIND)
-        row: dict[str, Any] = {
-            "number": t.number,
-            "state": t.state.name,
-            "seed_name": t.user_attrs.get(TrialAttr.SEED_NAME),
-            "outcome": kind
-            or t.user_attrs.get(TrialAttr.PRUNED_BY)
-            or (OK if t.state == TrialState.COMPLETE else t.state.name.lower()),
-            "failure_kind": kind,
-            "failure": _failure_line(failure) if failure else None,
-            "feasible": t.state == TrialState.COMPLETE and is_feasible(t),
-            "datetime_start": t.datetime_start,
-            "duration_s": t.duration.total_seconds() if t.duration else None,
-        }
-        for i, name in enumerate(names):
-            row[f"objective_{name}"] = t.values[i] if t.values else None
-        row.update({f"param_{k}": v for k, v in t.params.items()})
-        metrics = t.user_attrs.get(TrialAttr.METRICS) or {}
-        row.update({f"metric_{k}": v for k, v in metrics.items()})
-        row.update({f"constraint_{k}": v for k, v in t.constraints.items()})
-        command = t.user_attrs.get(TrialAttr.COMMAND)
-        row["command"] = shlex.join(command) if command else None
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _failure_line(failure: dict[str, Any]) -> str:
-    parts = [str(failure.get("phase", ""))]
-    if failure.get("detail"):
-        parts.append(str(failure["detail"]))
-    lines = failure.get("matched_lines") or []
-    if lines:
-        parts.append(str(lines[0])[:200])
-    return "; ".join(p for p in parts if p)
-
-
-def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The trial whose user attr ``seed_name`` is ``baseline``, else trial 0 (None if no trials)."""
-    trials = study.get_trials(deepcopy=False)
-    for t in trials:
-        if t.user_attrs.get(TrialAttr.SEED_NAME) == "baseline":
-            return t
-    return trials[0] if trials else None
-
-
 # -- figures ----------------------------------------------------------------------------------
-
-
-def history_figure(study: optuna.Study) -> go.Figure:
-    """Optimisation history of the first objective (Optuna's plot)."""
-    from optuna.visualization import plot_optimization_history
-
-    name = objective_names(study)[0]
-    if len(study.directions) == 1:
-        fig = plot_optimization_history(study, target_name=name)
-    else:
-        fig = plot_optimization_history(study, target=lambda t: t.values[0], target_name=name)
-    return fig.update_layout(title=f"Optimisation history: {name}")
-
-
-def pareto_figure(study: optuna.Study) -> go.Figure | None:
-    """Pareto front of a two-objective study; None otherwise."""
-    if len(study.directions) != 2:
-        return None
-    from optuna.visualization import plot_pareto_front
-
-    return plot_pareto_front(study, target_names=objective_names(study))
-
-
-def importance_figure(study: optuna.Study) -> tuple[go.Figure | None, str]:
-    """Parameter importance of the first objective, or None with the reason it was skipped."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
-        return None, (
-            f"parameter importance skipped: {len(complete)} complete trial(s), "
-            f"needs at least {MIN_TRIALS_FOR_IMPORTANCE}"
-        )
-    from optuna.visualization import plot_param_importances
-
-    name = objective_names(study)[0]
-    target = None
-    if len(study.directions) > 1:
-        # The evaluator ranks importance for reaching LOW target values: flip a maximised one.
-        sign = -1.0 if study.directions[0] == StudyDirection.MAXIMIZE else 1.0
-        target = lambda t: sign * t.values[0]  # noqa: E731
-    try:
-        return plot_param_importances(study, target=target, target_name=name), ""
-    except (RuntimeError, ValueError, ZeroDivisionError) as e:
-        # e.g. every complete trial has the same value, or a parameter never varied
-        return None, f"parameter importance skipped: {e}"
-
-
-def failures_figure(frame: pd.DataFrame) -> go.Figure | None:
-    """For each parameter, the outcome (ok or failure kind) of every trial against its value."""
-    params = [c for c in frame.columns if c.startswith("param_")]
-    if frame.empty or not params:
-        return None
-    cols = min(3, len(params))
-    rows = math.ceil(len(params) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.removeprefix("param_") for p in params])
-    outcomes = sorted(frame["outcome"].astype(str).unique(), key=lambda o: (o != OK, o))
-    palette = [
-        "#2ca02c",
-        "#d62728",
-        "#ff7f0e",
-        "#9467bd",
-        "#8c564b",
-        "#e377c2",
-        "#7f7f7f",
-        "#bcbd22",
-        "#17becf",
-    ]
-    for i, p in enumerate(params):
-        r, c = divmod(i, cols)
-        axis = frame[p].map(_axis_value)
-        if (axis == "None").any():
-            axis = axis.map(str)  # a None choice among numbers: label every value
-        for j, outcome in enumerate(outcomes):
-            mask = frame["outcome"].astype(str) == outcome
-            sub = frame[mask]
-            fig.add_trace(
-                go.Scatter(
-                    x=axis[mask],
-                    y=[outcome] * len(sub),
-                    mode="markers",
-                    name=outcome,
-                    legendgroup=outcome,
-                    showlegend=i == 0,
-                    marker={"color": palette[j % len(palette)], "size": 9, "opacity": 0.7},
-                    text=[f"trial {n}" for n in sub["number"]],
-                    hovertemplate="%{text}<br>%{x}<extra>%{y}</extra>",
-                ),
-                row=r + 1,
-                col=c + 1,
-            )
-    fig.update_layout(title="Failures by kind against parameter values", height=260 * rows)
-    return fig
-
-
-def _axis_value(v: Any) -> Any:
-    # Categorical params mix None, numbers and strings: plot them as labels on one axis.
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "None"
-    return v
-
-
-def latency_frame(store: TunerStore, study: optuna.Study, trials: dict[str, FrozenTrial]) -> pd.DataFrame:
-    """Measured (non-warm-up, successful) requests of ``trials`` ({label: trial}) with TTFT/E2E in ms."""
-    parts = []
-    for label, t in trials.items():
-        req = store.requests_frame(study.study_name, [t.number])
-        req = req[req["ok"] & ~req["warmup"]]
-        parts.append(
-            pd.DataFrame(
-                {
-                    "label": f"{label} (#{t.number})",
-                    "ttft_ms": req["ttft_s"] * 1000.0,
-                    "e2e_ms": req["e2e_s"] * 1000.0,
-                }
-            )
-        )
-    return (
-        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "ttft_ms", "e2e_ms"])
-    )
-
-
-def latency_figure(lat: pd.DataFrame) -> go.Figure | None:
-    """TTFT and E2E distributions (violin + box) per labelled trial."""
-    if lat.empty:
-        return None
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["TTFT (ms)", "E2E latency (ms)"])
-    for k, label in enumerate(lat["label"].unique()):
-        sub = lat[lat["label"] == label]
-        color = ["#1f77b4", "#7f7f7f", "#ff7f0e"][k % 3]
-        for col, metric in ((1, "ttft_ms"), (2, "e2e_ms")):
-            fig.add_trace(
-                go.Violin(y=sub[metric], name=label, box_visible=True, meanline_visible=True, spanmode="hard",
-                          line_color=color, legendgroup=label, showlegend=col == 1),
-                row=1, col=col,
-            )  # fmt: skip
-    return fig.update_layout(title="Latency distribution: best configuration against the baseline")
 
 
 # -- writers ----------------------------------------------------------------------------------
@@ -255,43 +64,6 @@ class ReportFiles:
     files: list[Path]
     best: BestConfig | None
     notes: list[str]
-
-
-def capacity_frame(trials: dict[str, FrozenTrial]) -> pd.DataFrame:
-    """Every capacity probe of the labelled trials (user attr ``capacity``), sorted by rate."""
-    rows = [
-        {"label": f"{label} (#{t.number})", **probe}
-        for label, t in trials.items()
-        for probe in (t.user_attrs.get(TrialAttr.CAPACITY) or {}).get("probes", [])
-    ]
-    cols = ["label", "rate", "verdict", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "goodput"]
-    frame = pd.DataFrame(rows)
-    return frame[[c for c in cols if c in frame]].sort_values(["label", "rate"]) if rows else frame
-
-
-def capacity_figure(cap: pd.DataFrame) -> go.Figure | None:
-    """p99 TTFT and TPOT against the offered rate: where each configuration's latency bends up."""
-    if cap.empty:
-        return None
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["p99 TTFT (ms)", "p99 TPOT (ms)"])
-    for label, part in cap.groupby("label"):
-        for col, metric in enumerate(("ttft_p99_ms", "tpot_p99_ms"), start=1):
-            fig.add_trace(
-                go.Scatter(
-                    x=part["rate"],
-                    y=part[metric],
-                    mode="lines+markers",
-                    name=str(label),
-                    legendgroup=str(label),
-                    showlegend=col == 1,
-                    text=part["verdict"],
-                ),
-                row=1,
-                col=col,
-            )
-    fig.update_xaxes(title_text="offered rate (requests/s, Poisson)")
-    fig.update_yaxes(type="log")
-    return fig
 
 
 def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
