@@ -11,8 +11,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from tuner.report.frames import baseline_trial, latency_frame
 from tuner.objective.ranking import ranked_trials
+from tuner.report.frames import baseline_trial, latency_frame
 from tuner.space import load_space
 from tuner.store import TunerStore, make_optuna_storage
 from tuner.testing.store import backend_database, populate_demo_study
