@@ -34,7 +34,8 @@ from tuner.launch.base import LaunchSpec
 from tuner.launch.process import ProcessLauncher
 from tuner.launch.readiness import wait_ready
 from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
-from tuner.objective.capacity import CapacityResult, find_capacity, judge, probe_workload
+from tuner.objective.capacity import find_capacity, probe_workload
+from tuner.objective.capacity_result import CapacityResult, judge
 from tuner.space.sections import CapacitySpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "capacity_search.md"

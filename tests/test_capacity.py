@@ -29,15 +29,14 @@ from tuner.core.errors import ConfigError
 from tuner.core.metric_names import FLAT_METRICS
 from tuner.loadgen import SLOs, WorkloadSpec
 from tuner.loadgen.arrival import poisson_offsets
-from tuner.objective.capacity import (
+from tuner.objective.capacity import find_capacity, probe_workload
+from tuner.objective.capacity_result import (
     CapacityResult,
     Probe,
+    ProbeVerdict,
     StopReason,
-    Verdict,
     _must_exceed,
-    find_capacity,
     judge,
-    probe_workload,
 )
 from tuner.space.sections import CapacitySpec
 
@@ -231,17 +230,17 @@ def test_judge_pass_fail_and_fail_badly() -> None:
     s = spec()
     slos = SLOs(ttft_p99_ms=100, tpot_p99_ms=20, error_rate=0.05)
     ok = {"ttft_p99_ms": 90.0, "tpot_p99_ms": 19.0, "error_rate": 0.0}
-    assert judge(ok, slos, s) == (Verdict.PASS, ())
+    assert judge(ok, slos, s) == (ProbeVerdict.PASS, ())
     verdict, why = judge(ok | {"tpot_p99_ms": 25.0}, slos, s)
-    assert verdict is Verdict.FAIL and why == ("tpot_p99_ms 25 > 20",)
-    assert judge(ok | {"ttft_p99_ms": 301.0}, slos, s)[0] is Verdict.FAIL_BADLY
-    assert judge(ok | {"error_rate": 0.1}, slos, s)[0] is Verdict.FAIL
-    assert judge(ok | {"error_rate": 0.6}, slos, s)[0] is Verdict.FAIL_BADLY
+    assert verdict is ProbeVerdict.FAIL and why == ("tpot_p99_ms 25 > 20",)
+    assert judge(ok | {"ttft_p99_ms": 301.0}, slos, s)[0] is ProbeVerdict.FAIL_BADLY
+    assert judge(ok | {"error_rate": 0.1}, slos, s)[0] is ProbeVerdict.FAIL
+    assert judge(ok | {"error_rate": 0.6}, slos, s)[0] is ProbeVerdict.FAIL_BADLY
     # nothing completed: latencies are NaN, which can never pass
-    assert judge(ok | {"ttft_p99_ms": math.nan}, slos, s)[0] is Verdict.FAIL_BADLY
+    assert judge(ok | {"ttft_p99_ms": math.nan}, slos, s)[0] is ProbeVerdict.FAIL_BADLY
     # with no error-rate SLO, most requests failing still fails (badly)
     verdict, why = judge({"ttft_p99_ms": 10.0, "error_rate": 0.9}, SLOs(ttft_p99_ms=100), s)
-    assert verdict is Verdict.FAIL_BADLY and why == ("error_rate 0.900 > 0.5",)
+    assert verdict is ProbeVerdict.FAIL_BADLY and why == ("error_rate 0.900 > 0.5",)
 
 
 def test_spec_validation_and_probe_size() -> None:
@@ -318,7 +317,7 @@ async def test_records_are_complete_and_json_ready(server: QueueServer) -> None:
         assert p.wall_s > 0 and p.requests == PROBE_N
         if not p.decided_early:
             assert p.metrics["completed"] + p.metrics["failed"] == PROBE_N
-        assert p.passed == (p.verdict is Verdict.PASS) and p.passed == (not p.violations)
+        assert p.passed == (p.verdict is ProbeVerdict.PASS) and p.passed == (not p.violations)
     doc = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert doc["reason"] == "converged" and len(doc["probes"]) == len(result.probes)
     point = doc["probes"][0]
@@ -364,7 +363,7 @@ async def test_failing_badly_at_the_first_rate_stops(server: QueueServer) -> Non
     server.reset(service_s=0.05)  # TTFT >= 50 ms against a 10 ms SLO: more than 3x over
     result = await find_capacity(server.url, WORKLOAD, SLOs(ttft_p99_ms=10.0), spec(min_rate=2.0))
     assert result.reason is StopReason.FAILED_BADLY and result.stopped_early
-    assert len(result.probes) == 1 and result.probes[0].verdict is Verdict.FAIL_BADLY
+    assert len(result.probes) == 1 and result.probes[0].verdict is ProbeVerdict.FAIL_BADLY
     assert result.probes[0].decided_early
 
 
@@ -372,7 +371,7 @@ async def test_mild_failure_at_min_rate_is_below_range(server: QueueServer) -> N
     server.reset(service_s=0.05)
     result = await find_capacity(server.url, WORKLOAD, SLOs(ttft_p99_ms=45.0), spec(min_rate=2.0))
     assert result.reason is StopReason.BELOW_MIN_RATE and not result.stopped_early
-    assert result.probes[0].verdict is Verdict.FAIL and result.capacity_rps == 0.0
+    assert result.probes[0].verdict is ProbeVerdict.FAIL and result.capacity_rps == 0.0
 
 
 async def test_errors_fail_badly(server: QueueServer) -> None:

@@ -18,7 +18,8 @@ import pytest
 
 from tuner.core.net import free_port
 from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
-from tuner.objective.capacity import StopReason, find_capacity, probe_workload
+from tuner.objective.capacity import find_capacity, probe_workload
+from tuner.objective.capacity_result import StopReason
 from tuner.space.sections import CapacitySpec
 
 SIM_ARGS = [

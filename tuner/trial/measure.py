@@ -27,7 +27,8 @@ from tuner.launch.simulator import simulator_program
 from tuner.loadgen.benchmark import ShouldStop, run_benchmark
 from tuner.loadgen.metrics import BenchResult
 from tuner.loadgen.telemetry import GpuMonitor, ServerMemoryMonitor, current_memory_mib, wait_memory_baseline
-from tuner.objective.capacity import StopReason, find_capacity
+from tuner.objective.capacity import find_capacity
+from tuner.objective.capacity_result import StopReason
 from tuner.space.constraints import violated_constraint
 from tuner.space.schema import SearchSpace
 from tuner.space.targets import SimulatorTarget
