@@ -40,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tuner.engines.base import FlagVector
 from tuner.engines.sglang import ENGINE
 from tuner.launch.base import LaunchSpec
-from tuner.launch.docker import DockerLauncher, sim_image_target
+from tuner.launch.docker import DockerLauncher
 from tuner.launch.process import ProcessLauncher
 from tuner.launch.readiness import ProbeFailed, wait_ready
+from tuner.launch.simulator import sim_image_target
 
 RESULTS = Path(__file__).resolve().parent / "results" / "restart_overhead.md"
 SIM_FLAGS: FlagVector = {"sim-gpu": "h100", "sim-startup-scale": 0.0, "sim-noise": 0.0, "sim-seed": 1}

@@ -19,7 +19,8 @@ from tuner.core.errors import ConfigError, LaunchError, UnknownFlagError
 from tuner.engines import sglang
 from tuner.engines.base import EngineProbe
 from tuner.engines.sglang import ENGINE as SGLANG
-from tuner.launch.docker import DockerLauncher, daemon_unavailable_reason, sim_image_target
+from tuner.launch.docker import DockerLauncher
+from tuner.launch.docker_daemon import daemon_unavailable_reason
 from tuner.launch.factory import launcher_for_space
 from tuner.launch.image_check import (
     check_image,
@@ -28,6 +29,7 @@ from tuner.launch.image_check import (
     inspect_image,
     parse_help,
 )
+from tuner.launch.simulator import sim_image_target
 from tuner.sim.cli import build_parser
 from tuner.space.schema import SearchSpace
 from tuner.space.targets import DockerTarget

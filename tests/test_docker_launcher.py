@@ -26,8 +26,10 @@ from tuner.core.errors import LaunchError
 from tuner.core.failures import FailureKind, Phase, classify
 from tuner.engines.sglang import ENGINE, READY_LINE
 from tuner.launch.base import LaunchSpec
-from tuner.launch.docker import SIM_IMAGE, DockerLauncher, daemon_unavailable_reason, sim_image_target
+from tuner.launch.docker import DockerLauncher
+from tuner.launch.docker_daemon import daemon_unavailable_reason
 from tuner.launch.readiness import ProbeFailed, wait_ready
+from tuner.launch.simulator import SIM_IMAGE, sim_image_target
 from tuner.space.targets import DockerTarget
 from tuner.testing.require import missing
 
@@ -247,7 +249,8 @@ def test_reap_orphans_removes_the_containers_of_a_killed_tuner(
         import time
         from pathlib import Path
         from tuner.launch.base import LaunchSpec
-        from tuner.launch.docker import DockerLauncher, sim_image_target
+        from tuner.launch.docker import DockerLauncher
+        from tuner.launch.simulator import sim_image_target
         launcher = DockerLauncher(sim_image_target(image={launcher.target.image!r}))
         argv = ["python3", "-c", "import time; time.sleep(600)"]
         launcher.start(LaunchSpec(argv, "0.0.0.0", launcher.free_port(), Path({str(tmp_path / "o.log")!r}),

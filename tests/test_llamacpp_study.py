@@ -39,7 +39,9 @@ from bench.llamacpp_study import (
 )
 from tests.e2e_helpers import ROOT
 from tuner.engines import llamacpp
-from tuner.launch.docker import SIM_IMAGE, DockerLauncher, daemon_unavailable_reason
+from tuner.launch.docker import DockerLauncher
+from tuner.launch.docker_daemon import daemon_unavailable_reason
+from tuner.launch.simulator import SIM_IMAGE
 from tuner.models.gguf_llama import PRESETS, write
 from tuner.space.targets import DockerTarget
 from tuner.testing.require import missing

@@ -61,8 +61,9 @@ from tests.test_llamacpp_study import docker_image  # noqa: F401  (fixture: daem
 from tuner.core.errors import LaunchError
 from tuner.core.failures import FailureKind, Phase
 from tuner.engines import sglang
-from tuner.launch.docker import SIM_IMAGE, DockerLauncher, sim_image_target
+from tuner.launch.docker import DockerLauncher
 from tuner.launch.process import ProcessLauncher
+from tuner.launch.simulator import SIM_IMAGE, sim_image_target
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import params_to_flags
 from tuner.space.targets import DockerTarget

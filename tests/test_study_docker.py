@@ -30,8 +30,10 @@ from optuna.trial import TrialState
 
 from tests.e2e_helpers import ROOT, seed, wait_for
 from tuner.engines.sglang import ENGINE as SGLANG
-from tuner.launch.docker import SIM_IMAGE, DockerLauncher, daemon_unavailable_reason, sim_image_target
+from tuner.launch.docker import DockerLauncher
+from tuner.launch.docker_daemon import daemon_unavailable_reason
 from tuner.launch.image_check import inspect_image
+from tuner.launch.simulator import SIM_IMAGE, sim_image_target
 from tuner.space import load_space
 from tuner.space.targets import DockerTarget
 from tuner.testing.require import missing

@@ -26,7 +26,6 @@ removes orphaned containers.
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
 import logging
 import math
@@ -38,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,13 +48,19 @@ from docker.types import DeviceRequest
 
 from tuner.core.cli import run_cli
 from tuner.core.errors import LaunchError
-from tuner.core.failures import ExitStatus
 from tuner.launch.base import TOOL_LABEL, ImageInfo, LaunchSpec
+from tuner.launch.docker_daemon import (
+    DAEMON_ERRORS,
+    connect,
+    daemon_call,
+    missing_image_message,
+)
+from tuner.launch.docker_handle import DockerHandle
+from tuner.launch.simulator import SIM_IMAGE, sim_image_target
 from tuner.space.targets import DockerTarget, VolumeBind
 
 log = logging.getLogger(__name__)
 
-SIM_IMAGE = "sglang-tuner/sim:dev"
 STUDY_LABEL = "tuner.study"
 TRIAL_LABEL = "tuner.trial"
 WORKER_LABEL = "tuner.worker"
@@ -63,48 +68,6 @@ ROLE_LABEL = "tuner.role"  # "server" for trial servers, "probe" for one-off com
 OWNER_HOST_LABEL = "tuner.owner.host"
 OWNER_PID_LABEL = "tuner.owner.pid"
 REDACTED = "***"
-
-# docker-py raises these when the daemon is gone (socket refused, connection reset mid-stream).
-_DAEMON_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
-
-
-def connect(daemon: str | None = None, *, timeout: float = 60.0) -> docker.DockerClient:
-    """A docker client for ``daemon`` (default: the environment's); a LaunchError saying how to start one."""
-    try:
-        if daemon:
-            return docker.DockerClient(base_url=daemon, version="auto", timeout=int(timeout))
-        return docker.from_env(version="auto", timeout=int(timeout))
-    except _DAEMON_ERRORS as e:
-        raise LaunchError(
-            f"cannot reach the Docker daemon at {_daemon_name(daemon)} ({_short(e)}); start it with "
-            "scripts/setup-docker.sh (or `dockerd &` as root) or point DOCKER_HOST at a running one"
-        ) from e
-
-
-def daemon_unavailable_reason(daemon: str | None = None) -> str | None:
-    """``None`` when a Docker daemon answers, else why not (for tests and ``doctor`` checks)."""
-    try:
-        connect(daemon, timeout=5).close()
-    except LaunchError as e:
-        return str(e)
-    return None
-
-
-@contextlib.contextmanager
-def _daemon_call(what: str, daemon: str | None) -> Iterator[None]:
-    """Translate docker-py and transport errors into a LaunchError that names the operation."""
-    try:
-        yield
-    except docker.errors.APIError as e:
-        text = str(e.explanation or e)
-        if "could not select device driver" in text:
-            text += "; this daemon has no NVIDIA runtime: install nvidia-container-toolkit or set target.gpus: none"
-        raise LaunchError(f"docker could not {what}: {text}") from e
-    except _DAEMON_ERRORS as e:
-        raise LaunchError(
-            f"lost the Docker daemon at {_daemon_name(daemon)} while trying to {what} ({_short(e)}); "
-            "check it (`docker info`) and restart it with scripts/setup-docker.sh"
-        ) from e
 
 
 class DockerLauncher:
@@ -149,14 +112,14 @@ class DockerLauncher:
         command = _command_line(name, cfg, target.image, spec.argv, secret_names=set(secrets))
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = time.perf_counter()
-        with _daemon_call(f"create a container of {target.image}", target.daemon):
+        with daemon_call(f"create a container of {target.image}", target.daemon):
             container = _create(self.client.api, target.image, spec.argv, name, cfg)
         cid = container["Id"]
         try:
-            with _daemon_call(f"start container {name} ({target.image})", target.daemon):
+            with daemon_call(f"start container {name} ({target.image})", target.daemon):
                 self.client.api.start(cid)
         except LaunchError:
-            with contextlib.suppress(*_DAEMON_ERRORS):
+            with contextlib.suppress(*DAEMON_ERRORS):
                 self.client.api.remove_container(cid, force=True)
             raise
         base_url = f"http://{target.url_host}:{spec.port}"
@@ -181,7 +144,7 @@ class DockerLauncher:
         labels = {TOOL_LABEL: "1", ROLE_LABEL: "probe", **_owner_labels()}
         cfg = self._container_config(env=dict(self.target.env), labels=labels, gpu_ids=())
         api = self.client.api
-        with _daemon_call(f"run `{shlex.join(argv)}` in {self.target.image}", self.target.daemon):
+        with daemon_call(f"run `{shlex.join(argv)}` in {self.target.image}", self.target.daemon):
             cid = _create(api, self.target.image, argv, name, cfg)["Id"]
             try:
                 api.start(cid)
@@ -201,7 +164,7 @@ class DockerLauncher:
         """The local image's ``docker inspect``; a LaunchError saying how to get it when it is missing."""
         image = self.target.image
         try:
-            with _daemon_call(f"inspect image {image}", self.target.daemon):
+            with daemon_call(f"inspect image {image}", self.target.daemon):
                 return self.client.api.inspect_image(image)
         except LaunchError as e:
             if isinstance(e.__cause__, docker.errors.ImageNotFound):
@@ -220,7 +183,7 @@ class DockerLauncher:
         filters = [f"{TOOL_LABEL}=1"]
         filters += [f"{STUDY_LABEL}={study}"] if study is not None else []
         filters += [f"{WORKER_LABEL}={worker}"] if worker is not None else []
-        with _daemon_call("list containers", self.target.daemon):
+        with daemon_call("list containers", self.target.daemon):
             return list(self.client.api.containers(all=True, filters={"label": filters}))
 
     def reap_orphans(
@@ -235,7 +198,7 @@ class DockerLauncher:
         for c in self.containers(study, worker):
             if not include_live and _owner_alive(c.get("Labels") or {}):
                 continue
-            with _daemon_call(f"remove container {c['Id'][:12]}", self.target.daemon):
+            with daemon_call(f"remove container {c['Id'][:12]}", self.target.daemon):
                 try:
                     self.client.api.remove_container(c["Id"], force=True)
                 except docker.errors.NotFound:
@@ -294,175 +257,10 @@ def _create(api: docker.APIClient, image: str, argv: list[str], name: str, cfg: 
     )
 
 
-class DockerHandle:
-    """A server container (see :class:`tuner.launch.base.ServerHandle`). Thread-safe."""
-
-    def __init__(
-        self,
-        spec: LaunchSpec,
-        client: docker.DockerClient,
-        container_id: str,
-        name: str,
-        *,
-        base_url: str,
-        command: str,
-        daemon: str | None,
-        started_at: float,
-    ) -> None:
-        self.spec = spec
-        self.container_id = container_id
-        self.name = name
-        self.command = command  # ``docker run …`` equivalent with secret values redacted: safe to store
-        self.started_at = started_at  # perf_counter() before the container was created
-        self.exited_at: float | None = None  # perf_counter() when the watcher saw the exit
-        self._base_url = base_url
-        self._api = client.api
-        self._daemon = daemon
-        self._exit: ExitStatus | None = None
-        self._lost: str | None = None  # why the daemon stopped answering, if it did
-        self._exited = threading.Event()
-        self._logs_done = threading.Event()
-        self._chunks: list[str] = []
-        self._chunks_lock = threading.Lock()
-        self._first_output_at: float | None = None
-        self._stop_lock = threading.RLock()  # reentrant: a signal handler may stop() while stop() runs
-        self._final: ExitStatus | None = None
-        threading.Thread(target=self._watch, name=f"{name}-wait", daemon=True).start()
-        threading.Thread(target=self._follow_logs, name=f"{name}-logs", daemon=True).start()
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
-    def exit_status(self) -> ExitStatus | None:
-        """``None`` while running. Raises LaunchError when the daemon was lost before the exit was seen."""
-        if self._exit is None and self._lost is not None:
-            raise LaunchError(self._lost)
-        return self._exit
-
-    def log_text(self) -> str:
-        """stdout and stderr so far; after the exit, waits briefly for the log stream to drain."""
-        if self._exited.is_set():
-            self._logs_done.wait(2.0)
-        with self._chunks_lock:
-            return "".join(self._chunks)
-
-    def first_output_at(self) -> float | None:
-        return self._first_output_at
-
-    def stop(self, timeout: float = 10.0) -> ExitStatus:
-        """SIGTERM, SIGKILL after ``timeout`` s, keep the logs, remove the container. Idempotent."""
-        with self._stop_lock:
-            if self._final is not None:
-                return self._final
-            with _daemon_call(f"stop container {self.name}", self._daemon):
-                if not self._exited.is_set():
-                    with contextlib.suppress(docker.errors.NotFound):
-                        self._api.stop(self.container_id, timeout=max(0, math.ceil(timeout)))
-                    self._exited.wait(timeout + 15)
-                # The follow stream ends with the container; fetch the whole log if it did not.
-                if not self._logs_done.wait(5.0):
-                    text = self._api.logs(self.container_id, stdout=True, stderr=True).decode(
-                        "utf-8", "replace"
-                    )
-                    with self._chunks_lock:
-                        self._chunks = [text]
-                with contextlib.suppress(docker.errors.NotFound):
-                    self._api.remove_container(self.container_id, force=True)
-            status = self.exit_status()  # raises when the daemon was lost
-            if status is None:
-                raise LaunchError(
-                    f"container {self.name} did not stop within {timeout + 15:.0f}s and was removed"
-                )
-            self._final = status
-            return status
-
-    def _watch(self) -> None:
-        """Block on the container's exit (no HTTP timeout) and record code and OOMKilled."""
-        try:
-            code = self._api.wait(self.container_id, timeout=None).get("StatusCode")
-            try:
-                state = self._api.inspect_container(self.container_id)["State"]
-                self._exit = ExitStatus(
-                    code=int(state.get("ExitCode", code)), oom_killed=bool(state.get("OOMKilled"))
-                )
-            except docker.errors.NotFound:  # removed meanwhile (by `docker rm -f`): the wait's code is all
-                self._exit = ExitStatus(code=None if code is None else int(code))
-        except _DAEMON_ERRORS as e:
-            self._lost = (
-                f"lost the Docker daemon at {_daemon_name(self._daemon)} while container {self.name} "
-                f"ran ({_short(e)}); its state is unknown. Restart the daemon (scripts/setup-docker.sh), "
-                f"then `python -m tuner.launch.docker reap --study {self.spec.study}`"
-            )
-        finally:
-            self.exited_at = time.perf_counter()
-            self._exited.set()
-
-    def _follow_logs(self) -> None:
-        """Append the container's output to memory and ``spec.log_path`` as it arrives."""
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        try:
-            with self.spec.log_path.open("ab") as f:
-                for chunk in self._api.logs(
-                    self.container_id, stream=True, follow=True, stdout=True, stderr=True
-                ):
-                    if self._first_output_at is None:
-                        self._first_output_at = time.perf_counter()
-                    f.write(chunk)
-                    f.flush()
-                    with self._chunks_lock:
-                        self._chunks.append(decoder.decode(chunk))
-        except _DAEMON_ERRORS as e:  # the watcher reports a lost daemon; the log just ends here
-            log.debug("log stream of %s ended: %s", self.name, e)
-        finally:
-            self._logs_done.set()
-
-
-def missing_image_message(image: str) -> str:
-    """What to say when ``image`` is not on the daemon (the tuner never pulls implicitly)."""
-    how = (
-        "build it with scripts/build-sim-image.sh"
-        if image.startswith("sglang-tuner/")
-        else f"pull it first (`docker pull {image}`) or load it (`docker load -i FILE`)"
-    )
-    return f"Docker image {image} is not present on the daemon and the tuner never pulls images: {how}"
-
-
 def container_name(study: str, trial: int) -> str:
     """``tuner-<study>-t<trial>-<random>`` with the study reduced to Docker's name alphabet."""
     slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", study).strip("-.")[:40] or "study"
     return f"tuner-{slug}-t{trial}-{uuid.uuid4().hex[:6]}"
-
-
-def sim_image_target(
-    *, repo: Path | None = None, venv: Path | None = None, image: str = SIM_IMAGE
-) -> DockerTarget:
-    """The target running the simulated SGLang image on the host's Python (see docker-images/README.md)."""
-    repo = (repo or Path(__file__).resolve().parents[2]).resolve()
-    venv = (venv or repo / ".venv").absolute()
-    volumes: dict[str, VolumeBind] = {
-        p: VolumeBind(bind=p, mode="ro")
-        for p in ("/usr", "/lib", "/lib64", "/bin", "/etc")
-        if Path(p).exists()
-    }
-    home = _python_home(venv)
-    if home is not None and not any(home == Path(p) or Path(p) in home.parents for p in volumes):
-        volumes[str(home)] = VolumeBind(bind=str(home), mode="ro")
-    volumes[str(venv)] = VolumeBind(bind="/opt/sim-venv", mode="ro")
-    volumes[str(repo)] = VolumeBind(bind="/opt/tuner-src", mode="ro")
-    return DockerTarget(image=image, gpus="none", shm_size="256m", volumes=volumes)
-
-
-def _python_home(venv: Path) -> Path | None:
-    """The installation prefix of the interpreter a virtualenv was made from (``home`` in pyvenv.cfg)."""
-    try:
-        for line in (venv / "pyvenv.cfg").read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home":
-                return Path(value.strip()).resolve().parent
-    except FileNotFoundError:
-        return None
-    return None
 
 
 def _binds(volumes: Mapping[str, VolumeBind]) -> dict[str, dict[str, str]]:
@@ -560,15 +358,6 @@ def _command_line(
     if cfg.get("entrypoint"):
         parts += ["--entrypoint", shlex.join(cfg["entrypoint"])]
     return shlex.join([*parts, image, *argv])
-
-
-def _daemon_name(daemon: str | None) -> str:
-    return daemon or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
 
 
 def main(argv: list[str] | None = None) -> int:
