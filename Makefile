@@ -41,8 +41,9 @@ test: setup lint  ## lint, then install daemons/tools the tests need (docker, po
 test-loaded: setup  ## make test with a busy loop competing for a core (what a shared CI machine does)
 	scripts/with-busy-core.sh $(MAKE) test
 
-test-quick: setup  ## tests that need nothing beyond the venv (the rest skip)
-	$(BIN)/python -m pytest -q -ra -m "not docker and not postgres and not llamacpp and not sglang_cpu and not gpu"
+test-quick: setup  ## unit + integration tests that need nothing beyond the venv (no daemons, engines or GPU)
+	$(BIN)/python -m pytest -q -ra tests/unit tests/integration \
+		-m "not docker and not postgres and not llamacpp and not sglang_cpu and not gpu"
 
 lint: setup  ## ruff, mypy and the import-linter layer contracts (pyproject.toml, docs/DESIGN.md)
 	$(BIN)/ruff check tuner tests bench

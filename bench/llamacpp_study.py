@@ -11,7 +11,7 @@ and report the ratio of means with a paired bootstrap 95 % CI
     .venv/bin/python bench/llamacpp_study.py --trials 12 --rounds 5 --preset small
 
 The helpers here (a study's space file, its Docker target, the CLI run, the re-measurement) are
-also what ``tests/test_llamacpp_study.py`` runs, with a shorter workload.
+also what ``tests/e2e/test_llamacpp_study.py`` runs, with a shorter workload.
 """
 
 from __future__ import annotations

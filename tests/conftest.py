@@ -38,3 +38,12 @@ def _bounded_memory() -> Iterator[None]:
                 f"{RSS_LIMIT_BYTES / 1024**3:.0f} GiB limit (tests/conftest.py)",
                 pytrace=False,
             )
+
+
+@pytest.fixture(scope="session")
+def sim_image() -> str:
+    """The simulated SGLang image on a running Docker daemon (skipped, or failed under
+    ``TUNER_REQUIRE_ALL=1``, without a daemon)."""
+    from tuner.testing.docker import sim_image as build
+
+    return build()

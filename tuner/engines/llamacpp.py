@@ -9,7 +9,7 @@ Flags are named by their long form (``parallel``, ``ctx-size``); the short forms
 aliases. Switches that are on by default (``cont-batching``, ``warmup`` …) have a ``no-`` form: a
 false value renders the ``no-`` switch, so a bool parameter really turns the feature off.
 
-Facts checked against the real binary (see ``tests/test_llamacpp_engine.py``): an unknown or badly
+Facts checked against the real binary (see ``tests/integration/test_llamacpp_engine.py``): an unknown or badly
 valued argument exits with code 1 and prints ``error: invalid argument: --x`` or
 ``error while handling argument "-x": …``; ``/health`` answers 503 while loading, 200 when ready;
 ``/v1/completions`` honours ``"ignore_eos": true``. Arguments are validated before the model is

@@ -7,7 +7,7 @@ the first profile we know to have/lack the flag, not the exact release it change
 
 The simulator (``tuner.sim``) builds its argument parser from this same table, so the
 simulated server accepts and rejects exactly what the tuner believes SGLang does; the real
-parser check (``tests/test_sglang_parser.py``) keeps this table honest against the wheel.
+parser check (``tests/integration/test_sglang_parser.py``) keeps this table honest against the wheel.
 
 The real SGLang 0.5.23 also runs here, on the CPU (docs/sglang-cpu.md): a launch with ``device: cpu``
 uses the virtualenv of ``scripts/setup-sglang-cpu.sh`` (:func:`find_cpu_python`) and needs the

@@ -4,7 +4,7 @@ SGLang cannot run here, but its parser can: ``scripts/setup-sglang-parser.sh`` i
 wheel (without its kernels) into a separate virtualenv. This module runs ONE subprocess in that venv
 that builds the parser exactly as ``sglang.launch_server`` does and parses every argv it is given, so
 a batch of vectors costs one ~3 s import. The tuner's own flag table (``tuner.engines.sglang``) and the
-shipped search spaces are checked against it in ``tests/test_sglang_parser.py``; ``tuner/space/vectors.py``
+shipped search spaces are checked against it in ``tests/integration/test_sglang_parser.py``; ``tuner/space/vectors.py``
 enumerates a space's flag vectors and ``python -m tuner.space.vectors SPACE`` parses them here.
 
     >>> results = parse_argvs([["--model-path", "m", "--stream-output"]])   # doctest: +SKIP

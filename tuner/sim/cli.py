@@ -44,7 +44,7 @@ def _version(argv: Sequence[str]) -> str:
 
 
 # SGLang 0.5.23 parses ``python -m sglang.launch_server`` with ``ArgumentParser(prog="sglang serve")``
-# (checked against the real server: tests/test_conformance.py); older releases are taken to say
+# (checked against the real server: tests/integration/test_conformance.py); older releases are taken to say
 # "launch_server.py", the script's name.
 PROG_SERVE_SINCE = "0.5.23"
 

@@ -202,7 +202,7 @@ MODELS: dict[str, ModelProfile] = {
     ),
     # The random-weight model the real SGLang CPU server here serves (docs/sglang-cpu.md): with this
     # profile the simulator and the real server agree on context, vocabulary and prompt lengths
-    # (tests/test_conformance.py runs both with the same flags).
+    # (tests/integration/test_conformance.py runs both with the same flags).
     "sglang-tiny-llama": ModelProfile(
         name="sglang-tiny-llama",
         hf_id="sglang-tiny-llama",

@@ -6,7 +6,7 @@ request has run), ``/model_info``, ``/server_info`` (and their ``/get_*`` aliase
 ``/v1/models``, ``/flush_cache`` and, with ``--enable-metrics``, Prometheus ``/metrics``.
 
 Bodies, error replies and request validation are those of real SGLang 0.5.23, checked against it by
-``tests/test_conformance.py`` (docs/simulator.md, "Conformance with real SGLang"). A request goes
+``tests/integration/test_conformance.py`` (docs/simulator.md, "Conformance with real SGLang"). A request goes
 through SGLang's three stages, each with its own way of refusing:
 
 1. the HTTP layer (FastAPI/pydantic): content type, JSON, field types, required fields → 400

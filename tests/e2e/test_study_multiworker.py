@@ -17,9 +17,9 @@ import pytest
 from optuna.trial import TrialState
 
 from bench.gpu.multiworker_check import retry_of, verify
-from tests.e2e_helpers import ROOT, popen_study, small_space, wait_for
 from tuner.store.store import TunerStore
 from tuner.testing.store import postgres_url_or_skip, scratch_postgres_database
+from tuner.testing.study_cli import ROOT, popen_study, small_space, wait_for
 
 TRIALS = 8
 

@@ -29,25 +29,13 @@ from tuner.launch.base import LaunchSpec
 from tuner.launch.docker import DockerLauncher
 from tuner.launch.docker_daemon import daemon_unavailable_reason
 from tuner.launch.readiness import ProbeFailed, wait_ready
-from tuner.launch.simulator import SIM_IMAGE, sim_image_target
+from tuner.launch.simulator import sim_image_target
 from tuner.space.targets import DockerTarget
-from tuner.testing.require import missing
 
 pytestmark = pytest.mark.docker
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKER_PID_FILE = Path("/var/run/docker.pid")
-
-
-@pytest.fixture(scope="module")
-def sim_image() -> str:
-    reason = daemon_unavailable_reason()
-    if reason is not None:
-        missing(reason)
-    subprocess.run(
-        [str(REPO / "scripts" / "build-sim-image.sh")], check=True, capture_output=True, timeout=120
-    )
-    return SIM_IMAGE
 
 
 @pytest.fixture

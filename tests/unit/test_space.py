@@ -15,7 +15,7 @@ from tuner.engines.sglang import launch_argv
 from tuner.space import load_space, params_to_flags, parse_space, sample_params
 from tuner.space.constraints import violated_constraint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
 
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from tests.threaded_app import ThreadedApp
 from tuner.core.metric_names import FLAT_METRICS
 from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
 from tuner.loadgen.arrival import poisson_offsets
+from tuner.testing.threaded_app import ThreadedApp
 
 
 @dataclass

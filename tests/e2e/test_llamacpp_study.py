@@ -19,7 +19,6 @@ Markers ``llamacpp`` (and ``docker``); skipped without the binary or the daemon 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import NoReturn
 
@@ -37,11 +36,8 @@ from bench.llamacpp_study import (
     run_study,
     study_space,
 )
-from tests.e2e_helpers import ROOT
 from tuner.engines import llamacpp
 from tuner.launch.docker import DockerLauncher
-from tuner.launch.docker_daemon import daemon_unavailable_reason
-from tuner.launch.simulator import SIM_IMAGE
 from tuner.models.gguf_llama import PRESETS, write
 from tuner.space.targets import DockerTarget
 from tuner.testing.require import missing
@@ -123,25 +119,8 @@ def test_process_study_best_beats_llama_server_defaults(model_dir: Path, tmp_pat
     assert ci is not None and ci.n == ROUNDS and ci.low > 1.0, (ci, detail)
 
 
-@pytest.fixture(scope="module")
-def docker_image() -> str:
-    reason = daemon_unavailable_reason()
-    if reason is not None:
-        # another test may have stopped the daemon: the set-up script starts it again
-        subprocess.run([str(ROOT / "scripts" / "setup-docker.sh")], capture_output=True, timeout=120)
-        reason = daemon_unavailable_reason()
-    if reason is not None:
-        _missing(f"Docker daemon ({reason})")
-    subprocess.run(
-        [str(ROOT / "scripts" / "build-sim-image.sh")], check=True, capture_output=True, timeout=120
-    )
-    return SIM_IMAGE
-
-
 @pytest.mark.docker
-def test_docker_study_classifies_the_kernel_oom_kill(
-    model_dir: Path, docker_image: str, tmp_path: Path
-) -> None:
+def test_docker_study_classifies_the_kernel_oom_kill(model_dir: Path, sim_image: str, tmp_path: Path) -> None:
     space = study_space(
         DOCKER_SPACE, tmp_path / "space.yaml", model_dir=model_dir, workload=WORKLOAD, pin=PIN
     )

@@ -28,7 +28,6 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tests.e2e_helpers import ROOT, seed, wait_for
 from tuner.engines.sglang import ENGINE as SGLANG
 from tuner.launch.docker import DockerLauncher
 from tuner.launch.docker_daemon import daemon_unavailable_reason
@@ -36,7 +35,8 @@ from tuner.launch.image_check import inspect_image
 from tuner.launch.simulator import SIM_IMAGE, sim_image_target
 from tuner.space import load_space
 from tuner.space.targets import DockerTarget
-from tuner.testing.require import missing
+from tuner.testing.docker import sim_image as sim_image_build
+from tuner.testing.study_cli import ROOT, seed, wait_for
 
 assert SGLANG.image_probe is not None
 SGLANG_PROBE = SGLANG.image_probe
@@ -53,20 +53,8 @@ OOM_LIMIT = "20m"
 
 
 @pytest.fixture(scope="module")
-def images() -> dict[str, str]:
-    reason = daemon_unavailable_reason()
-    if reason is not None:
-        missing(reason)
-    build = str(ROOT / "scripts" / "build-sim-image.sh")
-    subprocess.run([build], check=True, capture_output=True, timeout=120)
-    subprocess.run(
-        [build, OLD_IMAGE],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        env={**os.environ, "SIM_SGLANG_VERSION": "0.4.10"},
-    )
-    return {"dev": SIM_IMAGE, "old": OLD_IMAGE}
+def images(sim_image: str) -> dict[str, str]:
+    return {"dev": sim_image, "old": sim_image_build(OLD_IMAGE, sglang_version="0.4.10")}
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ does, measured against the real server here (docs/sglang-cpu.md): shapes and sem
 simulator bug. Deliberate differences are listed in docs/simulator.md, "Conformance with real SGLang",
 and are asserted as such here (``kind == SIM`` branches), never hidden.
 
-Both servers get the same SGLang flags (``tests/sglang_servers.py``: the CPU recipe with a 2048-token
+Both servers get the same SGLang flags (``tuner/testing/sglang_servers.py``: the CPU recipe with a 2048-token
 KV pool below the model's 4096-token context); the simulator runs its profile of the same tiny Llama,
 so a prompt of N words is N tokens on both. Each real launch costs 20-60 s, so one server of each kind
 serves the whole module; the last check stops it with SIGTERM. The real server's checks are skipped
@@ -23,7 +23,11 @@ from typing import Any
 
 import pytest
 
-from tests.sglang_servers import (
+from tuner.core.failures import ExitStatus, FailureKind, Phase, classify
+from tuner.engines import sglang
+from tuner.loadgen.prompts import WORDS
+from tuner.loadgen.telemetry import fetch_server_memory
+from tuner.testing.sglang_servers import (
     POOL_TOKENS,
     REAL,
     SIM,
@@ -36,10 +40,6 @@ from tests.sglang_servers import (
     run_clis,
     sim_sglang_server,  # noqa: F401  (a session fixture, requested through `server`)
 )
-from tuner.core.failures import ExitStatus, FailureKind, Phase, classify
-from tuner.engines import sglang
-from tuner.loadgen.prompts import WORDS
-from tuner.loadgen.telemetry import fetch_server_memory
 
 VERSION = "0.5.23"
 CONTEXT = 4096  # the tiny Llama's max_position_embeddings

@@ -17,7 +17,7 @@ from tuner.space.vectors import check_space_flag_vectors, space_flag_vectors
 from tuner.testing.require import missing
 
 VERSION = "0.5.23"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 if not available(VERSION):
     missing("SGLang 0.5.23 parser venv missing (scripts/setup-sglang-parser.sh)", allow_module_level=True)

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.e2e_helpers import (
+from tuner.testing.study_cli import (
     ROOT,
     exit_code,
     popen_study,

@@ -4,7 +4,7 @@ Both are started the same way — the same SGLang flags, a free port, their own 
 (``start_new_session``), the log captured to a file, ``/health`` polled from the moment the process
 is spawned until it answers 200 (every answer is kept, so a test can check what ``/health`` said while
 the server was starting) — and stopped the same way: SIGTERM to the main pid, the group only as a
-fallback. Used by ``tests/test_conformance.py``; any test can take the fixtures ``real_sglang_server``
+fallback. Used by ``tests/integration/test_conformance.py``; any test can take the fixtures ``real_sglang_server``
 and ``sim_sglang_server`` (import them into the test module) or call :func:`start_server` itself.
 
 Real SGLang is the 0.5.23 CPU venv and tiny model of ``docs/sglang-cpu.md``:
@@ -39,7 +39,7 @@ from tuner.engines import sglang
 from tuner.engines.base import tool_cache
 from tuner.testing.require import missing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = tool_cache()
 REAL_PYTHON = sglang.default_cpu_python("0.5.23")
 REAL_MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL") or CACHE / "models" / "sglang-tiny-llama")

@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tests.threaded_app import ThreadedApp
 from tuner.core.errors import ConfigError
 from tuner.core.metric_names import FLAT_METRICS
 from tuner.loadgen import SLOs, WorkloadSpec
@@ -39,6 +38,7 @@ from tuner.objective.capacity_result import (
     judge,
 )
 from tuner.space.sections import CapacitySpec
+from tuner.testing.threaded_app import ThreadedApp
 
 SERVICE_S = 0.03  # saturation at 33.3 requests/s
 SLO_TTFT_MS = 150.0

@@ -33,7 +33,7 @@ from tuner.space.vectors import space_flag_vectors
 from tuner.testing.require import missing
 from tuner.trial.measure import ConfigRunner, Outcome
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LLAMA_SPACE = ROOT / "search_spaces" / "llamacpp-cpu-tiny.yaml"
 TF_SPACE = ROOT / "search_spaces" / "transformers-h100-tiny.yaml"
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import optuna
 import yaml
-from e2e_helpers import ROOT, seed, small_space, study_cmd
 
 from tuner.core.cli import ExitCode
 from tuner.launch.process import ProcessLauncher
@@ -23,6 +22,7 @@ from tuner.nightly.job import NightlyConfigRunner
 from tuner.nightly.remeasure import Remeasurer
 from tuner.space import load_space, params_to_flags
 from tuner.store.store import TunerStore
+from tuner.testing.study_cli import ROOT, seed, small_space, study_cmd
 
 BETTER = {"quantization": "awq_marlin", "mem-fraction-static": 0.70}  # marlin kernels; workspace fits at 0.70
 

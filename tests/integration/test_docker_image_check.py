@@ -20,7 +20,6 @@ from tuner.engines import sglang
 from tuner.engines.base import EngineProbe
 from tuner.engines.sglang import ENGINE as SGLANG
 from tuner.launch.docker import DockerLauncher
-from tuner.launch.docker_daemon import daemon_unavailable_reason
 from tuner.launch.factory import launcher_for_space
 from tuner.launch.image_check import (
     check_image,
@@ -33,12 +32,13 @@ from tuner.launch.simulator import sim_image_target
 from tuner.sim.cli import build_parser
 from tuner.space.schema import SearchSpace
 from tuner.space.targets import DockerTarget
+from tuner.testing.docker import sim_image as sim_image_build
 from tuner.testing.require import missing
 
 assert SGLANG.image_probe is not None
 SGLANG_PROBE = SGLANG.image_probe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OLD_IMAGE = "sglang-tuner/sim:0.4.10"
 # The python of SGLang's parser venv (scripts/setup-sglang-parser.sh prints it; setup-test-env.sh exports it).
 SGLANG_PARSER_PYTHON = Path(
@@ -84,14 +84,8 @@ def test_parse_help_reads_sglangs_own_help_text() -> None:
 
 
 @pytest.fixture(scope="module")
-def images() -> None:
-    reason = daemon_unavailable_reason()
-    if reason is not None:
-        missing(reason)
-    build = str(REPO / "scripts" / "build-sim-image.sh")
-    subprocess.run([build], check=True, capture_output=True, timeout=120)
-    env = {**os.environ, "SIM_SGLANG_VERSION": "0.4.10"}
-    subprocess.run([build, OLD_IMAGE], check=True, capture_output=True, timeout=120, env=env)
+def images(sim_image: str) -> None:
+    sim_image_build(OLD_IMAGE, sglang_version="0.4.10")
 
 
 @pytest.mark.docker

@@ -56,8 +56,6 @@ from bench.llamacpp_study import (
     run_study,
     study_space,
 )
-from tests.e2e_helpers import ROOT, server_pids
-from tests.test_llamacpp_study import docker_image  # noqa: F401  (fixture: daemon and sim image)
 from tuner.core.errors import LaunchError
 from tuner.core.failures import FailureKind, Phase
 from tuner.engines import sglang
@@ -68,6 +66,7 @@ from tuner.space import SearchSpace, load_space
 from tuner.space.sample import params_to_flags
 from tuner.space.targets import DockerTarget
 from tuner.testing.require import missing
+from tuner.testing.study_cli import ROOT, server_pids
 from tuner.trial.measure import ConfigRunner
 
 pytestmark = pytest.mark.sglang_cpu
@@ -292,7 +291,7 @@ def _docker_mounts() -> dict[str, Path]:
 
 
 @pytest.mark.docker
-@pytest.mark.usefixtures("docker_image")
+@pytest.mark.usefixtures("sim_image")
 def test_docker_study_runs_real_sglang_in_containers(tmp_path: Path) -> None:
     space_file = study_space(
         DOCKER_SPACE, tmp_path / "space.yaml", workload=WORKLOAD, mounts=_docker_mounts()

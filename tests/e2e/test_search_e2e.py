@@ -12,13 +12,13 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tests.e2e_helpers import ROOT, server_pids
 from tuner.launch.process import ProcessLauncher
 from tuner.report.learning import is_crash, is_pruned_slow
 from tuner.space.sample import params_to_flags
 from tuner.space.schema import SearchSpace
 from tuner.space.sections import ConfirmSpec, PruningSpec
 from tuner.study.confirm import confirm_top, record_confirmation
+from tuner.testing.study_cli import ROOT, server_pids
 from tuner.trial.measure import ConfigRunner
 from tuner.trial.objective import TrialRunner
 from tuner.trial.pruning import build_pruner, check_windows, window_should_stop
