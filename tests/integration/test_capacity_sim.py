@@ -77,12 +77,17 @@ async def test_capacity_matches_a_fine_sweep(sim_url: str) -> None:
     # Latency explodes near saturation: the failing probes' TTFT is far above the low-load one.
     curve = result.curve()
     assert curve[0]["ttft_p99_ms"] < SLO_TTFT_MS < curve[-1]["ttft_p99_ms"]
-    # The plain check: full-length probes every 4 % from 0.84x to 1.2x the answer, no early stops.
+    # The plain check: full-length probes every 4 % from 0.84x to 1.2x the answer, no early stops, each
+    # rate twice and the lower p99 kept: on a busy machine another process only ever adds latency, and
+    # one such spike at one rate must not move the crossing (seen: 182 ms at 0.88x, 90 ms at 0.92x).
     steps = [cap * (0.84 + 0.04 * k) for k in range(10)]
     p99 = {}
     for rate in steps:
-        bench = await run_benchmark(sim_url, probe_workload(WORKLOAD, SPEC, rate, first=False), slos=SLO)
-        p99[rate] = bench.flat()["ttft_p99_ms"]
+        runs = [
+            await run_benchmark(sim_url, probe_workload(WORKLOAD, SPEC, rate, first=False), slos=SLO)
+            for _ in range(2)
+        ]
+        p99[rate] = min(b.flat()["ttft_p99_ms"] for b in runs)
     passing = [r for r in steps if p99[r] <= SLO_TTFT_MS]
     failing = [r for r in steps if p99[r] > SLO_TTFT_MS]
     assert passing and failing, p99

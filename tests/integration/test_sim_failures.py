@@ -136,7 +136,9 @@ def test_two_batch_overlap_on_sm120_hangs_under_load_then_the_watchdog_kills_it(
 def test_mixed_chunk_on_sm120_crashes_under_load() -> None:
     with SimProcess([*SAFE, *NO_GRAPH, "--enable-mixed-chunk"]) as s:
         s.wait_ready()
-        _load(s, 3, timeout=20, stagger=0.5)  # later ones arrive while the first decodes: a mixed batch
+        # later ones arrive while the first still decodes (512 tokens: seconds, even when a busy machine
+        # delays the client's threads): a mixed batch
+        _load(s, 3, max_new=512, timeout=20, stagger=0.5)
         assert s.wait_exit(10) == -signal.SIGKILL
         log = s.log_text()
     assert "Scheduler hit an exception" in log
