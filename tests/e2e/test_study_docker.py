@@ -302,8 +302,10 @@ def test_docker_daemon_killed_mid_study_is_exit_4_with_records_intact(
     assert took < 20, f"the study took {took:.1f} s to notice the daemon was gone"
     # The loss is seen by the container's watcher (then the message says how to reap) or, when the
     # load generator's errors come first, by stop(); either way one line names the daemon and container.
-    [error] = [line for line in out.splitlines() if line.startswith("launch error:")]
-    assert error.startswith("launch error: lost the Docker daemon at unix:///var/run/docker.sock while")
+    [error] = [line for line in out.splitlines() if line.startswith("tuner.study: launch error:")]
+    assert error.startswith(
+        "tuner.study: launch error: lost the Docker daemon at unix:///var/run/docker.sock while"
+    )
     assert f"container tuner-{study}-t1-" in error and "scripts/setup-docker.sh" in error
     assert "Traceback" not in out
     trials = {t.number: t for t in load(tmp_path, study).get_trials()}
