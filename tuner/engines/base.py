@@ -20,8 +20,6 @@ FlagValue = bool | int | float | str | list[int] | list[str]
 FlagVector = Mapping[str, FlagValue]
 """Flags as the search space names them, without leading dashes: ``{"schedule-policy": "lof"}``."""
 
-Api = Literal["generate", "completions", "chat"]
-
 
 @dataclass(frozen=True)
 class FlagSpec:
@@ -80,7 +78,6 @@ def _fmt(value: object) -> str:
 class RequestShape:
     """How the readiness probe and load generator talk to the engine."""
 
-    api: Api = "generate"
     health_path: str = "/health"
     accepts_ignore_eos: bool = True  # False: the server refuses the field (HTTP 422)
 

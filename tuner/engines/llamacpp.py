@@ -261,5 +261,5 @@ ENGINE = EngineProfile(
     specs_for=flag_specs,
     argv_for=launch_argv,
     signatures=SIGNATURES,
-    request=RequestShape(api="completions", health_path="/health"),
+    request=RequestShape(health_path="/health"),
 )

@@ -327,7 +327,7 @@ ENGINE = EngineProfile(
     specs_for=flag_specs,
     argv_for=launch_argv,
     signatures=SIGNATURES,
-    request=RequestShape(api="generate", health_path="/health"),
+    request=RequestShape(health_path="/health"),
     image_probe=EngineProbe(
         engine=NAME,
         help_argv=("python3", "-m", "sglang.launch_server", "--help"),

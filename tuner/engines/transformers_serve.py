@@ -161,5 +161,5 @@ ENGINE = EngineProfile(
     specs_for=flag_specs,
     argv_for=launch_argv,
     signatures=SIGNATURES,
-    request=RequestShape(api="completions", health_path="/health", accepts_ignore_eos=False),
+    request=RequestShape(health_path="/health", accepts_ignore_eos=False),
 )

@@ -15,11 +15,12 @@ import yaml
 from optuna.trial import FrozenTrial
 from pydantic import ValidationError
 
+from tuner.core.errors import ConfigError
+from tuner.engines import get_engine
 from tuner.report.export import docker_run_line, flags_yaml, launch_command
 from tuner.space.schema import SearchSpace
 from tuner.store.attrs import StudyAttr, TrialAttr, study_image
 
-PLACEHOLDER_IMAGE = "lmsysorg/sglang:latest"  # a study recorded without its space names no image
 FILES = ("best-launch.sh", "best-docker-run.sh", "best-flags.yaml")
 
 
@@ -83,12 +84,21 @@ def best_config(study: optuna.Study, trial: FrozenTrial, space: SearchSpace | No
         docker = (
             "docker run -d --gpus all --ipc=host --shm-size 32g -p 30000:30000 "
             "-v $HOME/.cache/huggingface:/root/.cache/huggingface "
-            f"{shlex.quote(image or PLACEHOLDER_IMAGE)} \\\n  " + shlex.join(command)
+            f"{shlex.quote(image or _engine_image(study))} \\\n  " + shlex.join(command)
         )
         flag_file = "".join(f"# {line}\n" for line in header.splitlines()) + yaml.safe_dump(
             {"flags": flags}, sort_keys=False
         )
     return BestConfig(trial.number, header, values, flags, command, docker, flag_file)
+
+
+def _engine_image(study: optuna.Study) -> str:
+    """The default image of the study's engine (user attr ``engine``: "sglang 0.5.23"), else SGLang's."""
+    name = str(study.user_attrs.get(StudyAttr.ENGINE) or "sglang").split()[0]
+    try:
+        return get_engine(name).default_image
+    except ConfigError:
+        return get_engine("sglang").default_image
 
 
 def space_of(study: optuna.Study) -> SearchSpace | None:
