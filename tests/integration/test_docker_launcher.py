@@ -8,6 +8,7 @@ Needs a running Docker daemon (``scripts/setup-docker.sh``); skipped without one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -130,6 +131,27 @@ def test_missing_image_is_a_launch_error_and_nothing_is_pulled(
         with pytest.raises(LaunchError, match="not present"):
             launcher.require_image()  # still absent: not pulled behind our back
         launcher.close()
+
+
+def test_a_secret_reaches_the_container_and_is_redacted_in_its_command(
+    launcher: DockerLauncher, tmp_path: Path, study: str
+) -> None:
+    spec = dataclasses.replace(
+        _python(
+            launcher, tmp_path, study, "import os; print('token', os.environ.get('HF_TOKEN'), flush=True)"
+        ),
+        secret_env={"HF_TOKEN": "s3cret"},
+    )
+    handle = launcher.start(spec)
+    try:
+        deadline = time.monotonic() + 30
+        while handle.exit_status() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "token s3cret" in handle.log_text()
+        assert handle.command is not None and "HF_TOKEN=***" in handle.command
+        assert "s3cret" not in handle.command
+    finally:
+        handle.stop(5)
 
 
 def test_an_exit_is_seen_within_a_second_with_code_and_log(

@@ -7,7 +7,9 @@ Implementations: ``tuner.launch.process`` (local process group), ``tuner.launch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +17,8 @@ from typing import Any, Protocol
 from tuner.core.failures import ExitStatus
 
 TOOL_LABEL = "tuner"  # every process/container we start carries this label (docker) or env var (process)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class ServerHandle(Protocol):
     spec: LaunchSpec
 
     @property
+    def command(self) -> str | None:
+        """An equivalent command line a person can run (``docker run …``, secrets as ***); None: the argv."""
+        ...
+
+    @property
     def base_url(self) -> str: ...
 
     def exit_status(self) -> ExitStatus | None:
@@ -78,6 +87,14 @@ class ServerHandle(Protocol):
 class Launcher(Protocol):
     """Starts servers; cleans up what a killed tuner left behind."""
 
+    # what the Docker image check found (image id, engine version, flags); None without one
+    image_info: ImageInfo | None
+
+    @property
+    def bind_host(self) -> str | None:
+        """The address servers must bind (a container's 0.0.0.0 behind a published port); None: the space's."""
+        ...
+
     def start(self, spec: LaunchSpec) -> ServerHandle:
         """Start the server; raise :class:`tuner.core.errors.LaunchError` if it cannot even be started."""
         ...
@@ -91,6 +108,21 @@ class Launcher(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def host_secrets(names: Sequence[str]) -> dict[str, str]:
+    """The host's values of the environment variables ``names`` (a target's ``secret_env_from_host``).
+
+    The one place secrets are read; they travel in ``LaunchSpec.secret_env`` and are never logged or
+    stored. A variable that is not set is left out, with a note in the log.
+    """
+    out = {}
+    for name in names:
+        if value := os.environ.get(name):
+            out[name] = value
+        else:
+            log.info("secret %s is not set on the host; the server runs without it", name)
+    return out
 
 
 def read_tail(path: Path, max_bytes: int = 1 << 20) -> str:

@@ -104,7 +104,7 @@ class DockerLauncher:
         self.require_image()
         name = container_name(spec.study, spec.trial)
         env = {**target.env, **spec.env}
-        secrets = {**_host_secrets(target.secret_env_from_host), **spec.secret_env}
+        secrets = dict(spec.secret_env)  # read from the host by the caller (launch.base.host_secrets)
         labels = {**spec.labels(), ROLE_LABEL: "server", **_owner_labels()}
         cfg = self._container_config(env={**env, **secrets}, labels=labels, gpu_ids=spec.gpu_ids)
         if target.network == "bridge":
@@ -288,17 +288,6 @@ def _device_requests(
     if ids is None:
         return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return [DeviceRequest(device_ids=[str(i) for i in ids], capabilities=[["gpu"]])]
-
-
-def _host_secrets(names: list[str]) -> dict[str, str]:
-    out = {}
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            out[name] = value
-        else:
-            log.info("secret %s is not set on the host; the server runs without it", name)
-    return out
 
 
 def _owner_labels() -> dict[str, str]:

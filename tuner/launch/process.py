@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tuner.core.errors import LaunchError
 from tuner.core.failures import ExitStatus
-from tuner.launch.base import TOOL_LABEL, LaunchSpec, read_tail
+from tuner.launch.base import TOOL_LABEL, ImageInfo, LaunchSpec, read_tail
 
 _PR_SET_PDEATHSIG = 1
 GROUP_GRACE_S = 5.0  # after the leader ignored SIGTERM for the stop timeout: the group's SIGTERM grace
@@ -36,6 +36,7 @@ class ProcessHandle:
 
     def __init__(self, spec: LaunchSpec, proc: subprocess.Popen[bytes]) -> None:
         self.spec = spec
+        self.command: str | None = None  # the argv in the spec is the command
         self._proc = proc
         self._first_output_at: float | None = None
         self._pump = threading.Thread(target=self._copy_output, name=f"log-{proc.pid}", daemon=True)
@@ -106,6 +107,9 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 class ProcessLauncher:
     """Starts servers as local processes (the simulator and ``process`` targets)."""
+
+    bind_host: str | None = None  # servers bind the space's launch.host
+    image_info: ImageInfo | None = None  # no image to check
 
     def start(self, spec: LaunchSpec) -> ProcessHandle:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)

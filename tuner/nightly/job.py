@@ -129,7 +129,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
         reaped = launcher.reap_orphans(run.study, NIGHTLY_WORKER)
         if reaped:
             run.notes.append(f"stopped {reaped} server(s) an earlier, killed nightly run left running")
-        image = getattr(launcher, "image_info", None)  # set by the Docker image check (SGLang images)
+        image = launcher.image_info  # set by the Docker image check (SGLang images)
         if isinstance(space.target, DockerTarget) and image is None:
             run.notes.append(f"no image flag check for {space.engine} images: flags checked against the "
                              f"{space.engine} {space.engine_version} flag table only")  # fmt: skip

@@ -199,7 +199,7 @@ def run_study(opts: StudyOptions) -> ExitCode:
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
     launcher = make_launcher(space, source=opts.space)
     study = open_study(opts, space)
-    image_info = getattr(launcher, "image_info", None)
+    image_info = launcher.image_info
     if image_info is not None:  # which image (digest) and engine version produced the numbers
         study.set_user_attr(StudyAttr.IMAGE_DIGEST, image_info.image_id)
         study.set_user_attr(StudyAttr.IMAGE, image_info.to_attrs())

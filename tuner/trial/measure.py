@@ -8,7 +8,6 @@ measure through it.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import zlib
 from collections.abc import Coroutine, Mapping
@@ -20,7 +19,7 @@ from tuner.core.errors import LaunchError, ServerCrash
 from tuner.core.failures import Failure, FailureKind, Phase
 from tuner.core.records import GpuSample
 from tuner.engines import get_engine
-from tuner.launch.base import Launcher, LaunchSpec, ServerHandle
+from tuner.launch.base import Launcher, LaunchSpec, ServerHandle, host_secrets
 from tuner.launch.process import wait_port_free
 from tuner.launch.readiness import ProbeFailed, crash_of, wait_ready
 from tuner.launch.simulator import simulator_program
@@ -31,7 +30,7 @@ from tuner.objective.capacity import find_capacity
 from tuner.objective.capacity_result import StopReason
 from tuner.space.constraints import violated_constraint
 from tuner.space.schema import SearchSpace
-from tuner.space.targets import SimulatorTarget
+from tuner.space.targets import ProcessTarget, SimulatorTarget
 from tuner.space.workload import ClosedArrival
 from tuner.trial.progress import Progress
 
@@ -90,7 +89,9 @@ class ConfigRunner:
                 target.seed if target.seed is not None else zlib.crc32(f"{self.study}:{run_index}".encode())
             )
             return simulator_program(self.space, target, seed)
-        return getattr(target, "command", None)  # docker: the image runs the engine's own program
+        if isinstance(target, ProcessTarget):
+            return target.command
+        return None  # docker: the image runs the engine's own program
 
     def measure(
         self,
@@ -103,7 +104,7 @@ class ConfigRunner:
         """Start a server with ``flags``, benchmark it, stop it. Never raises for a server failure."""
         flags = dict(flags)
         # where the server binds: a container binds 0.0.0.0 behind a port published on 127.0.0.1
-        host = getattr(self.launcher, "bind_host", self.space.launch.host)
+        host = self.launcher.bind_host or self.space.launch.host
         if (reason := violated_constraint(self.space, flags)) is not None:
             failure = Failure(FailureKind.INFEASIBLE, Phase.PRECHECK, detail=reason)
             return Outcome(flags, [], None, failure=failure)
@@ -118,6 +119,12 @@ class ConfigRunner:
         )
         log_path = self.log_dir / f"{self.study}-{run_index}.log"
         log_path.unlink(missing_ok=True)
+        target = self.space.target
+        env, secrets = (
+            ({}, {})
+            if isinstance(target, SimulatorTarget)
+            else (dict(target.env), host_secrets(target.secret_env_from_host))
+        )
         spec = LaunchSpec(
             argv=argv,
             host=host,
@@ -125,8 +132,8 @@ class ConfigRunner:
             log_path=log_path,
             study=self.study,
             trial=run_index,
-            env=getattr(self.space.target, "env", {}),
-            secret_env=_host_secrets(getattr(self.space.target, "secret_env_from_host", [])),
+            env=env,
+            secret_env=secrets,
             gpu_ids=self.gpu_ids,
             worker=self.worker,
         )
@@ -134,7 +141,7 @@ class ConfigRunner:
         t0 = time.perf_counter()
         handle = self.launcher.start(spec)  # LaunchError propagates: the study cannot run at all
         outcome.timings["launch_s"] = time.perf_counter() - t0
-        outcome.docker_command = getattr(handle, "command", None)  # secrets shown as ***
+        outcome.docker_command = handle.command  # secrets shown as ***
         lost = False  # the launcher lost the server mid-trial (e.g. the Docker daemon died)
         try:
             asyncio.run(self._serve_and_measure(handle, outcome, should_stop, incumbent_rps))
@@ -291,7 +298,3 @@ class ConfigRunner:
     def _phase(self, name: str, detail: str = "") -> None:
         if self.progress is not None:
             self.progress.phase(name, detail)
-
-
-def _host_secrets(names: list[str]) -> dict[str, str]:
-    return {n: os.environ[n] for n in names if n in os.environ}
