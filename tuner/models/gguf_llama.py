@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from tuner.core.cli import run_cli
 from tuner.core.errors import ConfigError
 
 SPACE = "\u2581"  # SentencePiece's word-boundary mark
@@ -205,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None)
     args = ap.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k not in ("out", "preset") and v is not None}
-    try:
+
+    def build() -> int:
         params = GgufLlamaParams(**{**asdict(PRESETS[args.preset]), **overrides})
         write(args.out, params)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.out}\t{params.n_params / 1e6:.1f}M params\t{args.out.stat().st_size / 1e6:.1f} MB")
-    return 0
+        print(f"{args.out}\t{params.n_params / 1e6:.1f}M params\t{args.out.stat().st_size / 1e6:.1f} MB")
+        return 0
+
+    return run_cli("tuner.models.gguf_llama", build)
 
 
 if __name__ == "__main__":

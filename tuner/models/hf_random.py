@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from tuner.core.cli import run_cli
 from tuner.core.errors import ConfigError
 from tuner.loadgen.prompts import WORDS
 
@@ -174,15 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         k: v for k, v in vars(args).items() if k not in ("out", "preset", "device") and v is not None
     }
-    try:
+
+    def build() -> int:
         params = HfLlamaParams(**{**asdict(PRESETS[args.preset]), **overrides})
         write(args.out, params, device=args.device)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
-    print(f"{args.out}\t{params.n_params / 1e6:.1f}M params\t{size / 1e6:.1f} MB")
-    return 0
+        size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
+        print(f"{args.out}\t{params.n_params / 1e6:.1f}M params\t{size / 1e6:.1f} MB")
+        return 0
+
+    return run_cli("tuner.models.hf_random", build)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tuner.core.cli import run_cli
 from tuner.core.errors import ConfigError
 from tuner.loadgen.prompts import WORDS, Prompt
 from tuner.models.hf_random import HfLlamaParams
@@ -248,17 +249,17 @@ def main(argv: list[str] | None = None) -> int:
             ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None)
     args = ap.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "out" and v is not None}
-    try:
+
+    def build() -> int:
         params = SglangTinyParams(**{**defaults, **overrides})
         write(args.out, params)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
-    print(
-        f"{args.out}\t{params.n_params / 1e6:.1f}M params\t{size / 1e6:.1f} MB\tdigest {_files_digest(args.out)}"
-    )
-    return 0
+        size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
+        print(
+            f"{args.out}\t{params.n_params / 1e6:.1f}M params\t{size / 1e6:.1f} MB\tdigest {_files_digest(args.out)}"
+        )
+        return 0
+
+    return run_cli("tuner.models.sglang_tiny", build)
 
 
 if __name__ == "__main__":
