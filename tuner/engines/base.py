@@ -40,6 +40,13 @@ class FlagSpec:
     help: str = ""
 
 
+def server_argv(
+    program: Sequence[str], model_args: Sequence[str], host: str, port: int, flag_args: Sequence[str]
+) -> list[str]:
+    """``program model_args --host H --port P flag_args``: the shape every engine's command has."""
+    return [*program, *model_args, "--host", host, "--port", str(port), *flag_args]
+
+
 def render_flags(flags: FlagVector, specs: Mapping[str, FlagSpec] | None = None) -> list[str]:
     """Render a flag vector as command-line arguments. The one place parameters become argv.
 

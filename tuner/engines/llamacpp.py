@@ -35,6 +35,7 @@ from tuner.engines.base import (
     FlagVector,
     RequestShape,
     render_flags,
+    server_argv,
     tool_cache,
 )
 
@@ -194,17 +195,8 @@ def launch_argv(
     if program is None:
         found = find_binary()
         program = (str(found) if found else "llama-server",)
-    specs = flag_specs(version)
-    return [
-        *program,
-        "--model",
-        model,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        *render_flags(canonical_flags(flags, version), specs),
-    ]
+    flag_args = render_flags(canonical_flags(flags, version), flag_specs(version))
+    return server_argv(program, ["--model", model], host, port, flag_args)
 
 
 @dataclass(frozen=True)

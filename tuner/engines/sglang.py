@@ -34,6 +34,7 @@ from tuner.engines.base import (
     FlagVector,
     RequestShape,
     render_flags,
+    server_argv,
     tool_cache,
 )
 
@@ -255,16 +256,10 @@ def launch_argv(
     ``program`` replaces ``python3 -m sglang.launch_server`` (e.g. the simulator's command); without
     it, :func:`default_program` decides (the CPU venv's python for ``device: cpu``).
     """
-    return [
-        *(program or default_program(flags, version)),
-        "--model-path",
-        model,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        *render_flags(flags, flag_specs(version)),
-    ]
+    flag_args = render_flags(flags, flag_specs(version))
+    return server_argv(
+        program or default_program(flags, version), ["--model-path", model], host, port, flag_args
+    )
 
 
 # Log signatures, first match wins (ordered from most to least specific). Exit-code fallbacks

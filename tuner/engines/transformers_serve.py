@@ -22,7 +22,15 @@ from functools import cache
 
 from tuner.core.errors import ConfigError
 from tuner.core.failures import FailureKind, Signature
-from tuner.engines.base import EngineProfile, FlagSpec, FlagValue, FlagVector, RequestShape, render_flags
+from tuner.engines.base import (
+    EngineProfile,
+    FlagSpec,
+    FlagValue,
+    FlagVector,
+    RequestShape,
+    render_flags,
+    server_argv,
+)
 
 NAME = "transformers"
 DEFAULT_PORT = 8000
@@ -119,15 +127,8 @@ def launch_argv(
     ``model`` is the directory (or Hub id) to preload; requests must name it or leave ``model`` out.
     ``program`` replaces ``transformers serve`` (e.g. ``["/venv/bin/transformers", "serve"]``).
     """
-    return [
-        *(program or PROGRAM),
-        model,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        *render_flags(canonical_flags(flags), flag_specs(version)),
-    ]
+    flag_args = render_flags(canonical_flags(flags), flag_specs(version))
+    return server_argv(program or PROGRAM, [model], host, port, flag_args)
 
 
 # First match wins. Exit code 2 at start-up (click's usage error) is FLAG_REJECTED by classify()'s fallback

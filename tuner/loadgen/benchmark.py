@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 import aiohttp
 
@@ -294,21 +295,9 @@ def _prepend(first: Prompt, rest: Iterator[Prompt]) -> Iterator[Prompt]:
     yield from rest
 
 
-def run_benchmark_sync(
-    base_url: str,
-    workload: WorkloadSpec,
-    *,
-    slos: SLOs | None = None,
-    model: str | None = None,
-    should_stop: ShouldStop | None = None,
-    on_progress: OnProgress | None = None,
-) -> BenchResult:
-    """:func:`run_benchmark` for callers without an event loop (a fresh loop per call)."""
-    return asyncio.run(
-        run_benchmark(
-            base_url, workload, slos=slos, model=model, should_stop=should_stop, on_progress=on_progress
-        )
-    )
+def run_benchmark_sync(base_url: str, workload: WorkloadSpec, **options: Any) -> BenchResult:
+    """:func:`run_benchmark` (same keyword options) for callers without an event loop (a fresh loop per call)."""
+    return asyncio.run(run_benchmark(base_url, workload, **options))
 
 
 __all__ = ["BenchResult", "OnProgress", "ShouldStop", "run_benchmark", "run_benchmark_sync"]
