@@ -100,15 +100,17 @@ def test_unknown_flag_classifies_as_flag_rejected() -> None:
 
 
 def _load(
-    s: SimProcess, n: int, max_new: int = 32, timeout: float = 30.0, stagger: float = 0.0
+    s: SimProcess, n: int, max_new: int = 32, timeout: float = 30.0, stagger: float = 0.0, words: int = 120
 ) -> list[int | None]:
-    """Send ``n`` concurrent requests, ``stagger`` s apart; their HTTP statuses (None: no answer)."""
+    """Send ``n`` concurrent requests of about ``words`` prompt tokens, ``stagger`` s apart; their HTTP
+    statuses (None: no answer)."""
     out: list[int | None] = [None] * n
 
     def one(i: int) -> None:
         try:
             # Distinct first words: no prefix-cache hits between the clients.
-            body = {"text": f"client{i} " + "a b c " * 40, "sampling_params": {"max_new_tokens": max_new}}
+            prompt = f"client{i} " + "a b c " * (words // 3)
+            body = {"text": prompt, "sampling_params": {"max_new_tokens": max_new}}
             out[i] = s.post("/generate", body, timeout)[0]
         except OSError:
             out[i] = None
@@ -150,11 +152,13 @@ def test_mixed_chunk_on_sm120_crashes_under_load() -> None:
 
 def test_activations_out_of_memory_under_load_at_a_very_high_mem_fraction() -> None:
     # 0.945 leaves ~0.1 GiB outside the pool: fine for the warm-up, not for a 2048-token prefill chunk.
+    # Prompts of ~2100 tokens fill such a chunk on their own: on a busy machine the clients' requests
+    # may arrive one at a time rather than in one batch.
     with SimProcess([*SAFE, *NO_GRAPH, "--mem-fraction-static", "0.945"]) as s:
         s.wait_ready()
         status, _ = s.post("/generate", {"text": "a b c d", "sampling_params": {"max_new_tokens": 2}})
         assert status == 200
-        _load(s, 8, max_new=4, timeout=20)
+        _load(s, 8, max_new=4, timeout=20, words=2100)
         assert s.wait_exit(10) == -signal.SIGKILL
         log = s.log_text()
     kind = classify(
