@@ -32,6 +32,7 @@ from tuner.launch.docker_daemon import daemon_unavailable_reason
 from tuner.launch.readiness import ProbeFailed, wait_ready
 from tuner.launch.simulator import sim_image_target
 from tuner.space.targets import DockerTarget
+from tuner.testing.study_cli import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -144,9 +145,7 @@ def test_a_secret_reaches_the_container_and_is_redacted_in_its_command(
     )
     handle = launcher.start(spec)
     try:
-        deadline = time.monotonic() + 30
-        while handle.exit_status() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: handle.exit_status() is not None, 30, "the container to exit")
         assert "token s3cret" in handle.log_text()
         assert handle.command is not None and "HF_TOKEN=***" in handle.command
         assert "s3cret" not in handle.command

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 from tuner.core.net import free_port
 from tuner.launch.base import LaunchSpec, host_secrets
 from tuner.launch.process import ProcessLauncher
+from tuner.testing.study_cli import wait_for
 
 NAME = "TUNER_TEST_SECRET_TOKEN"
 
@@ -28,9 +28,7 @@ def test_a_process_server_gets_the_secret_in_its_environment(tmp_path: Path) -> 
     spec = LaunchSpec([sys.executable, "-c", code], "127.0.0.1", free_port(), tmp_path / "s.log", "sec", 0,
                       secret_env={NAME: "s3cret"})  # fmt: skip
     handle = ProcessLauncher().start(spec)
-    deadline = time.monotonic() + 30
-    while handle.exit_status() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: handle.exit_status() is not None, 30, "the process to exit")
     handle.stop(5)
     assert "token s3cret" in handle.log_text()
     assert handle.command is None  # nothing but the argv, which carries no secret, is shown or stored
