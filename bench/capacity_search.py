@@ -33,22 +33,13 @@ from tuner.engines.sglang import ENGINE
 from tuner.launch.base import LaunchSpec
 from tuner.launch.process import ProcessLauncher
 from tuner.launch.readiness import wait_ready
-from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
+from tuner.loadgen import run_benchmark
 from tuner.objective.capacity import find_capacity, probe_workload
 from tuner.objective.capacity_result import CapacityResult, judge
 from tuner.space.sections import CapacitySpec
+from tuner.testing.capacity import SLO, WORKLOAD
 
 RESULTS = Path(__file__).resolve().parent / "results" / "capacity_search.md"
-WORKLOAD = WorkloadSpec(
-    input_len=256,
-    output_len=16,
-    num_requests=1,
-    warmup_requests=4,
-    seed=0,
-    stall_timeout_s=10,
-    request_timeout_s=30,
-)
-SLO = SLOs(ttft_p99_ms=150.0, error_rate=0.05)
 SPEC = CapacitySpec(
     min_rate=8.0, max_rate=256.0, probe_requests=60, min_probe_requests=20, tolerance=0.05, time_budget_s=300
 )

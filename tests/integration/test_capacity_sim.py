@@ -17,26 +17,16 @@ from collections.abc import Iterator
 import pytest
 
 from tuner.core.net import free_port
-from tuner.loadgen import SLOs, WorkloadSpec, run_benchmark
+from tuner.loadgen import run_benchmark
 from tuner.objective.capacity import find_capacity, probe_workload
 from tuner.objective.capacity_result import StopReason
 from tuner.space.sections import CapacitySpec
+from tuner.testing.capacity import SLO, SLO_TTFT_MS, WORKLOAD
 
 SIM_ARGS = [
     "--model-path", "meta-llama/Llama-3.1-8B-Instruct", "--sim-gpu", "l40s",
     "--max-running-requests", "16", "--sim-noise", "0", "--sim-seed", "7", "--sim-startup-scale", "0.01",
 ]  # fmt: skip
-WORKLOAD = WorkloadSpec(
-    input_len=256,
-    output_len=16,
-    num_requests=1,
-    warmup_requests=4,
-    seed=0,
-    stall_timeout_s=10,
-    request_timeout_s=30,
-)
-SLO_TTFT_MS = 150.0
-SLO = SLOs(ttft_p99_ms=SLO_TTFT_MS, error_rate=0.05)
 SPEC = CapacitySpec(
     min_rate=16.0, max_rate=256.0, probe_requests=60, min_probe_requests=20, tolerance=0.05, time_budget_s=90
 )

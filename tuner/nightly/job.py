@@ -22,27 +22,20 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
 from tuner.core.cli import ExitCode, exit_code_for
-from tuner.core.errors import ConfigError, TunerError
+from tuner.core.errors import TunerError
 from tuner.launch.factory import make_launcher
 from tuner.launch.simulator import simulator_program
 from tuner.nightly.compat import rejection
-from tuner.nightly.decide import Verdict, promotion_verdict, regression_verdict
-from tuner.nightly.deployed import (
-    DeployedConfig,
-    params_from_flags,
-    read_deployed,
-    same_config,
-    write_deployed,
-)
+from tuner.nightly.decide import promotion_verdict, regression_verdict
+from tuner.nightly.deployed import DeployedConfig, params_from_flags, write_deployed
+from tuner.nightly.history import deployed_path, find_reference, record_deployment, resolve_deployed
 from tuner.nightly.lock import NightlyLock
 from tuner.nightly.model import NIGHTLY_WORKER, NightlyOptions, NightlyRun
-from tuner.nightly.remeasure import Measurement, Remeasurer, paired_values, values
+from tuner.nightly.remeasure import Remeasurer, paired_values, values
 from tuner.nightly.search import WarmStart, candidates, enqueue, known_top, run_search, tonights_trials
-from tuner.objective.ranking import ranked_trials
 from tuner.space import SearchSpace, load_space
 from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.attrs import TrialAttr
-from tuner.store.models import Deployment
 from tuner.store.store import TunerStore
 from tuner.study.options import StudyOptions
 from tuner.study.session import StudyContext, interrupts_stop_the_trial, make_recorder, open_study
@@ -105,10 +98,6 @@ def run_nightly(opts: NightlyOptions, *, stamp: str | None = None) -> NightlyRun
     return run
 
 
-def _deployed_path(run: NightlyRun) -> Path:
-    return run.options.deployed or run.options.out / "deployed" / f"{run.study}.yaml"
-
-
 def _run(run: NightlyRun, space: SearchSpace) -> None:
     opts = run.options
     objective = space.objectives[0]
@@ -133,7 +122,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
         if isinstance(space.target, DockerTarget) and image is None:
             run.notes.append(f"no image flag check for {space.engine} images: flags checked against the "
                              f"{space.engine} {space.engine_version} flag table only")  # fmt: skip
-        _resolve_deployed(run, space, study, store)
+        resolve_deployed(run, space, study, store)
         assert run.deployed is not None
         if (why := rejection(space, run.deployed.flags, image)) is not None:
             run.deployed_rejected = why
@@ -149,7 +138,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
         )  # fmt: skip
 
         # 1. the deployed configuration, again, several times
-        _find_reference(run, space, store)
+        find_reference(run, space, store)
         run.repeats = measurer.repeats("deployed", run.deployed.flags, opts.repeats)
         if run.deployed_failures:
             run.decision, run.exit_code = "deployed configuration failed", ExitCode.DEPLOYED_FAILED
@@ -162,7 +151,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
             )  # fmt: skip
         else:
             why = "re-baselined on request (--accept-current)" if opts.accept_current else run.deployed_origin
-            _record(
+            record_deployment(
                 run,
                 space,
                 store,
@@ -235,88 +224,6 @@ def _artifacts(out: Path) -> str:
     return str(path)
 
 
-def _resolve_deployed(run: NightlyRun, space: SearchSpace, study: optuna.Study, store: TunerStore) -> None:
-    """The file wins; then the database history; then the study's best feasible trial; then a seed."""
-    path = _deployed_path(run)
-    from_file = read_deployed(path)
-    last = store.last_deployment(run.study)
-    if from_file is not None:
-        run.deployed, run.deployed_origin = from_file, f"file {path}"
-        if from_file.engine_version and from_file.engine_version != space.engine_version:
-            run.notes.append(f"{path} was written for {space.engine} {from_file.engine_version}; tonight's "
-                             f"engine is {space.engine_version}")  # fmt: skip
-        if last is not None and not same_config(last.flags, from_file.flags):
-            run.notes.append(f"{path} differs from the last deployment recorded in the database "
-                             f"({last.deployed_at:%Y-%m-%d}); the file is what runs, so the file is used")  # fmt: skip
-        return
-    if last is not None:
-        run.deployed = DeployedConfig(dict(last.flags), dict(last.params), last.study_name, last.trial_number,
-                                      last.reason, last.deployed_at.isoformat(timespec="seconds"))  # fmt: skip
-        run.deployed_origin = "database history (file missing: written again)"
-        write_deployed(
-            path, space, run.deployed, header=f"restored from the database by nightly run {run.stamp}"
-        )
-        return
-    ranked = ranked_trials(study)
-    if ranked:
-        t = ranked[0]
-        flags = dict(t.user_attrs.get(TrialAttr.FLAGS, {}))
-        run.deployed = DeployedConfig(
-            flags, dict(t.params), run.study, t.number, "initial deployment: best known trial"
-        )
-        run.deployed_origin = f"nothing was deployed: deploying the study's best feasible trial #{t.number}"
-    elif space.seed_trials:
-        seed = space.seed_trials[0]
-        from tuner.space.sample import params_to_flags
-
-        flags = dict(params_to_flags(space, seed.params))
-        run.deployed = DeployedConfig(
-            flags, dict(seed.params), run.study, None, f"initial deployment: seed {seed.name}"
-        )
-        run.deployed_origin = (
-            f"nothing was deployed and the study has no feasible trial: deploying seed {seed.name!r}"
-        )
-    else:
-        raise ConfigError(
-            f"nothing is deployed ({path} missing, no history in the database), the study has no feasible "
-            "trial and the space no seed_trials: run a study first (make demo) or write the deployed file",
-            source=str(run.options.space),
-        )
-    run.notes.append(run.deployed_origin)
-    write_deployed(path, space, run.deployed, header=f"initial deployment by nightly run {run.stamp}")
-
-
-def _find_reference(run: NightlyRun, space: SearchSpace, store: TunerStore) -> None:
-    """The repeats recorded when the deployed configuration went into service (same workload)."""
-    assert run.deployed is not None
-    objective = space.objectives[0].metric
-    workload = space.workload.fingerprint()
-    for row in reversed(store.deployments(run.study)):
-        if not same_config(row.flags, run.deployed.flags):
-            continue
-        m = row.metrics or {}
-        when = f"{row.deployed_at:%Y-%m-%d %H:%M} UTC"
-        if m.get("objective") != objective or not m.get("samples"):
-            run.reference_desc = (
-                f"the deployment of {when} recorded no repeats of {objective}: tonight's become the reference"
-            )
-        elif m.get("workload_fingerprint") != workload:
-            run.reference_desc = (f"the deployment of {when} was measured with another workload "
-                                  f"({m.get('workload_fingerprint')} vs {workload}): tonight's repeats become the reference")  # fmt: skip
-        else:
-            run.reference = [float(v) for v in m["samples"]]
-            run.reference_desc = (
-                f"{len(run.reference)} repeats recorded at the deployment of {when} ({row.reason})"
-            )
-            if m.get("engine_version") and m["engine_version"] != space.engine_version:
-                run.notes.append(f"engine version changed since the reference: {m['engine_version']} -> "
-                                 f"{space.engine_version}")  # fmt: skip
-        return
-    run.reference_desc = (
-        f"no history for this configuration ({run.deployed_origin}): tonight's repeats become the reference"
-    )
-
-
 def _validate(
     run: NightlyRun, space: SearchSpace, study: optuna.Study, measurer: Remeasurer, maximize: bool
 ) -> None:
@@ -369,48 +276,8 @@ def _promote(run: NightlyRun, space: SearchSpace, store: TunerStore) -> None:
     config = DeployedConfig(
         dict(trial.user_attrs.get(TrialAttr.FLAGS, {})), dict(trial.params), run.study, trial.number, reason
     )
-    _record(run, space, store, config, run.validation[run.promoted], reason=reason, ci=verdict)
-    write_deployed(_deployed_path(run), space, config, header=f"promoted by nightly run {run.stamp}")
+    record_deployment(run, space, store, config, run.validation[run.promoted], reason=reason, ci=verdict)
+    write_deployed(deployed_path(run), space, config, header=f"promoted by nightly run {run.stamp}")
     run.notes.append(
-        f"promoted {run.promoted}: {_deployed_path(run)} rewritten, deployment recorded in the database"
+        f"promoted {run.promoted}: {deployed_path(run)} rewritten, deployment recorded in the database"
     )
-
-
-def _record(
-    run: NightlyRun,
-    space: SearchSpace,
-    store: TunerStore,
-    config: DeployedConfig,
-    measurements: list[Measurement],
-    *,
-    reason: str,
-    ci: Verdict | None = None,
-) -> None:
-    """Append a deployment row whose metrics hold the repeats later nights compare against."""
-    from tuner.report.export import launch_command
-
-    objective = space.objectives[0]
-    samples = values(measurements)
-    ok = [m for m in measurements if m.ok]
-    means = {k: sum(m.metrics[k] for m in ok) / len(ok) for k in ok[0].metrics} if ok else {}
-    metrics: dict[str, Any] = {
-        "objective": objective.metric,
-        "direction": objective.direction,
-        "samples": samples,
-        "mean": sum(samples) / len(samples) if samples else None,
-        "workload_fingerprint": space.workload.fingerprint(),
-        "engine_version": space.engine_version,
-        "nightly": run.stamp,
-        "means": means,
-    }
-    if ci is not None and ci.ci is not None:
-        metrics["ratio_ci"] = {"estimate": ci.ci.estimate, "low": ci.ci.low, "high": ci.ci.high,
-                               "confidence": ci.ci.confidence}  # fmt: skip
-    image = space.target.image if isinstance(space.target, DockerTarget) else None
-    store.record_deployment(
-        Deployment(
-            study_name=run.study, command=launch_command(space, config.flags), flags=dict(config.flags),
-            reason=reason, params=dict(config.params), metrics=metrics, trial_number=config.trial_number,
-            image=image,
-        )
-    )  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from optuna.trial import FrozenTrial, TrialState
 
 ROOT = Path(__file__).resolve().parents[2]
 RTX5090_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
@@ -99,3 +100,19 @@ def exit_code(proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> int
         raise AssertionError(
             f"still running {timeout_s} s later; its log:\n{log.read_text()[-3000:]}"
         ) from None
+
+
+def assert_seeds_crashed(
+    trials: list[FrozenTrial], expected: dict[str, str]
+) -> dict[str | None, FrozenTrial]:
+    """Each named seed trial ran the server, crashed with the expected failure kind and was recorded
+    PRUNED with the crash constraint and the log lines that matched; returns the trials by seed name."""
+    by_seed = {t.user_attrs.get("seed_name"): t for t in trials}
+    for name, kind in expected.items():
+        t = by_seed[name]
+        assert t.state is TrialState.PRUNED, (name, t.state)
+        assert t.user_attrs["failure_kind"] == kind, (name, t.user_attrs.get("failure"))
+        assert t.constraints["crash"] == 1
+        evidence = t.user_attrs["failure"]
+        assert evidence["matched_lines"] and evidence["log_tail"], name  # evidence from the server's log
+    return by_seed
