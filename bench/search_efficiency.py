@@ -9,8 +9,11 @@ simulator, ``python -m tuner.sim``, or llama.cpp's ``llama-server`` on the CPU),
 
 Methods (each run is one study with its own seed):
 
-* ``tuner``          TPE (the study CLI's sampler settings) + the Wilcoxon window pruner (``tuner.trial.pruning``)
+* ``tuner``          the study CLI's search: TPE + the search guide (``tuner.search``: repaired neighbours after
+                     crashes, learned constraints, the feasibility model, no duplicates) + the Wilcoxon
+                     window pruner (``tuner.trial.pruning``)
 * ``tuner-noprune``  the same without pruning: the pair measures what pruning saves at equal trials
+* ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
                      fixed order, each tier a product grid, the best of a tier carried into the next
@@ -58,20 +61,25 @@ from tuner.engines import llamacpp  # noqa: E402
 from tuner.launch.process import ProcessLauncher  # noqa: E402
 from tuner.objective.ranking import is_feasible  # noqa: E402
 from tuner.report.learning import crash_rate_by_half, is_infeasible  # noqa: E402
+from tuner.search.guide import SearchGuide  # noqa: E402
+from tuner.space.sample import params_to_flags  # noqa: E402
 from tuner.space.schema import SearchSpace  # noqa: E402
 from tuner.space.sections import PruningSpec  # noqa: E402
 from tuner.study.confirm import Candidate, rank  # noqa: E402
 from tuner.study.options import StudyOptions  # noqa: E402
 from tuner.study.session import open_study  # noqa: E402
 from tuner.trial.measure import ConfigRunner  # noqa: E402
-from tuner.trial.objective import TrialRunner  # noqa: E402
+from tuner.trial.objective import DuplicateProposal, TrialRunner  # noqa: E402
 from tuner.trial.pruning import check_windows  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SIM_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq-constrained.yaml"
 TARGET = 0.97  # within 3 % of the best known value
 QUALITY = 0.99  # pruning must keep the final best within 1 %
-METHODS = ("tuner", "tuner-noprune", "random", "grid-sglang", "grid-vllm")
+DEFAULT_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
+METHODS = ("tuner", "tuner-noprune", "tpe", "random", "grid-sglang", "grid-vllm")
+GUIDED = ("tuner", "tuner-noprune")
+BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
 
 
@@ -96,9 +104,9 @@ class Landscape:
         return SearchSpace.model_validate(self.space_data)
 
 
-def sim_landscape(quick: bool) -> Landscape:
-    """The simulator's RTX 5090 (Qwen3-32B-AWQ) with the known constraints, a short workload."""
-    data = yaml.safe_load(SIM_SPACE.read_text())
+def sim_landscape(quick: bool, space: Path = SIM_SPACE, name: str = "sim-rtx5090") -> Landscape:
+    """The simulator's RTX 5090 (Qwen3-32B-AWQ), by default with the known constraints, a short workload."""
+    data = yaml.safe_load(space.read_text())
     # 8 windows of 4 requests at 4 clients (window k serves the same prompts in every trial)
     data["workload"].update(
         input_len={"dist": "uniform", "low": 64, "high": 256},
@@ -123,7 +131,7 @@ def sim_landscape(quick: bool) -> Landscape:
         {"chunked-prefill-size": [512, 1024, 2048, 4096], "max-total-tokens": [3072, 8192, 16384]}
     )
     return Landscape(
-        name="sim-rtx5090",
+        name=name,
         space_data=data,
         launched_budget=12 if quick else 40,
         max_trials=60 if quick else 400,
@@ -192,7 +200,7 @@ def llamacpp_landscape(quick: bool, model: Path) -> Landscape:
         memory_param=None,
         parallel=False,
         # CPU-bound and run one at a time: pruning is measured on the simulator only
-        methods=("tuner", "random", "grid-sglang", "grid-vllm"),
+        methods=("tuner", "tpe", "random", "grid-sglang", "grid-vllm"),
     )
 
 
@@ -231,6 +239,9 @@ def _row(land: str, method: str, seed: int, t: FrozenTrial) -> TrialRow:
         if t.datetime_complete and t.datetime_start
         else 0.0
     )
+    if t.state is TrialState.FAIL:  # a duplicate proposal, not measured (tuner.search.guide)
+        return TrialRow(land, method, seed, t.number, "FAIL", False, None, "duplicate", False, 0, dur, 0.0,
+                        json.dumps(t.params, sort_keys=True, default=str))  # fmt: skip
     return TrialRow(
         land, method, seed, t.number, t.state.name, not is_infeasible(t),
         t.values[0] if t.state is TrialState.COMPLETE and t.values else None,
@@ -263,26 +274,29 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         storage=f"sqlite:///{work}/{name}.db",
         study=name,
         seed=seed,
-        sampler="tpe" if method.startswith("tuner") else "random",
-        prune=method == "tuner",
+        sampler="tpe" if method in ("tuner", "tuner-noprune", "tpe") else "random",
+        prune=method in ("tuner", "tpe"),
         # random search gets the same seed trials (TPE needs one feasible trial to anchor on), so the
         # comparison is of the sampler; the warm-start tiers are the tuner's own
-        seed_trials=method in ("tuner", "tuner-noprune", "random"),
+        seed_trials=method in ("tuner", "tuner-noprune", "tpe", "random"),
         warm_start=method != "random",
     )
     study = open_study(opts, space)
     (work / "logs").mkdir(exist_ok=True)
     runner = ConfigRunner(space, ProcessLauncher(), study=name, log_dir=work / "logs")
-    objective = TrialRunner(runner, prune_on_windows=opts.prune)
+    guide = SearchGuide(space) if method in GUIDED else None
+    objective = TrialRunner(runner, prune_on_windows=opts.prune, guide=guide)
     stop = _stop_after_launched(land.launched_budget, land.max_trials)
     if opts.seed_trials:
-        study.optimize(objective, n_trials=land.max_trials, callbacks=[stop])
+        study.optimize(objective, n_trials=land.max_trials, callbacks=[stop], catch=(DuplicateProposal,))
     elif method == "grid-sglang":
         _run_tiers(study, objective, land, stop)
     else:
         _run_vllm(study, objective, land)
     return [
-        _row(land.name, method, seed, t) for t in study.get_trials(deepcopy=False) if t.state.is_finished()
+        _row(land.name, method, seed, t)
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or "duplicate_of" in t.user_attrs
     ]
 
 
@@ -397,7 +411,11 @@ def _median_censored(values: list[int | float | None], cap: float) -> tuple[floa
 
 
 def analyse(
-    land: Landscape, rows: list[TrialRow], confirmed: dict[str, Candidate], seeds: int
+    land: Landscape,
+    rows: list[TrialRow],
+    confirmed: dict[str, Candidate],
+    seeds: int,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """Reference, trials/minutes to target per method, pruning saving and quality, crash halves."""
     means = {c: statistics.fmean(k.measured) for c, k in confirmed.items() if k.stable and k.measured}
@@ -434,8 +452,14 @@ def analyse(
             best = max((r for r in rs if r.value is not None), key=lambda r: r.value or 0.0, default=None)
             conf = confirmed.get(best.params) if best else None
             finals.append(statistics.fmean(conf.measured) if conf and conf.measured else None)
+        base = confirmed.get(baseline) if baseline else None
+        base_mean = statistics.fmean(base.measured) if base and base.measured else None
         out["methods"][method] = {
             "runs": len(runs),
+            "duplicate_proposals": [sum(r.state == "FAIL" for r in rs) for _, rs in runs],
+            "duplicates_measured": [_measured_twice(rs) for _, rs in runs],
+            "crashes_to_target": [_crashes_until(rs, target) for _, rs in runs],
+            "vs_baseline": [f / base_mean if f is not None and base_mean else None for f in finals],
             "trials_to_target": [t for t, _ in reach],
             "minutes_to_target": [m for _, m in reach],
             "median_trials_to_target": trials_med,
@@ -471,11 +495,37 @@ def analyse(
             "final_best_unpruned_median": statistics.median(fn) if fn else None,
             "final_ratio": (statistics.median(fp) / statistics.median(fn)) if fp and fn else None,
         }
+    for other in ("tpe", "grid-sglang"):
+        if "tuner" in m and other in m:
+            out[f"{other}_vs_tuner_trials"] = m[other]["median_trials_to_target"] / max(
+                1.0, m["tuner"]["median_trials_to_target"]
+            )
     if "tuner" in m and "random" in m:
         out["tuner_vs_random_trials"] = m["random"]["median_trials_to_target"] / max(
             1.0, m["tuner"]["median_trials_to_target"]
         )
     return out
+
+
+def _measured_twice(rows: list[TrialRow]) -> int:
+    """Launched trials whose configuration an earlier launched trial of the run already had."""
+    seen: set[str] = set()
+    twice = 0
+    for r in sorted(rows, key=lambda r: r.number):
+        if r.launched:
+            twice += r.params in seen
+            seen.add(r.params)
+    return twice
+
+
+def _crashes_until(rows: list[TrialRow], target: float) -> int:
+    """Crashed servers before the first measured value within the target (all of them if never)."""
+    crashes = 0
+    for r in sorted(rows, key=lambda r: r.number):
+        if r.value is not None and r.value >= target:
+            break
+        crashes += r.launched and r.failure_kind not in ("", "duplicate")
+    return crashes
 
 
 def _pooled(halves: list[Any], which: str) -> float:
@@ -488,6 +538,8 @@ def _as_trials(rows: list[TrialRow]) -> list[FrozenTrial]:
     """Rows back as minimal frozen trials for ``crash_rate_by_half``."""
     trials = []
     for r in rows:
+        if r.state == "FAIL":
+            continue  # duplicate proposals: nothing launched
         attrs: dict[str, Any] = {"failure_kind": r.failure_kind} if r.failure_kind else {}
         state = TrialState.COMPLETE if r.state == "COMPLETE" else TrialState.PRUNED
         trials.append(
@@ -529,23 +581,35 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"Best known: {ref['value']:.2f} tok/s{ci_text}; target ≥ {res['target']:.2f}. "
             f"Budget: {res['launched_budget']} launched trials per run.",
             "",
-            "| method | runs reaching | median trials to target | median minutes to target | crashes 1st half → 2nd half | bench s per run | final best (re-measured, median) |",
-            "|---|---|---|---|---|---|---|",
+            "| method | runs reaching | median trials to target | median minutes to target | crashes before target (median) | crashes 1st half → 2nd half | duplicates measured (proposals replaced) | bench s per run | final best (re-measured, median) | final / balanced-v2 (median; runs ≥ 1.5×) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method, m in res["methods"].items():
             finals = [v for v in m["final_best_confirmed"] if v is not None]
+            ratios = [v for v in m.get("vs_baseline", []) if v is not None]
+            vs = (
+                f"{statistics.median(ratios):.2f}× ({sum(r >= 1.5 for r in ratios)}/{m['runs']})"
+                if ratios
+                else "–"
+            )
+            crashes = m.get("crashes_to_target")
             lines.append(
                 f"| {method} | {m['reached']}/{m['runs']} | {_fmt(m['median_trials_to_target'], m['median_trials_censored'], 0)} "
                 f"| {_fmt(m['median_minutes_to_target'], m['median_minutes_censored'], 2)} "
+                f"| {_fmt(statistics.median(crashes), digits=0) if crashes else '–'} "
                 f"| {_fmt(100 * m['crash_rate_first'], digits=0)} % → {_fmt(100 * m['crash_rate_second'], digits=0)} % "
+                f"| {sum(m.get('duplicates_measured', [0]))} ({sum(m.get('duplicate_proposals', [0]))}) "
                 f"| {_fmt(statistics.fmean(m['bench_s']), digits=0)} "
-                f"| {_fmt(statistics.median(finals), digits=2) if finals else 'not re-measured'} |"
+                f"| {_fmt(statistics.median(finals), digits=2) if finals else 'not re-measured'} | {vs} |"
             )
         if "tuner_vs_random_trials" in res:
             lines += [
                 "",
                 f"Random / tuner, median trials to target: **{res['tuner_vs_random_trials']:.1f}×** (goal ≥ 3×).",
             ]
+        for other in ("tpe", "grid-sglang"):
+            if (ratio := res.get(f"{other}_vs_tuner_trials")) is not None:
+                lines.append(f"{other} / tuner, median trials to target: **{ratio:.1f}×**.")
         if (p := res.get("pruning")) is not None:
             finals = {
                 m: ", ".join(_fmt(v, digits=1) for v in res["methods"][m]["final_best_confirmed"])
@@ -587,21 +651,31 @@ def run_landscape(
             pool.append(r.params)
         if len(pool) >= top:
             break
-    for method in ("tuner", "tuner-noprune"):
+    for method in methods:
         for s in range(seeds):
             run = [r for r in measured if r.method == method and r.seed == s]
             if run and run[0].params not in pool:
                 pool.append(run[0].params)
+    space = land.space()
+    named = {seed.name: seed for seed in space.seed_trials}
+    baseline = None
+    if BASELINE_SEED in named:
+        flags = dict(params_to_flags(space, named[BASELINE_SEED].params))
+        baseline = json.dumps(flags, sort_keys=True, default=str)
+        if baseline not in pool:
+            pool.append(baseline)
     print(f"{land.name}: re-measuring {len(pool)} configurations x {repeats}", flush=True)
     confirmed = confirm_configs(land, pool, repeats, work, jobs)
-    return analyse(land, rows, confirmed, seeds), rows
+    return analyse(land, rows, confirmed, seeds, baseline), rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 seeds, small budgets (a smoke run)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (default 5; quick: 2)")
-    p.add_argument("--landscapes", default="sim,llamacpp", help="comma list of sim, llamacpp")
+    p.add_argument(
+        "--landscapes", default="sim-default,sim,llamacpp", help="comma list of sim-default, sim, llamacpp"
+    )
     p.add_argument("--jobs", type=int, default=6, help="simulator runs in parallel")
     p.add_argument("--repeats", type=int, default=3, help="re-measurements of each best configuration")
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods to run")
@@ -632,6 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in args.landscapes.split(","):
             if name == "sim":
                 land = sim_landscape(args.quick)
+            elif name == "sim-default":  # the default demo space: no constraints, no warm-start tiers
+                land = sim_landscape(args.quick, DEFAULT_SPACE, "sim-rtx5090-default")
             elif name == "llamacpp":
                 if llamacpp.find_binary() is None:
                     print(
@@ -643,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # ~58 M parameters: a benchmark of 1-3 s (the 4 M "tiny" one finishes in 0.1 s: all noise)
                 land = llamacpp_landscape(args.quick, write(work / "small.gguf", PRESETS["small"]))
             else:
-                raise SystemExit(f"--landscapes: unknown {name!r} (sim, llamacpp)")
+                raise SystemExit(f"--landscapes: unknown {name!r} (sim, sim-default, llamacpp)")
             if args.budget:
                 land.launched_budget = args.budget
             methods = tuple(m for m in args.methods.split(",") if m in land.methods)
@@ -658,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _previous(out: Path, rerun: list[str]) -> tuple[list[dict[str, Any]], list[TrialRow]]:
     """Results and rows of the landscapes in ``out`` that are not being run again."""
-    names = {"sim": "sim-rtx5090", "llamacpp": "llamacpp-cpu"}
+    names = {"sim": "sim-rtx5090", "sim-default": "sim-rtx5090-default", "llamacpp": "llamacpp-cpu"}
     drop = {names.get(n, n) for n in rerun}
     path = out / "search_efficiency.json"
     if not path.exists():

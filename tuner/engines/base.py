@@ -15,6 +15,7 @@ from typing import Literal
 
 from tuner.core.errors import UnknownFlagError
 from tuner.core.failures import Signature
+from tuner.core.repairs import RepairRule
 
 FlagValue = bool | int | float | str | list[int] | list[str]
 FlagVector = Mapping[str, FlagValue]
@@ -114,6 +115,7 @@ class EngineProfile:
     specs_for: Callable[[str], Mapping[str, FlagSpec]]
     argv_for: Callable[..., list[str]]
     signatures: Sequence[Signature]
+    repairs: Sequence[RepairRule] = ()  # crash -> neighbouring flags that cure it (tuner/core/repairs.py)
     request: RequestShape = RequestShape()
     # how to ask a Docker image for its flags and version (tuner/launch/image_check.py); None: not
     # possible (llama.cpp's help is not argparse's), flags are checked against the table only

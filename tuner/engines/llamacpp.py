@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tuner.core.errors import ConfigError, LaunchError
 from tuner.core.failures import FailureKind, Signature
+from tuner.core.repairs import Action, Move, RepairRule
 from tuner.engines.base import (
     EngineProfile,
     FlagSpec,
@@ -244,6 +245,18 @@ SIGNATURES: tuple[Signature, ...] = (
 )
 
 
+# Repairs (tuner/core/repairs.py), first applicable wins: llama.cpp's own error lines name the cure.
+REPAIRS: tuple[RepairRule, ...] = (
+    # "V cache quantization requires flash_attn to be enabled"
+    RepairRule(FailureKind.UNSUPPORTED, (Move("flash-attn", Action.SET, "on"),), "quantized V cache needs flash-attn",
+               evidence=r"requires flash_attn to be enabled", scope=("cache-type-v",)),
+    RepairRule(FailureKind.NOT_ENOUGH_MEMORY, (Move("ctx-size", Action.HALVE),), "a smaller KV context",
+               scope=("parallel", "cache-type-k", "cache-type-v")),
+    RepairRule(FailureKind.NOT_ENOUGH_MEMORY, (Move("batch-size", Action.HALVE),), "a smaller logical batch",
+               scope=("parallel", "ubatch-size")),
+)  # fmt: skip
+
+
 # Load goes to the OpenAI ``/v1/completions`` endpoint with ``"ignore_eos": true``.
 ENGINE = EngineProfile(
     name=NAME,
@@ -253,5 +266,6 @@ ENGINE = EngineProfile(
     specs_for=flag_specs,
     argv_for=launch_argv,
     signatures=SIGNATURES,
+    repairs=REPAIRS,
     request=RequestShape(health_path="/health"),
 )

@@ -26,7 +26,8 @@ from pathlib import Path
 from packaging.version import Version
 
 from tuner.core.errors import ConfigError
-from tuner.core.failures import FailureKind, Signature
+from tuner.core.failures import FailureKind, Phase, Signature
+from tuner.core.repairs import Action, Move, RepairRule, mem_fraction_shortfall
 from tuner.engines.base import (
     EngineProbe,
     EngineProfile,
@@ -311,6 +312,54 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
 )
 
+# Repairs (tuner/core/repairs.py): what SGLang's own messages and its documentation advise for each
+# crash, tried by the study on the crashed configuration's neighbour (first applicable rule wins).
+_GRAPHS_ON = {"cuda-graph-backend-decode": ("full", "breakable", None), "disable-cuda-graph": (None, False)}
+_MEMORY_SCOPE = (
+    "quantization", "kv-cache-dtype", "max-total-tokens", "cuda-graph-backend-decode", "disable-cuda-graph",
+    "enable-torch-compile", "enable-hierarchical-cache", "enable-two-batch-overlap",
+)  # fmt: skip
+_LOWER_MEM = Move("mem-fraction-static", Action.LOWER, step=0.1, amount=mem_fraction_shortfall)
+REPAIRS: tuple[RepairRule, ...] = (
+    # "CUDA out of memory. Tried to allocate X ... of which F is free": keep X - F more outside the pool
+    RepairRule(FailureKind.CUDA_OOM, (_LOWER_MEM,), "less static memory leaves room for what was missing",
+               scope=_MEMORY_SCOPE),
+    # an FP8 KV cache that still runs out of memory where the model's dtype fits (field report, sm_120)
+    RepairRule(FailureKind.CUDA_OOM, (Move("kv-cache-dtype", Action.SET, "auto"),),
+               "the FP8 KV path's extra buffers", when={"kv-cache-dtype": ("fp8_e5m2", "fp8_e4m3", "fp8")},
+               scope=_MEMORY_SCOPE),
+    RepairRule(FailureKind.CUDA_OOM, (Move("chunked-prefill-size", Action.HALVE),),
+               "smaller prefill chunks need fewer activations", phases=(Phase.LOAD,), scope=_MEMORY_SCOPE),
+    # "Capture cuda graph failed: CUDA out of memory. Possible solutions: 1. set --mem-fraction-static to a
+    # smaller value 2. set --cuda-graph-max-bs to a smaller value ... 4. disable CUDA graph"
+    RepairRule(FailureKind.GRAPH_CAPTURE, (Move("mem-fraction-static", Action.LOWER, step=0.1),),
+               "graph capture needs memory outside the static pool", scope=_MEMORY_SCOPE),
+    RepairRule(FailureKind.GRAPH_CAPTURE, (Move("cuda-graph-max-bs-decode", Action.HALVE),),
+               "fewer captured batch sizes", scope=_MEMORY_SCOPE),
+    RepairRule(FailureKind.GRAPH_CAPTURE, (Move("cuda-graph-backend-decode", Action.SET, "disabled"),),
+               "no graph capture at all", scope=_MEMORY_SCOPE),
+    # "Not enough memory. Please try to increase --mem-fraction-static": the KV pool came out empty
+    RepairRule(FailureKind.NOT_ENOUGH_MEMORY, (Move("mem-fraction-static", Action.RAISE, step=0.1),),
+               "a larger static pool leaves room for the KV cache", scope=_MEMORY_SCOPE),
+    # a segfault while graphs are on (field report: sm_120); the graph-free neighbour tells if they caused it
+    RepairRule(FailureKind.SEGFAULT, (Move("cuda-graph-backend-decode", Action.SET, "disabled"),),
+               "CUDA graph capture/replay is the usual segfault on new architectures", when=_GRAPHS_ON,
+               scope=("enable-torch-compile",)),
+    RepairRule(FailureKind.SEGFAULT, (Move("disable-cuda-graph", Action.SET, True),),
+               "CUDA graph capture/replay is the usual segfault on new architectures", when=_GRAPHS_ON,
+               scope=("enable-torch-compile",)),
+    RepairRule(FailureKind.SEGFAULT, (Move("enable-torch-compile", Action.SET, False),),
+               "torch.compile's kernels", when={"enable-torch-compile": (True,)}),
+    # no output at all under load with two-batch overlap: the overlap's known hang on one dense GPU
+    RepairRule(FailureKind.HANG, (Move("enable-two-batch-overlap", Action.SET, False),),
+               "two-batch overlap", when={"enable-two-batch-overlap": (True,)}),
+    RepairRule(FailureKind.CRASHED, (Move("enable-mixed-chunk", Action.SET, False),),
+               "mixed prefill/decode batches", evidence=r"illegal memory access",
+               when={"enable-mixed-chunk": (True,)}),
+    RepairRule(FailureKind.KERNEL_OOM_KILLED, (Move("enable-hierarchical-cache", Action.SET, False),),
+               "the hierarchical cache's host memory pool", when={"enable-hierarchical-cache": (True,)}),
+)  # fmt: skip
+
 READY_LINE = "The server is fired up and ready to roll!"
 
 
@@ -322,6 +371,7 @@ ENGINE = EngineProfile(
     specs_for=flag_specs,
     argv_for=launch_argv,
     signatures=SIGNATURES,
+    repairs=REPAIRS,
     request=RequestShape(health_path="/health"),
     image_probe=EngineProbe(
         engine=NAME,

@@ -22,6 +22,7 @@ from functools import cache
 
 from tuner.core.errors import ConfigError
 from tuner.core.failures import FailureKind, Signature
+from tuner.core.repairs import Action, Move, RepairRule, oom_shortfall_fraction
 from tuner.engines.base import (
     EngineProfile,
     FlagSpec,
@@ -153,6 +154,19 @@ SIGNATURES: tuple[Signature, ...] = (
 )
 
 
+# Repairs (tuner/core/repairs.py), first applicable wins.
+_CB = {"continuous-batching": (True, None)}
+REPAIRS: tuple[RepairRule, ...] = (
+    RepairRule(FailureKind.CUDA_OOM, (Move("cb-max-memory-percent", Action.LOWER, step=0.2,
+               amount=oom_shortfall_fraction),), "a smaller KV cache leaves room for what was missing", when=_CB,
+               scope=("cb-num-blocks", "cb-block-size", "attn-implementation")),
+    RepairRule(FailureKind.CUDA_OOM, (Move("cb-max-batch-tokens", Action.HALVE),), "smaller batches", when=_CB,
+               scope=("cb-num-blocks", "cb-block-size", "attn-implementation")),
+    RepairRule(FailureKind.HEALTHY_BUT_FAILING, (Move("cb-num-blocks", Action.HALVE),),
+               "a KV cache that fits the GPU", when=_CB, scope=("cb-block-size",)),
+)  # fmt: skip
+
+
 # Load goes to ``/v1/completions``; the request must NOT carry ``ignore_eos`` (HTTP 422).
 ENGINE = EngineProfile(
     name=NAME,
@@ -162,5 +176,6 @@ ENGINE = EngineProfile(
     specs_for=flag_specs,
     argv_for=launch_argv,
     signatures=SIGNATURES,
+    repairs=REPAIRS,
     request=RequestShape(health_path="/health", accepts_ignore_eos=False),
 )

@@ -11,13 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import optuna
-
 from tuner.core.cli import ExitCode, run_cli
 from tuner.nightly.job import run_nightly
 from tuner.nightly.lock import LockHeld
 from tuner.nightly.model import NightlyOptions
 from tuner.study.options import DEFAULT_SPACE, DEFAULT_STORAGE
+from tuner.trial.objective import quiet_optuna_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +88,7 @@ def options_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     opts = options_from(parser, parser.parse_args(argv))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna_logs()
     return run_cli("tuner.nightly", lambda: _run(opts))
 
 

@@ -33,6 +33,7 @@ from tuner.nightly.lock import NightlyLock
 from tuner.nightly.model import NIGHTLY_WORKER, NightlyOptions, NightlyRun
 from tuner.nightly.remeasure import Remeasurer, paired_values, values
 from tuner.nightly.search import WarmStart, candidates, enqueue, known_top, run_search, tonights_trials
+from tuner.search.guide import SearchGuide
 from tuner.space import SearchSpace, load_space
 from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.attrs import TrialAttr
@@ -186,6 +187,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
                     progress=progress,
                 ),
                 on_outcome=make_recorder(ctx, FileSystemArtifactStore(_artifacts(opts.out))),
+                guide=SearchGuide(space),  # the study's learned constraints and repairs, tonight too
             )
             run.search_seconds = run_search(
                 study, runner, stamp=run.stamp, max_trials=opts.max_trials, budget_s=opts.budget_s

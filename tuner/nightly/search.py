@@ -24,7 +24,7 @@ from tuner.space.constraints import violated_constraint
 from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import SearchSpace
 from tuner.store.attrs import TrialAttr
-from tuner.trial.objective import TrialRunner
+from tuner.trial.objective import DuplicateProposal, TrialRunner
 
 NIGHTLY_ATTR = "nightly"
 
@@ -110,10 +110,27 @@ class TaggedObjective:
 def run_search(
     study: optuna.Study, runner: TrialRunner, *, stamp: str, max_trials: int, budget_s: float
 ) -> float:
-    """Run up to ``max_trials`` trials, starting none after ``budget_s`` seconds. Returns seconds spent."""
+    """Run up to ``max_trials`` trials, starting none after ``budget_s`` seconds. Returns seconds spent.
+
+    Duplicate proposals (the guide's, ``tuner.search.guide``) end unmeasured and do not count.
+    """
     t0 = time.monotonic()
+
+    def enough(study: optuna.Study, _: FrozenTrial) -> None:
+        done = [
+            t for t in tonights_trials(study, stamp) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        ]
+        if len(done) >= max_trials:
+            study.stop()
+
     if max_trials > 0 and budget_s > 0:
-        study.optimize(TaggedObjective(runner, stamp), n_trials=max_trials, timeout=budget_s)
+        study.optimize(
+            TaggedObjective(runner, stamp),
+            n_trials=max_trials * 4,  # the callback stops at max_trials measured; this bounds duplicates
+            timeout=budget_s,
+            callbacks=[enough],
+            catch=(DuplicateProposal,),
+        )
     return time.monotonic() - t0
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
+import yaml
 
 from tuner.objective.ranking import ranked_trials
 from tuner.report.best import best_config
 from tuner.report.learning import study_crash_halves
+from tuner.search.learned import LearnedConstraint, learned_constraints
 from tuner.space.schema import SearchSpace
 from tuner.store.attrs import StudyAttr, TrialAttr
 
@@ -32,6 +34,13 @@ def write_summary(
     if kinds:
         print("failures by kind: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()), file=stream)
         print(study_crash_halves(study).describe(), file=stream)  # did the sampler learn to avoid crashes?
+    learned = learned_constraints(trials)
+    if learned:
+        print(f"learned constraints ({len(learned)}; pruned before launch from now on):", file=stream)
+        for c in learned:
+            print(f"  {c.describe()}", file=stream)
+        path = write_learned(learned, space, out / study.study_name)
+        print(f"  as space-file constraints: {path}", file=stream)
     if StudyAttr.CONFIRMATION in study.user_attrs:
         print("\n".join(confirmation_lines(study.user_attrs[StudyAttr.CONFIRMATION])), file=stream)
     ranked = ranked_trials(study)
@@ -50,9 +59,12 @@ def write_summary(
             for t in front
         ), file=stream)  # fmt: skip
     seeds = {t.user_attrs[TrialAttr.SEED_NAME]: t for t in ranked if TrialAttr.SEED_NAME in t.user_attrs}
+    confirmed = {
+        c.get("baseline") for c in study.user_attrs.get(StudyAttr.CONFIRMATION, {}).get("candidates", [])
+    }
     best = ranked[0]
     for name, t in seeds.items():
-        if t.number != best.number and t.values[0]:
+        if t.number != best.number and t.values[0] and name not in confirmed:
             print(f"best / {name}: {best.values[0] / t.values[0]:.3f}x on {metrics[0]} (one measurement each)",
                   file=stream)  # fmt: skip
     folder = out / study.study_name
@@ -65,12 +77,37 @@ def write_summary(
     return True
 
 
+def write_learned(learned: list[LearnedConstraint], space: SearchSpace, folder: Path) -> Path:
+    """``learned-constraints.yaml``: a ``constraints:`` block to paste into the space file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "learned-constraints.yaml"
+    header = (
+        "# Constraints learned from crashes whose repaired neighbour ran (tuner.search.learned).\n"
+        "# Paste under the space file's `constraints:` to prune these regions in new studies too.\n"
+    )
+    body = yaml.safe_dump({"constraints": [c.to_space_entry(space) for c in learned]}, sort_keys=False)
+    path.write_text(header + body)
+    return path
+
+
 def confirmation_lines(attrs: Mapping[str, Any]) -> list[str]:
     """The summary lines of a stored confirmation (for reports reading the study back)."""
     lines = [f"confirmed top {len(attrs['candidates'])} ({attrs['repeats']} repeats, {attrs['metric']}):"]
     for c in attrs["candidates"]:
         ci = c.get("ci")
         shown = f"{ci['mean']:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "no interval"
-        lines.append(f"  #{c['trial']:<5} {shown}{'' if c['stable'] else '  UNSTABLE'}")
+        name = f" ({c['baseline']})" if c.get("baseline") else ""
+        lines.append(f"  #{c['trial']:<5} {shown}{name}{'' if c['stable'] else '  UNSTABLE'}")
     lines.append(f"verdict: {attrs['verdict']}")
+    winner = attrs["candidates"][0]["trial"] if attrs["candidates"] else None
+    for c in attrs["candidates"]:
+        if not c.get("baseline"):
+            continue
+        r = c.get("vs_winner")
+        if r:
+            lines.append(f"confirmed best / {c['baseline']}: {r['estimate']:.3f} [{r['low']:.3f}, {r['high']:.3f}] "
+                         f"({r['confidence']:.0%} CI, {r['n']} {r['method']})")  # fmt: skip
+        else:
+            why = "it is the winner" if c["trial"] == winner else "no paired rounds"
+            lines.append(f"confirmed best / {c['baseline']}: no ratio ({why})")
     return lines

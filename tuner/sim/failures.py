@@ -56,7 +56,7 @@ def startup_failure(
             "attention", "RuntimeError: CUDA error: no kernel image is available for execution on the device"
         )
     if mem.marlin_gib > 0 and mem.free_gib < 0:
-        return StartupFailure("load", _oom(mem.marlin_gib, gpu, mem))
+        return StartupFailure("load", _oom(mem.marlin_gib, gpu, free_gib=mem.free_gib + mem.marlin_gib))
     if mem.free_gib < 0 or mem.kv_pool_tokens < perfmodel.MIN_KV_TOKENS:
         return StartupFailure(
             "kv",
@@ -65,7 +65,7 @@ def startup_failure(
         )
     if cfg.kv_cache_dtype.startswith("fp8") and q.fp8_kv_oom:
         # The FP8 KV path on this arch keeps a bf16 staging copy of the pool (field report: OOM).
-        return StartupFailure("kv", _oom(mem.kv_pool_gib * 2, gpu, mem))
+        return StartupFailure("kv", _oom(mem.kv_pool_gib * 2, gpu, free_gib=mem.free_gib))
     if cfg.cuda_graph and q.cuda_graph_segfault:
         return StartupFailure("graph", "", segfault=True)
     if cfg.cuda_graph and mem.free_gib < 0.25:
@@ -79,8 +79,9 @@ def startup_failure(
     return None
 
 
-def _oom(alloc_gib: float, gpu: GpuProfile, mem: MemoryPlan) -> str:
-    free = max(0.0, mem.free_gib)
+def _oom(alloc_gib: float, gpu: GpuProfile, *, free_gib: float) -> str:
+    """PyTorch's message: what was asked, and what was free at that moment (the shortfall is the difference)."""
+    free = max(0.0, free_gib)
     return (
         f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate {alloc_gib:.2f} GiB. GPU 0 has a total "
         f"capacity of {gpu.mem_gib:.2f} GiB of which {free:.2f} GiB is free."
@@ -113,7 +114,7 @@ class LoadFailures:
             )
         need = perfmodel.activation_gib(batch.tokens, self.model)
         if need > self.mem.free_gib:
-            scheduler_exception(_oom(need, self.gpu, self.mem))
+            scheduler_exception(_oom(need, self.gpu, free_gib=self.mem.free_gib))
         return False
 
 

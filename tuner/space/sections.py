@@ -54,6 +54,9 @@ class ConfirmSpec(BaseModel):
     top_k: int = Field(default=3, ge=1)  # distinct configurations re-measured
     repeats: int = Field(default=3, ge=2)  # fresh measurements per candidate: two at least, for an interval
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    # seed trials (by name) re-measured in the same interleaved rounds: the winner / baseline ratio
+    # comes with its interval (the question a user brings: how much better than what I run now?)
+    baselines: list[str] = Field(default_factory=list)
 
 
 __all__ = ["ConfirmSpec", "PrunerName", "PruningSpec"]

@@ -33,6 +33,11 @@ class TrialAttr(StrEnum):
     INTERRUPTED = "interrupted"  # True on a trial stopped by SIGINT/SIGTERM (state FAIL)
     SERVER_LOG_ARTIFACT = "server_log_artifact"  # artifact id of the server log
     WARM_START = "warm_start"  # nightly: the night that enqueued it
+    REPAIR = "repair"  # on a repaired neighbour: {of: crashed trial, kind, changes, scope, why, depth}
+    DUPLICATE_OF = "duplicate_of"  # a proposal equal to that trial's configuration: not measured (FAIL)
+    NEIGHBOUR_OF = "neighbour_of"  # enqueued in place of a duplicate proposal of that trial
+    LEARNED = "learned"  # pruned before launch by a learned constraint: its description
+    PREDICTED_CRASH = "predicted_crash"  # pruned before launch: the feasibility model's crash probability
 
 
 class StudyAttr(StrEnum):

@@ -12,17 +12,15 @@ command after an interruption resumes and stops at that total. Exit codes: ``tun
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import optuna
-
 from tuner.core.cli import run_cli
-from tuner.core.errors import ConfigError, TunerError
+from tuner.core.errors import ConfigError
 from tuner.study.options import DEFAULT_SPACE, DEFAULT_STORAGE, StudyOptions
 from tuner.study.session import run_study
+from tuner.trial.objective import quiet_optuna_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-seed-trials", action="store_true", help="do not enqueue the space's seed_trials and warm_start"
     )
     p.add_argument("--no-warm-start", action="store_true", help="do not enqueue the space's warm_start tiers")
+    p.add_argument(
+        "--no-guide",
+        action="store_true",
+        help="the plain sampler: no repaired neighbours after crashes, no learned constraints, duplicates measured again",
+    )
     p.add_argument("--worker", default="0", help="this worker's id (several workers can share one study)")
     p.add_argument(
         "--workers", type=int, default=1, help="how many workers share the study (SQLite allows 1)"
@@ -62,18 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _NoTracebackForTunerErrors(logging.Filter):
-    """Optuna logs an objective's exception with its traceback; our errors end the study with a message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TunerError):
-            record.exc_info = None
-        return True
-
-
-_NO_TRACEBACK = _NoTracebackForTunerErrors()
-
-
 def options_from(args: argparse.Namespace) -> StudyOptions:
     """The command line as :class:`StudyOptions` (a malformed ``--gpus`` is a ConfigError naming it)."""
     gpus = None
@@ -87,6 +78,7 @@ def options_from(args: argparse.Namespace) -> StudyOptions:
     return StudyOptions(
         space=args.space, storage=args.storage, trials=args.trials, study=args.study, seed=args.seed,
         sampler=args.sampler, prune=args.prune, seed_trials=not args.no_seed_trials, warm_start=not args.no_warm_start,
+        guide=not args.no_guide,
         worker=args.worker,
         workers=args.workers, gpus=gpus, heartbeat=args.heartbeat, out=Path(args.out),
         timeout_min=args.timeout_min,
@@ -95,9 +87,7 @@ def options_from(args: argparse.Namespace) -> StudyOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # a LaunchError mid-trial (Docker daemon gone) fails the trial and ends the study with exit 4
-    logging.getLogger("optuna.study._optimize").addFilter(_NO_TRACEBACK)
+    quiet_optuna_logs()
     return run_cli("tuner.study", lambda: run_study(options_from(args)))
 
 

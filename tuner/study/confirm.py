@@ -27,6 +27,7 @@ from scipy import stats
 from tuner.core.stats import RatioCI, paired_ratio_ci
 from tuner.objective import constraints_for_metrics
 from tuner.objective.ranking import ranked_trials
+from tuner.space.sample import params_to_flags
 from tuner.space.schema import SearchSpace
 from tuner.space.sections import ConfirmSpec
 from tuner.store.attrs import StudyAttr, TrialAttr
@@ -83,6 +84,7 @@ class Candidate:
     failures: list[str] = field(default_factory=list)  # failure kinds / SLO notes of failed repeats
     ci: MeanCI | None = None
     vs_winner: RatioCI | None = None  # oriented ratio winner / this (> 1: the winner is better)
+    baseline: str | None = None  # the seed trial's name when it is re-measured as a named baseline
 
     @property
     def stable(self) -> bool:
@@ -150,6 +152,7 @@ class Confirmation:
                             "stable": c.stable,
                             "ci": asdict(c.ci) if c.ci else None,
                             "vs_winner": asdict(c.vs_winner) if c.vs_winner else None,
+                            "baseline": c.baseline,
                         }
                         for c in self.candidates
                     ],
@@ -169,7 +172,8 @@ class Confirmation:
                 if c.vs_winner and c is not self.candidates[0]
                 else ""
             )
-            out.append(f"  #{c.trial_number:<5} {ci}  (search: {c.search_value:.2f}){vs}{note}")
+            name = f" ({c.baseline})" if c.baseline else ""
+            out.append(f"  #{c.trial_number:<5} {ci}  (search: {c.search_value:.2f}){name}{vs}{note}")
         out.append(f"verdict: {self.verdict}")
         return out
 
@@ -245,6 +249,7 @@ def confirm_top(
     candidates = [
         Candidate(t.number, dict(t.user_attrs.get(TrialAttr.FLAGS, {})), float(t.values[0])) for t in trials
     ]
+    candidates += baseline_candidates(study, space, spec.baselines, candidates)
     for r in range(spec.repeats):
         for i, c in enumerate(candidates):
             outcome = runner.measure(c.flags, run_index=RUN_INDEX_BASE + r * len(candidates) + i)
@@ -256,6 +261,26 @@ def confirm_top(
                 on_repeat(c, r, outcome)
     ranked = rank(candidates, maximize=objective.direction == "maximize", confidence=spec.confidence)
     return Confirmation(objective.metric, objective.direction, spec.repeats, spec.confidence, ranked)
+
+
+def baseline_candidates(
+    study: optuna.Study, space: SearchSpace, names: Sequence[str], picked: Sequence[Candidate]
+) -> list[Candidate]:
+    """The named seed trials as candidates (a picked one is only labelled): measured in the same rounds."""
+    out: list[Candidate] = []
+    by_name = {t.user_attrs.get(TrialAttr.SEED_NAME): t for t in study.get_trials(deepcopy=False)}
+    for name in names:
+        t = by_name.get(name)
+        if t is None:
+            continue  # not enqueued in this study (--no-seed-trials): nothing to compare with
+        flags = dict(t.user_attrs.get(TrialAttr.FLAGS) or params_to_flags(space, t.params))
+        same = next((c for c in picked if c.flags == flags), None)
+        if same is not None:
+            same.baseline = name
+            continue
+        value = t.values[0] if t.values else math.nan
+        out.append(Candidate(t.number, flags, float(value), baseline=name))
+    return out
 
 
 def record_confirmation(study: optuna.Study, confirmation: Confirmation) -> None:

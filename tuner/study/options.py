@@ -28,6 +28,7 @@ class StudyOptions:
     prune: bool = False
     seed_trials: bool = True  # enqueue the space's seed_trials first
     warm_start: bool = True  # then its warm_start tiers (with seed_trials)
+    guide: bool = True  # repairs after crashes, learned constraints, no duplicates (tuner.search.guide)
     worker: str = "0"
     workers: int = 1
     gpus: tuple[int, ...] | None = None  # overrides the space's launch.gpu_ids

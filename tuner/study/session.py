@@ -27,6 +27,7 @@ from tuner.launch.factory import make_launcher
 from tuner.loadgen.telemetry import describe_gpus
 from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
+from tuner.search.guide import SearchGuide
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import warm_start_points
 from tuner.space.sections import PruningSpec
@@ -38,7 +39,7 @@ from tuner.store.urls import check_multiworker_safe, make_optuna_storage, setup_
 from tuner.study.confirm import confirm_top, record_confirmation
 from tuner.study.options import StudyOptions
 from tuner.trial.measure import ConfigRunner, Outcome
-from tuner.trial.objective import TrialRunner
+from tuner.trial.objective import DuplicateProposal, TrialRunner
 from tuner.trial.progress import Progress
 from tuner.trial.pruning import build_pruner, check_windows
 
@@ -138,6 +139,27 @@ def stop_at_total(total: int) -> Callable[[optuna.Study, FrozenTrial], None]:
     return callback
 
 
+EXHAUSTED_AFTER = 20  # consecutive duplicate proposals with no unmeasured neighbour: the space is done
+
+
+def stop_when_exhausted(progress: Progress) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """A ``study.optimize`` callback: stop when the last proposals all repeated measured configurations
+    and no unmeasured neighbour was left to queue (a small space measured completely)."""
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)[-EXHAUSTED_AFTER:]
+        if len(trials) == EXHAUSTED_AFTER and all(
+            TrialAttr.DUPLICATE_OF in t.user_attrs
+            and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            for t in trials
+        ):
+            progress.note(f"the last {EXHAUSTED_AFTER} proposals repeated measured configurations and no "
+                          "unmeasured neighbour is left: the space is measured out")  # fmt: skip
+            study.stop()
+
+    return callback
+
+
 def provenance_for(ctx: StudyContext, trial_number: int, outcome: Outcome) -> Provenance:
     space = ctx.space
     target = space.target
@@ -221,16 +243,18 @@ def run_study(opts: StudyOptions) -> ExitCode:
         config_runner,
         on_outcome=make_recorder(ctx, FileSystemArtifactStore(str(out / "artifacts"))),
         prune_on_windows=opts.prune and len(space.objectives) == 1,
+        guide=SearchGuide(space) if opts.guide else None,
     )
     interrupted = False
     try:
         if remaining > 0:
             with interrupts_stop_the_trial(), storage_errors(opts.storage, "running the study on"):
+                # no n_trials: duplicate proposals end FAIL unmeasured and must not use up the total
                 study.optimize(
                     objective,
-                    n_trials=remaining,
                     timeout=opts.timeout_min * 60 if opts.timeout_min else None,
-                    callbacks=[stop_at_total(opts.trials)],
+                    callbacks=[stop_at_total(opts.trials), stop_when_exhausted(progress)],
+                    catch=(DuplicateProposal,),
                 )
         if space.confirm is not None and feasible_complete(study):
             progress.note(

@@ -7,22 +7,64 @@ learns to avoid it (a FAIL trial would be invisible to it: shared/facts/optuna.m
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 
 import optuna
 
+from tuner.core.errors import TunerError
+from tuner.core.failures import Failure, FailureKind, Phase
 from tuner.loadgen.metrics import BenchResult
 from tuner.objective import constraints_for_crash, constraints_for_metrics, objective_values
 from tuner.objective.ranking import feasible_complete
+from tuner.search.guide import SearchGuide
 from tuner.space.sample import params_to_flags, sample_params
 from tuner.store.attrs import TrialAttr
 from tuner.trial.measure import ConfigRunner, Outcome
 from tuner.trial.pruning import window_should_stop
 
 
+class DuplicateProposal(Exception):
+    """The sampler proposed a configuration the study already has: the trial ends FAIL, unmeasured.
+
+    ``study.optimize`` is called with ``catch=(DuplicateProposal,)``; the trial does not count towards
+    the study's total and the sampler does not learn from it (Optuna ignores FAIL trials).
+    """
+
+    def __init__(self, number: int, duplicate_of: int) -> None:
+        super().__init__(f"trial {number} repeats trial {duplicate_of}'s configuration: not measured")
+
+
+class _OptimizeLogFilter(logging.Filter):
+    """Optuna logs an objective's exception with its traceback: a duplicate proposal was already said
+    by the progress display, and our own errors end the study with a message of their own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, DuplicateProposal):
+            return False
+        if isinstance(error, TunerError):
+            record.exc_info = None
+        return True
+
+
+_FILTER = _OptimizeLogFilter()
+
+
+def quiet_optuna_logs() -> None:
+    """Optuna's warnings only, and no traceback for what the tuner reports itself (the CLIs call this)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # a LaunchError mid-trial (Docker daemon gone) fails the trial and ends the study with exit 4
+    logging.getLogger("optuna.study._optimize").addFilter(_FILTER)
+
+
 class TrialRunner:
-    """The Optuna objective: sample, measure, and record the outcome on the trial."""
+    """The Optuna objective: sample, screen, measure, and record the outcome on the trial.
+
+    With a :class:`~tuner.search.guide.SearchGuide` (the study's default) duplicates are replaced,
+    learned constraints prune before launch and crashes queue their repaired neighbour.
+    """
 
     def __init__(
         self,
@@ -30,19 +72,38 @@ class TrialRunner:
         *,
         on_outcome: Callable[[optuna.Trial, Outcome], None] | None = None,
         prune_on_windows: bool = False,
+        guide: SearchGuide | None = None,
     ) -> None:
         self.runner = config_runner
         self.space = config_runner.space
         self.on_outcome = on_outcome
         self.prune_on_windows = prune_on_windows
+        self.guide = guide
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         params = sample_params(self.space, trial)
         flags = dict(params_to_flags(self.space, params))
         trial.set_user_attr(TrialAttr.WORKER, self.runner.worker)  # known even if this worker dies mid-trial
         progress = self.runner.progress
+        screened = self.guide.screen(trial, params) if self.guide is not None else None
+        if screened is not None and screened.duplicate_of is not None:
+            trial.set_user_attr(TrialAttr.DUPLICATE_OF, screened.duplicate_of)
+            if progress is not None:
+                instead = (
+                    "a neighbour is queued instead" if screened.neighbour else "no unmeasured neighbour left"
+                )
+                progress.note(f"           trial {trial.number}: the sampler repeated trial "
+                              f"{screened.duplicate_of}'s configuration; not measured, {instead}")  # fmt: skip
+            raise DuplicateProposal(trial.number, screened.duplicate_of)
         if progress is not None:
-            progress.start_trial(trial.number, str(trial.user_attrs.get(TrialAttr.SEED_NAME, "")))
+            progress.start_trial(trial.number, _label(trial))
+        if screened is not None:  # a learned constraint or the feasibility model: no server started
+            if screened.learned is not None:
+                trial.set_user_attr(TrialAttr.LEARNED, screened.learned.describe())
+            else:
+                trial.set_user_attr(TrialAttr.PREDICTED_CRASH, screened.crash_probability)
+            failure = Failure(FailureKind.INFEASIBLE, Phase.PRECHECK, detail=screened.reason())
+            return self.record(trial, Outcome(flags, [], None, failure=failure))
         should_stop = (
             window_should_stop(trial, self.space.pruning, self.space.objectives[0].metric)
             if self.prune_on_windows
@@ -89,6 +150,10 @@ class TrialRunner:
             for key, value in constraints_for_crash(self.space.slos).values.items():
                 trial.set_constraint(key, value)
             self._end(f"PRUNED {failure.kind.value}: {failure.summary()[:120]}")
+            if self.guide is not None and failure.phase is not Phase.PRECHECK:
+                repair = self.guide.after_crash(trial, trial.params, failure)
+                if repair is not None and self.runner.progress is not None:
+                    self.runner.progress.note(f"           repair queued: {repair.describe()}")
             raise optuna.TrialPruned(f"{failure.kind.value}: {failure.summary()}")
         assert outcome.metrics is not None
         constraints = constraints_for_metrics(outcome.metrics, self.space.slos)
@@ -114,6 +179,18 @@ class TrialRunner:
             better = max if self.space.objectives[0].direction == "maximize" else min
             progress.best = best if progress.best is None else better(progress.best, best)
         progress.end_trial(text)
+
+
+def _label(trial: optuna.Trial) -> str:
+    """What put this configuration in the queue: a seed's name, a repair, a duplicate's neighbour."""
+    attrs = trial.user_attrs
+    if TrialAttr.SEED_NAME in attrs:
+        return str(attrs[TrialAttr.SEED_NAME])
+    if isinstance(repair := attrs.get(TrialAttr.REPAIR), dict):
+        return f"repair of #{repair.get('of')}"
+    if TrialAttr.NEIGHBOUR_OF in attrs:
+        return f"neighbour of #{attrs[TrialAttr.NEIGHBOUR_OF]}"
+    return ""
 
 
 def request_errors(bench: BenchResult | None, limit: int = 5) -> dict[str, int]:

@@ -1,0 +1,208 @@
+"""Evidence-guided repair (engine tables -> moves inside the space) and constraints learned from repairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from tuner.core.failures import Failure, FailureKind, Phase
+from tuner.core.repairs import oom_shortfall_fraction
+from tuner.engines.llamacpp import REPAIRS as LLAMA_REPAIRS
+from tuner.engines.sglang import REPAIRS
+from tuner.search.guide import SearchGuide
+from tuner.search.learned import learned_constraints
+from tuner.space import load_space
+from tuner.space.constraints import violated_constraint
+from tuner.space.repair import repairs_for
+from tuner.space.sample import params_to_flags
+from tuner.space.schema import KnownConstraint
+from tuner.store.attrs import TrialAttr
+from tuner.testing import ROOT
+
+SPACE = load_space(ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml")
+BASELINE = dict(SPACE.seed_trials[0].params)
+OOM_LINE = (
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 6.00 GiB. GPU 0 has a total "
+    "capacity of 31.40 GiB of which 0.00 GiB is free."
+)
+
+
+def _oom(phase: Phase = Phase.STARTUP) -> Failure:
+    return Failure(FailureKind.CUDA_OOM, phase, matched_lines=(OOM_LINE,))
+
+
+def test_pytorch_oom_message_gives_the_missing_share_in_any_unit() -> None:
+    assert oom_shortfall_fraction(_oom()) == 6.0 / 31.4
+    mib = Failure(FailureKind.CUDA_OOM, Phase.LOAD, log_tail="x\nTried to allocate 512.00 MiB. GPU 3 has a total "
+                  "capacity of 79.19 GiB of which 256.00 MiB is free. Of the allocated memory ...")  # fmt: skip
+    assert abs(oom_shortfall_fraction(mib) - 0.25 / 79.19) < 1e-12  # type: ignore[operator]
+    assert (
+        oom_shortfall_fraction(
+            Failure(FailureKind.CUDA_OOM, Phase.LOAD, matched_lines=("CUDA error: out of memory",))
+        )
+        is None
+    )
+
+
+def test_cuda_oom_lowers_mem_fraction_by_what_the_evidence_says_was_missing() -> None:
+    params = {**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.85}
+    first = repairs_for(SPACE, params, _oom(), REPAIRS)[0]
+    # 6.00 of 31.40 GiB missing (0.191) + 0.02 margin, onto the 0.01 grid, downwards
+    assert first.params["mem-fraction-static"] == 0.63
+    assert [c.describe() for c in first.changes] == ["mem-fraction-static 0.85 -> 0.63"]
+    assert first.scope["quantization"] == "awq_marlin"  # what the memory crash depends on
+    assert {k: v for k, v in first.params.items() if k != "mem-fraction-static"} == {
+        k: v for k, v in params.items() if k != "mem-fraction-static"
+    }
+
+
+def test_repairs_never_leave_the_space() -> None:
+    at_floor = {**BASELINE, "mem-fraction-static": 0.5}
+    assert all(
+        r.changes[0].param != "mem-fraction-static" for r in repairs_for(SPACE, at_floor, _oom(), REPAIRS)
+    )
+    # not enough memory asks for a larger pool: from 0.95 (the top of the range) there is none
+    nem = Failure(FailureKind.NOT_ENOUGH_MEMORY, Phase.STARTUP)
+    assert repairs_for(SPACE, {**BASELINE, "mem-fraction-static": 0.95}, nem, REPAIRS) == []
+    up = repairs_for(SPACE, {**BASELINE, "mem-fraction-static": 0.55}, nem, REPAIRS)[0]
+    assert (
+        up.params["mem-fraction-static"] == 0.6
+    )  # the rule's fallback step: 10 % of the 0.45 range, on grid
+    # halving a categorical picks the largest choice at most half: 4096 -> 2048; None (default) has no half
+    load_oom = _oom(Phase.LOAD)
+    halves = {
+        r.changes[0].param: r
+        for r in repairs_for(SPACE, {**BASELINE, "chunked-prefill-size": 4096}, load_oom, REPAIRS)
+    }
+    assert halves["chunked-prefill-size"].params["chunked-prefill-size"] == 2048
+    assert "chunked-prefill-size" not in {
+        r.changes[0].param for r in repairs_for(SPACE, BASELINE, load_oom, REPAIRS)
+    }
+
+
+def test_segfault_with_graphs_switches_them_off_and_drops_their_conditional_parameter() -> None:
+    params = {**BASELINE, "cuda-graph-backend-decode": "full", "cuda-graph-max-bs-decode": 16}
+    seg = Failure(FailureKind.SEGFAULT, Phase.STARTUP)
+    repair = repairs_for(SPACE, params, seg, REPAIRS)[0]
+    assert repair.params["cuda-graph-backend-decode"] == "disabled"
+    assert "cuda-graph-max-bs-decode" not in repair.params  # inactive without graphs
+    assert repairs_for(SPACE, BASELINE, seg, REPAIRS) == []  # graphs already off: nothing the table knows
+
+
+def test_llamacpp_quantized_v_cache_gets_flash_attention(tmp_path: Path) -> None:
+    space = load_space(ROOT / "search_spaces" / "llamacpp-cpu-tiny.yaml")
+    params = {"parallel": 4, "cont-batching": True, "threads": 1, "poll": None, "flash-attn": "off",
+              "cache-type-k": None, "cache-type-v": "q4_0"}  # fmt: skip
+    failure = Failure(FailureKind.UNSUPPORTED, Phase.STARTUP,
+                      matched_lines=("llama_init_from_model: V cache quantization requires flash_attn to be enabled",))  # fmt: skip
+    (repair,) = repairs_for(space, params, failure, LLAMA_REPAIRS)
+    assert repair.params["flash-attn"] == "on"
+
+
+def _trial(number: int, params: dict[str, Any], state: TrialState, **attrs: Any) -> optuna.trial.FrozenTrial:
+    dists = {k: CategoricalDistribution([v]) if not isinstance(v, float) else FloatDistribution(0.0, 1.0)
+             for k, v in params.items()}  # fmt: skip
+    t = create_trial(params=params, distributions=dists, state=state, user_attrs=attrs,
+                     value=1.0 if state is TrialState.COMPLETE else None)  # fmt: skip
+    t.number = number
+    return t
+
+
+def _repair_pair(
+    crash_n: int, old: float, new: float, quant: str = "awq_marlin"
+) -> list[optuna.trial.FrozenTrial]:
+    crash = {**BASELINE, "quantization": quant, "mem-fraction-static": old}
+    repair = repairs_for(SPACE, crash, _oom(), REPAIRS)[0]
+    repaired = {**repair.params, "mem-fraction-static": new}
+    attrs = {**repair.to_attrs(), "of": crash_n, "depth": 1}
+    attrs["changes"][0]["new"] = new
+    return [
+        _trial(crash_n, crash, TrialState.PRUNED, failure_kind="cuda_oom"),
+        _trial(crash_n + 1, repaired, TrialState.COMPLETE, **{TrialAttr.REPAIR: attrs}),
+    ]
+
+
+def test_a_repaired_crash_teaches_a_scoped_bound_and_merges_with_the_next() -> None:
+    trials = _repair_pair(3, 0.85, 0.63) + _repair_pair(9, 0.80, 0.58)
+    (c,) = learned_constraints(trials)
+    assert (c.param, c.op, c.value, c.kind) == ("mem-fraction-static", ">=", 0.80, "cuda_oom")
+    assert c.scope["quantization"] == "awq_marlin" and (c.crashed, c.repaired_by) == ([3, 9], [4, 10])
+    assert c.covers({**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.9})
+    assert not c.covers({**BASELINE, "quantization": "awq", "mem-fraction-static": 0.9})  # outside its scope
+    assert not c.covers({**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.79})
+    assert "crashed: trials #3, #9; repaired and ran: #4, #10" in c.describe()
+    # written out, the space's own constraint check gives the same region
+    entry = c.to_space_entry(SPACE)
+    space = SPACE.model_copy(update={"constraints": [KnownConstraint(**entry)]})
+    inside = dict(
+        params_to_flags(SPACE, {**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.9})
+    )
+    assert violated_constraint(space, inside) is not None
+    assert violated_constraint(space, dict(params_to_flags(SPACE, BASELINE))) is None
+
+
+def test_a_configuration_that_ran_inside_the_region_drops_the_constraint() -> None:
+    trials = _repair_pair(3, 0.85, 0.63)
+    assert learned_constraints(trials)
+    ran = {**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.88}
+    assert learned_constraints([*trials, _trial(7, ran, TrialState.COMPLETE)]) == []
+    # a repair that crashed the same way teaches nothing
+    failed = _repair_pair(3, 0.85, 0.63)
+    failed[1] = _trial(
+        4,
+        failed[1].params,
+        TrialState.PRUNED,
+        failure_kind="cuda_oom",
+        **{TrialAttr.REPAIR: failed[1].user_attrs[TrialAttr.REPAIR]},
+    )
+    assert learned_constraints(failed) == []
+
+
+def test_guide_neighbour_is_unseen_inside_the_space_and_outside_learned_regions() -> None:
+    import random
+
+    guide = SearchGuide(SPACE)
+    trials = _repair_pair(3, 0.85, 0.63)
+    seen = guide.seen(trials)
+    learned = learned_constraints(trials)
+    for seed in range(20):
+        n = guide.neighbour(trials[0].params, seen, learned, random.Random(seed))
+        assert n is not None and guide.key(n) not in seen
+        assert not learned[0].covers(n)
+        assert all(k in SPACE.parameters for k in n)
+
+
+def _segfault_pair(crash_n: int, compile_on: bool, backend: str = "full") -> list[optuna.trial.FrozenTrial]:
+    crash = {**BASELINE, "cuda-graph-backend-decode": backend, "cuda-graph-max-bs-decode": 8,
+             "enable-torch-compile": compile_on}  # fmt: skip
+    if compile_on:
+        crash["torch-compile-max-bs"] = 4
+    repair = repairs_for(SPACE, crash, Failure(FailureKind.SEGFAULT, Phase.STARTUP), REPAIRS)[0]
+    attrs = {**repair.to_attrs(), "of": crash_n, "chain": [["segfault", 0]]}
+    return [
+        _trial(crash_n, crash, TrialState.PRUNED, failure_kind="segfault"),
+        _trial(crash_n + 1, repair.params, TrialState.COMPLETE, **{TrialAttr.REPAIR: attrs}),
+    ]
+
+
+def test_crashes_cured_by_one_move_in_two_contexts_generalise_over_what_differs() -> None:
+    one = learned_constraints(_segfault_pair(3, compile_on=True))
+    assert [(c.param, c.op, c.value, c.scope) for c in one] == [
+        ("cuda-graph-backend-decode", "==", "full", {"enable-torch-compile": True})
+    ]
+    (both,) = learned_constraints(_segfault_pair(3, compile_on=True) + _segfault_pair(7, compile_on=False))
+    assert both.scope == {} and both.crashed == [3, 7]  # torch.compile does not matter: seen both ways
+    # another value of the graph backend is another constraint (== is exact)
+    three = learned_constraints(
+        _segfault_pair(3, True) + _segfault_pair(7, False) + _segfault_pair(11, True, "breakable")
+    )
+    assert sorted(c.value for c in three) == ["breakable", "full"]
+    # a configuration with graphs "full" that ran contradicts the general constraint: back to the scoped ones
+    ran = _trial(20, {**BASELINE, "cuda-graph-backend-decode": "full", "cuda-graph-max-bs-decode": 8,
+                      "enable-torch-compile": False}, TrialState.COMPLETE)  # fmt: skip
+    scoped = learned_constraints([*_segfault_pair(3, True), *_segfault_pair(7, False), ran])
+    assert [(c.value, c.scope) for c in scoped] == [("full", {"enable-torch-compile": True})]

@@ -1,0 +1,207 @@
+"""The search's memory between trials: no configuration twice, no launch into a learned crash, and a
+repaired neighbour after a crash whose evidence says how to fix it.
+
+:class:`SearchGuide` is asked twice per trial by the trial runner (``tuner.trial.objective``):
+
+* :meth:`SearchGuide.screen` before launch: a proposal equal to a configuration the study already
+  has (measured, crashed, running on another worker, or queued) is a *duplicate* - it is not measured
+  and an unmeasured neighbour is queued in its place; one inside a learned constraint's region
+  (``tuner.search.learned``) is pruned without starting a server. Enqueued trials (seeds, warm
+  starts, nightly re-measurements, repairs) are deliberate and never screened out as duplicates.
+* :meth:`SearchGuide.after_crash`: the engine's repair table (``tuner/engines/<engine>.py``) maps the
+  failure and its evidence to a neighbour inside the space (``tuner.space.repair``); the first one the
+  study has not seen is queued with ``TrialAttr.REPAIR``. A configuration can crash for several reasons
+  at once (an FP8 KV cache *and* graphs on a card where both fail), so a repair that crashes for
+  another reason is repaired again, up to ``MAX_REPAIR_CHAIN`` repairs in a row, never with a rule that
+  already failed to cure that kind of crash in the chain. A crash-prone region is so probed at its
+  safe edge instead of abandoned.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.core.failures import Failure
+from tuner.engines import get_engine
+from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
+from tuner.search.learned import LearnedConstraint, covering, learned_constraints
+from tuner.space.constraints import violated_constraint
+from tuner.space.repair import Repair, repairs_for
+from tuner.space.sample import domain_contains, is_active, params_to_flags
+from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
+from tuner.store.attrs import TrialAttr
+
+DELIBERATE = (TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF)
+NEIGHBOUR_TRIES = 200
+MAX_REPAIR_CHAIN = 5  # repairs in a row, each after the previous one crashed for another reason
+
+
+@dataclass(frozen=True)
+class Screened:
+    """Why a proposal is not launched: it repeats a trial, or a learned constraint covers it."""
+
+    duplicate_of: int | None = None
+    learned: LearnedConstraint | None = None
+    neighbour: dict[str, Any] | None = None  # queued in place of a duplicate (None: none left)
+    crash_probability: float | None = None  # the feasibility model's, when it vetoed the launch
+    launched: int = 0  # how many launched trials the model learned from
+
+    def reason(self) -> str:
+        if self.learned is not None:
+            return f"learned: {self.learned.condition()} -> {self.learned.kind}"
+        return (f"predicted crash: p={self.crash_probability:.2f} from a random forest over "
+                f"{self.launched} launched trials")  # fmt: skip
+
+
+class SearchGuide:
+    def __init__(
+        self, space: SearchSpace, *, max_repair_depth: int = MAX_REPAIR_CHAIN, feasibility: bool = True
+    ) -> None:
+        self.space = space
+        self.rules = get_engine(space.engine).repairs
+        self.max_repair_depth = max_repair_depth
+        self.model = FeasibilityModel(space) if feasibility else None
+
+    # --- before launch --------------------------------------------------------------------------
+    def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
+        """``None`` to go ahead; otherwise why not (a queued neighbour replaces a duplicate)."""
+        trials = trial.study.get_trials(deepcopy=False)
+        deliberate = any(a in trial.user_attrs for a in DELIBERATE)
+        rng = random.Random(trial.number)
+        learned = learned_constraints(trials)
+        if not deliberate:
+            seen = self.seen(trials, exclude=trial.number)
+            first = seen.get(self.key(params))
+            if first is not None:
+                neighbour = self.neighbour(params, seen, learned, rng)
+                if neighbour is not None:
+                    trial.study.enqueue_trial(neighbour, user_attrs={TrialAttr.NEIGHBOUR_OF: first})
+                return Screened(duplicate_of=first, neighbour=neighbour)
+        hit = covering(learned, params)
+        if hit is not None:
+            return Screened(learned=hit)
+        if deliberate or self.model is None or not self.model.fit(trials):
+            return None
+        p = self.model.crash_probability(params)
+        if p is not None and p >= VETO and rng.random() >= EXPLORE:
+            return Screened(crash_probability=p, launched=self.model.launched)
+        return None
+
+    def key(self, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        """A configuration's identity: the flags its server would run with."""
+        return tuple(sorted((k, repr(v)) for k, v in params_to_flags(self.space, params).items()))
+
+    def seen(self, trials: list[FrozenTrial], *, exclude: int | None = None) -> dict[Any, int]:
+        """Every configuration the study has measured, crashed, pruned, is running or has queued -> the
+        first trial that has it. FAIL trials (interrupted, duplicates) measured nothing."""
+        out: dict[Any, int] = {}
+        for t in trials:
+            if t.number == exclude or t.state is TrialState.FAIL:
+                continue
+            params = t.params or t.system_attrs.get("fixed_params") or {}
+            if params:
+                out.setdefault(self.key(params), t.number)
+        return out
+
+    def neighbour(
+        self,
+        params: Mapping[str, Any],
+        seen: Mapping[Any, int],
+        learned: list[LearnedConstraint],
+        rng: random.Random,
+    ) -> dict[str, Any] | None:
+        """A configuration one or two parameter moves from ``params`` that the study has not seen and no
+        constraint excludes; ``None`` when none is found (the space near it is exhausted)."""
+        names = [n for n in self.space.parameters if n in params]
+        for attempt in range(NEIGHBOUR_TRIES):
+            candidate = dict(params)
+            for name in rng.sample(names, k=min(len(names), 1 + attempt // (NEIGHBOUR_TRIES // 2))):
+                candidate[name] = _step(self.space.parameters[name], candidate[name], rng)
+            candidate = self._complete(candidate, params, rng)
+            if (
+                self.key(candidate) not in seen
+                and covering(learned, candidate) is None
+                and violated_constraint(self.space, dict(params_to_flags(self.space, candidate))) is None
+            ):
+                return candidate
+        return None
+
+    def _complete(
+        self, candidate: dict[str, Any], base: Mapping[str, Any], rng: random.Random
+    ) -> dict[str, Any]:
+        """Drop parameters the move made inactive; give newly active ones a value (the base's, or random)."""
+        for name, p in self.space.parameters.items():
+            if is_active(self.space, name, candidate) and name not in candidate:
+                candidate[name] = base[name] if name in base else _random_value(p, rng)
+        return {k: v for k, v in candidate.items() if is_active(self.space, k, candidate)}
+
+    # --- after a crash --------------------------------------------------------------------------
+    def after_crash(self, trial: optuna.Trial, params: Mapping[str, Any], failure: Failure) -> Repair | None:
+        """Queue the first repaired neighbour the study has not seen; return it (``None``: no repair).
+
+        A chain of repairs (a repair that crashed for another reason, repaired again) stops after
+        ``max_repair_depth`` repairs, and never applies a rule again to the failure kind it did not cure.
+        """
+        earlier = trial.user_attrs.get(TrialAttr.REPAIR)
+        chain = list(earlier.get("chain", [])) if isinstance(earlier, dict) else []
+        if len(chain) >= self.max_repair_depth or not self.rules:
+            return None
+        trials = trial.study.get_trials(deepcopy=False)
+        seen = self.seen(trials)
+        learned = learned_constraints(trials)
+        for repair in repairs_for(self.space, params, failure, self.rules):
+            rule_id = self.rules.index(repair.rule)
+            if [failure.kind.value, rule_id] in chain:
+                continue  # this rule already answered this kind of crash in the chain, and it came back
+            if self.key(repair.params) in seen or covering(learned, repair.params) is not None:
+                continue
+            if violated_constraint(self.space, dict(params_to_flags(self.space, repair.params))) is not None:
+                continue
+            attrs = {
+                **repair.to_attrs(),
+                "of": trial.number,
+                "chain": [*chain, [failure.kind.value, rule_id]],
+            }
+            trial.study.enqueue_trial(repair.params, user_attrs={TrialAttr.REPAIR: attrs})
+            return repair
+        return None
+
+
+def _step(param: object, value: Any, rng: random.Random) -> Any:
+    """Another value of ``param`` near ``value``: the next grid points for numbers, another choice else."""
+    if isinstance(param, BoolParam):
+        return not value
+    if isinstance(param, CategoricalParam):
+        others = [c for c in param.choices if c != value]
+        return rng.choice(others) if others else value
+    if isinstance(param, IntParam | FloatParam):
+        step = param.step or (1 if isinstance(param, IntParam) else (param.high - param.low) / 20)
+        moved = value + rng.choice((-3, -2, -1, 1, 2, 3)) * step
+        moved = min(param.high, max(param.low, moved))
+        if isinstance(param, IntParam):
+            return round(moved)
+        decimals = 6
+        return round(moved, decimals) if domain_contains(param, round(moved, decimals)) else value
+    return value
+
+
+def _random_value(param: object, rng: random.Random) -> Any:
+    if isinstance(param, BoolParam):
+        return rng.random() < 0.5
+    if isinstance(param, CategoricalParam):
+        return rng.choice(param.choices)
+    if isinstance(param, IntParam):
+        return param.low + param.step * rng.randrange((param.high - param.low) // param.step + 1)
+    if isinstance(param, FloatParam):
+        if param.step is None:
+            return rng.uniform(param.low, param.high)
+        return round(
+            param.low + param.step * rng.randrange(int((param.high - param.low) / param.step + 1e-9) + 1), 6
+        )
+    raise TypeError(type(param))

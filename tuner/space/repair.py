@@ -1,0 +1,150 @@
+"""From a crash to the neighbouring configuration its evidence points to, inside the search space.
+
+The engine's :class:`~tuner.core.repairs.RepairRule` table speaks in flags; here each move is
+mapped onto the space's parameter for that flag and snapped onto its domain (grid, bounds,
+choices). A move whose flag is fixed or absent, or that would leave the domain, does not apply:
+a repair never proposes a configuration outside the space.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.core.failures import Failure
+from tuner.core.repairs import Action, Move, RepairRule
+from tuner.space.sample import is_active, params_to_flags
+from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
+
+
+@dataclass(frozen=True)
+class Change:
+    """One parameter moved by a repair."""
+
+    param: str
+    action: Action
+    old: Any
+    new: Any
+
+    def describe(self) -> str:
+        return f"{self.param} {self.old} -> {self.new}"
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {"param": self.param, "action": self.action.value, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A repaired neighbour of a crashed configuration."""
+
+    params: dict[str, Any]
+    changes: tuple[Change, ...]
+    rule: RepairRule
+    scope: dict[str, Any] = field(default_factory=dict)  # the crash's values of the rule's scope params
+
+    def describe(self) -> str:
+        return f"{', '.join(c.describe() for c in self.changes)} ({self.rule.why})"
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {
+            "kind": self.rule.kind.value,
+            "changes": [c.to_attrs() for c in self.changes],
+            "scope": dict(self.scope),
+            "why": self.rule.why,
+        }
+
+
+def repairs_for(
+    space: SearchSpace, params: Mapping[str, Any], failure: Failure, rules: Sequence[RepairRule]
+) -> list[Repair]:
+    """Every repair the rules offer for ``failure`` of ``params``, in the table's order."""
+    flags = dict(params_to_flags(space, params))
+    param_of = {space.flag_of(p): p for p in space.parameters}
+    out: list[Repair] = []
+    for rule in rules:
+        if not rule.applies(failure, flags):
+            continue
+        new = dict(params)
+        changes: list[Change] = []
+        for move in rule.moves:
+            name = param_of.get(move.flag)
+            if name is None or name not in new:
+                break  # fixed or inactive here: nothing of the space to move
+            value = _moved(space.parameters[name], new[name], move, failure)
+            if value is None or value == new[name]:
+                break
+            changes.append(Change(name, move.action, _tidy(new[name]), value))
+            new[name] = value
+        else:
+            new = {k: v for k, v in new.items() if is_active(space, k, new)}
+            scope = {param_of[f]: params[param_of[f]] for f in rule.scope if param_of.get(f) in params}
+            out.append(Repair(new, tuple(changes), rule, scope))
+    return out
+
+
+def _moved(param: object, current: Any, move: Move, failure: Failure) -> Any:
+    """``current`` after ``move`` on ``param``'s domain; ``None`` when the move cannot apply."""
+    if move.action is Action.SET:
+        if isinstance(param, BoolParam):
+            return move.value if isinstance(move.value, bool) else None
+        if isinstance(param, CategoricalParam):
+            return move.value if move.value in param.choices else None
+        return move.value if isinstance(move.value, int | float) and _in_range(param, move.value) else None
+    if (
+        isinstance(current, bool)
+        or not isinstance(current, int | float)
+        or (current <= 0 and move.action is Action.HALVE)
+    ):
+        return None  # an engine default (None) or "unlimited" (-1) has no half
+    down = move.action in (Action.LOWER, Action.HALVE)
+    if isinstance(param, CategoricalParam):
+        numeric = sorted(
+            c for c in param.choices if isinstance(c, int | float) and not isinstance(c, bool) and c > 0
+        )
+        if move.action is Action.HALVE:
+            smaller = [c for c in numeric if c <= current / 2]
+            return smaller[-1] if smaller else None
+        beyond = [c for c in numeric if (c < current if down else c > current)]
+        return (beyond[-1] if down else beyond[0]) if beyond else None
+    if not isinstance(param, IntParam | FloatParam):
+        return None
+    if move.action is Action.HALVE:
+        target = current / 2
+    else:
+        evidence = move.amount(failure) if move.amount is not None else None
+        span = param.high - param.low
+        amount = evidence if evidence is not None else move.step * span
+        target = current - amount if down else current + amount
+    return _snap(param, target, down=down, current=current)
+
+
+def _snap(param: IntParam | FloatParam, target: float, *, down: bool, current: float) -> float | int | None:
+    """The grid value at or beyond ``target`` in the move's direction, at least one step from
+    ``current``, within bounds; ``None`` if the bound is already reached."""
+    step = param.step if param.step is not None else (1 if isinstance(param, IntParam) else None)
+    if step is not None:
+        k = (target - param.low) / step
+        k = math.floor(k + 1e-9) if down else math.ceil(k - 1e-9)
+        here = round((current - param.low) / step)
+        k = min(k, here - 1) if down else max(k, here + 1)
+        value: float = param.low + k * step
+        if isinstance(param, FloatParam):
+            decimals = max(0, -math.floor(math.log10(step))) + 2
+            value = round(value, decimals)
+    else:
+        value = target
+    value = max(param.low, min(param.high, value))
+    if (value >= current) if down else (value <= current):
+        return None
+    return int(value) if isinstance(param, IntParam) else value
+
+
+def _in_range(param: object, value: float) -> bool:
+    return isinstance(param, IntParam | FloatParam) and param.low <= value <= param.high
+
+
+def _tidy(value: Any) -> Any:
+    """A sampled float as written (Optuna hands back 0.9199999999999999 for 0.92)."""
+    return round(value, 10) if isinstance(value, float) else value
