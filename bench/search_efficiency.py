@@ -11,7 +11,8 @@ Methods (each run is one study with its own seed):
 
 * ``tuner``          the study CLI's search: TPE + the search guide (``tuner.search``: repaired neighbours after
                      crashes, learned constraints, the feasibility model, no duplicates) + the Wilcoxon
-                     window pruner (``tuner.trial.pruning``)
+                     window pruner (``tuner.trial.pruning``) + the stop of benchmarks 1.25x longer than the
+                     best trial's
 * ``tuner-noprune``  the same without pruning: the pair measures what pruning saves at equal trials
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
@@ -285,7 +286,7 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
     (work / "logs").mkdir(exist_ok=True)
     runner = ConfigRunner(space, ProcessLauncher(), study=name, log_dir=work / "logs")
     guide = SearchGuide(space) if method in GUIDED else None
-    objective = TrialRunner(runner, prune_on_windows=opts.prune, guide=guide)
+    objective = TrialRunner(runner, prune_on_windows=opts.prune, guide=guide, stop_slower=method in GUIDED)
     stop = _stop_after_launched(land.launched_budget, land.max_trials)
     if opts.seed_trials:
         study.optimize(objective, n_trials=land.max_trials, callbacks=[stop], catch=(DuplicateProposal,))

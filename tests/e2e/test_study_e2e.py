@@ -58,7 +58,8 @@ def test_study_of_ten_trials_prunes_crashes_with_their_kinds(tmp_path: Path) -> 
     assert by_seed["baseline"].constraints["crash"] == 0
     # every trial that ran a server has its log as an artifact and its flags/command recorded
     for t in trials:
-        assert "command" in t.user_attrs and "flags" in t.user_attrs
+        if t.state is not TrialState.WAITING:  # a repair queued by the last crash waits for a resume
+            assert "command" in t.user_attrs and "flags" in t.user_attrs
     best = tmp_path / "out" / "t"
     for name in ("best-launch.sh", "best-docker-run.sh", "best-flags.yaml"):
         assert (best / name).stat().st_size > 0

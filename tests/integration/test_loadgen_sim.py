@@ -84,3 +84,13 @@ async def test_hang_under_load_is_detected_as_stall(hanging_sim: str) -> None:
     )
     assert result.stalled and time.monotonic() - t < 10
     assert result.failed >= 1 and any("stalled" in (r.error or "") for r in result.records)
+
+
+async def test_a_benchmark_past_its_deadline_stops_early_and_keeps_only_finished_requests(sim: str) -> None:
+    full = await run_benchmark(sim, spec(num_requests=24, output_len=64))
+    assert full.completed == 24 and not full.stopped_early
+    # half the full run's measured duration: the run must stop with part of its requests done
+    cut = await run_benchmark(sim, spec(num_requests=24, output_len=64), deadline_s=full.duration_s / 2)
+    assert cut.stopped_early and cut.over_deadline and not cut.stalled
+    assert 0 < cut.completed < 24 and cut.failed == 0  # requests cut off are dropped, not failures
+    assert cut.duration_s < full.duration_s

@@ -33,6 +33,7 @@ PROGRESS_EVERY_S = 1.0
 class _Stop(Enum):
     STALLED = "stalled"
     EARLY = "stopped_early"
+    DEADLINE = "over_deadline"  # the measured phase outlasted ``deadline_s``: an early stop too
 
 
 @dataclass
@@ -53,8 +54,10 @@ class _Run:
         model: str | None,
         should_stop: ShouldStop | None,
         on_progress: OnProgress | None,
+        deadline_s: float | None = None,
     ) -> None:
         self.base_url = base_url
+        self.deadline_ns = int(deadline_s * 1e9) if deadline_s is not None else None
         self.workload = workload
         self.slos = slos
         self.model = model
@@ -180,13 +183,22 @@ class _Run:
 
     # -- phases -------------------------------------------------------------------------------
     async def watch_for_stall(self) -> None:
-        """Stop the run when requests are in flight and none got a chunk for stall_timeout_s."""
+        """Stop the run when requests are in flight and none got a chunk for stall_timeout_s, or when
+        the measured phase outlasts the deadline."""
         limit_ns = int(self.workload.stall_timeout_s * 1e9)
         interval = min(0.5, self.workload.stall_timeout_s / 5)
         while True:
             await asyncio.sleep(interval)
-            if self.in_flight and time.perf_counter_ns() - self.last_progress_ns > limit_ns:
+            now = time.perf_counter_ns()
+            if self.in_flight and now - self.last_progress_ns > limit_ns:
                 self.stop(_Stop.STALLED)
+                return
+            if (
+                self.deadline_ns is not None
+                and self.t0_ns is not None
+                and now - self.t0_ns > self.deadline_ns
+            ):
+                self.stop(_Stop.DEADLINE)
                 return
 
     async def phase(self, warmup: bool) -> None:
@@ -217,6 +229,7 @@ async def run_benchmark(
     model: str | None = None,
     should_stop: ShouldStop | None = None,
     on_progress: OnProgress | None = None,
+    deadline_s: float | None = None,
 ) -> BenchResult:
     """Benchmark the server at ``base_url`` with ``workload``; never raises for server errors.
 
@@ -227,13 +240,15 @@ async def run_benchmark(
     are in flight and none receives a chunk for ``stall_timeout_s``, the run ends ``stalled``
     (in-flight requests count as failed). ``on_progress(done, total, flat)`` is called after
     each window and at most once a second otherwise; ``total`` is None for a duration run.
+    ``deadline_s`` ends the measured phase after that long (``stopped_early`` and ``over_deadline``):
+    a configuration slower than one already measured on the same requests need not finish to lose.
 
     Raises ConfigError for a bad prompts file, before any request is sent.
 
     >>> # result = await run_benchmark("http://127.0.0.1:30000", WorkloadSpec(num_requests=64))
     >>> # result.flat()["output_throughput"]
     """
-    run = _Run(base_url, workload, slos, model, should_stop, on_progress)
+    run = _Run(base_url, workload, slos, model, should_stop, on_progress, deadline_s)
     first = next(run.prompts)  # a bad prompts file fails here, before the server sees anything
     run.prompts = _prepend(first, run.prompts)
     # Our own per-request timeout (asyncio.timeout) replaces aiohttp's 5-minute default.
@@ -265,7 +280,7 @@ def _finish(run: _Run, end_ns: int) -> BenchResult:
     kept = {id(r) for r in run.finished}
     for r in run.started:
         cancelled = not r.ok and r.error is None
-        if run.stop_reason is _Stop.EARLY and not r.warmup and id(r) not in kept:
+        if run.stop_reason in (_Stop.EARLY, _Stop.DEADLINE) and not r.warmup and id(r) not in kept:
             continue  # cut off (or finished late) after our own early stop: not a measurement
         if cancelled:
             limit = run.workload.stall_timeout_s
@@ -282,7 +297,8 @@ def _finish(run: _Run, end_ns: int) -> BenchResult:
     result = replace(
         result,
         stalled=run.stop_reason is _Stop.STALLED,
-        stopped_early=run.stop_reason is _Stop.EARLY,
+        stopped_early=run.stop_reason in (_Stop.EARLY, _Stop.DEADLINE),
+        over_deadline=run.stop_reason is _Stop.DEADLINE,
         windows=tuple(run.windows),
     )
     if run.on_progress is not None:

@@ -106,6 +106,7 @@ class BenchResult:
     records: tuple[RequestRecord, ...] = ()
     stalled: bool = False
     stopped_early: bool = False
+    over_deadline: bool = False  # stopped early because the measured phase outlasted its deadline
     windows: tuple[dict[str, float], ...] = ()
 
     def flat(self) -> dict[str, float]:

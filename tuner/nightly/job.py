@@ -188,6 +188,7 @@ def _run(run: NightlyRun, space: SearchSpace) -> None:
                 ),
                 on_outcome=make_recorder(ctx, FileSystemArtifactStore(_artifacts(opts.out))),
                 guide=SearchGuide(space),  # the study's learned constraints and repairs, tonight too
+                stop_slower=True,
             )
             run.search_seconds = run_search(
                 study, runner, stamp=run.stamp, max_trials=opts.max_trials, budget_s=opts.budget_s

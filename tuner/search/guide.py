@@ -67,10 +67,12 @@ class SearchGuide:
         self.rules = get_engine(space.engine).repairs
         self.max_repair_depth = max_repair_depth
         self.model = FeasibilityModel(space) if feasibility else None
+        self.last_crash_probability: float | None = None  # the model's, for the proposal last screened
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
         """``None`` to go ahead; otherwise why not (a queued neighbour replaces a duplicate)."""
+        self.last_crash_probability = None
         trials = trial.study.get_trials(deepcopy=False)
         deliberate = any(a in trial.user_attrs for a in DELIBERATE)
         rng = random.Random(trial.number)
@@ -88,7 +90,7 @@ class SearchGuide:
             return Screened(learned=hit)
         if deliberate or self.model is None or not self.model.fit(trials):
             return None
-        p = self.model.crash_probability(params)
+        p = self.last_crash_probability = self.model.crash_probability(params)
         if p is not None and p >= VETO and rng.random() >= EXPLORE:
             return Screened(crash_probability=p, launched=self.model.launched)
         return None

@@ -37,7 +37,7 @@ class TrialAttr(StrEnum):
     DUPLICATE_OF = "duplicate_of"  # a proposal equal to that trial's configuration: not measured (FAIL)
     NEIGHBOUR_OF = "neighbour_of"  # enqueued in place of a duplicate proposal of that trial
     LEARNED = "learned"  # pruned before launch by a learned constraint: its description
-    PREDICTED_CRASH = "predicted_crash"  # pruned before launch: the feasibility model's crash probability
+    PREDICTED_CRASH = "predicted_crash"  # the feasibility model's crash probability for this proposal
 
 
 class StudyAttr(StrEnum):

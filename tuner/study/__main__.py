@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-warm-start", action="store_true", help="do not enqueue the space's warm_start tiers")
     p.add_argument(
+        "--measure-all",
+        action="store_true",
+        help="measure every configuration to the end (by default a throughput benchmark that runs 1.25x "
+        "longer than the best trial's stops: it cannot win)",
+    )
+    p.add_argument(
         "--no-guide",
         action="store_true",
         help="the plain sampler: no repaired neighbours after crashes, no learned constraints, duplicates measured again",
@@ -79,6 +85,7 @@ def options_from(args: argparse.Namespace) -> StudyOptions:
         space=args.space, storage=args.storage, trials=args.trials, study=args.study, seed=args.seed,
         sampler=args.sampler, prune=args.prune, seed_trials=not args.no_seed_trials, warm_start=not args.no_warm_start,
         guide=not args.no_guide,
+        stop_slower=not args.measure_all,
         worker=args.worker,
         workers=args.workers, gpus=gpus, heartbeat=args.heartbeat, out=Path(args.out),
         timeout_min=args.timeout_min,

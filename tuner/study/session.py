@@ -244,6 +244,7 @@ def run_study(opts: StudyOptions) -> ExitCode:
         on_outcome=make_recorder(ctx, FileSystemArtifactStore(str(out / "artifacts"))),
         prune_on_windows=opts.prune and len(space.objectives) == 1,
         guide=SearchGuide(space) if opts.guide else None,
+        stop_slower=opts.stop_slower,
     )
     interrupted = False
     try:

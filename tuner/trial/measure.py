@@ -100,6 +100,7 @@ class ConfigRunner:
         run_index: int,
         should_stop: ShouldStop | None = None,
         incumbent_rps: float | None = None,
+        deadline_s: float | None = None,
     ) -> Outcome:
         """Start a server with ``flags``, benchmark it, stop it. Never raises for a server failure."""
         flags = dict(flags)
@@ -144,7 +145,7 @@ class ConfigRunner:
         outcome.docker_command = handle.command  # secrets shown as ***
         lost = False  # the launcher lost the server mid-trial (e.g. the Docker daemon died)
         try:
-            asyncio.run(self._serve_and_measure(handle, outcome, should_stop, incumbent_rps))
+            asyncio.run(self._serve_and_measure(handle, outcome, should_stop, incumbent_rps, deadline_s))
         except ServerCrash as crash:
             outcome.failure = crash.failure
         except LaunchError:
@@ -176,6 +177,7 @@ class ConfigRunner:
         outcome: Outcome,
         should_stop: ShouldStop | None,
         incumbent_rps: float | None,
+        deadline_s: float | None = None,
     ) -> None:
         self._phase("warming", "waiting for /health and a first request")
         t0 = time.perf_counter()
@@ -204,10 +206,14 @@ class ConfigRunner:
                         slos=self.space.slos,
                         should_stop=should_stop,
                         on_progress=progress,
+                        deadline_s=deadline_s,
                     ),
                 )
                 bench, metrics = result, result.flat()
                 outcome.stopped_early = result.stopped_early
+                if result.over_deadline:
+                    outcome.stop_reason = "slow"
+                    outcome.timings["deadline_s"] = float(deadline_s or 0.0)
                 stalled = result.stalled
             else:
                 capacity = await self._watching(

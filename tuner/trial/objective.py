@@ -24,6 +24,9 @@ from tuner.store.attrs import TrialAttr
 from tuner.trial.measure import ConfigRunner, Outcome
 from tuner.trial.pruning import window_should_stop
 
+THROUGHPUTS = ("output_throughput", "request_throughput", "total_token_throughput")
+SLOWER_BY = 1.25  # a benchmark this much longer than the best trial's stops: it cannot win
+
 
 class DuplicateProposal(Exception):
     """The sampler proposed a configuration the study already has: the trial ends FAIL, unmeasured.
@@ -73,12 +76,14 @@ class TrialRunner:
         on_outcome: Callable[[optuna.Trial, Outcome], None] | None = None,
         prune_on_windows: bool = False,
         guide: SearchGuide | None = None,
+        stop_slower: bool = False,
     ) -> None:
         self.runner = config_runner
         self.space = config_runner.space
         self.on_outcome = on_outcome
         self.prune_on_windows = prune_on_windows
         self.guide = guide
+        self.stop_slower = stop_slower
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         params = sample_params(self.space, trial)
@@ -95,13 +100,14 @@ class TrialRunner:
                 progress.note(f"           trial {trial.number}: the sampler repeated trial "
                               f"{screened.duplicate_of}'s configuration; not measured, {instead}")  # fmt: skip
             raise DuplicateProposal(trial.number, screened.duplicate_of)
+        if self.guide is not None and self.guide.last_crash_probability is not None:
+            # recorded on launched proposals too: how well the model predicts is measurable
+            trial.set_user_attr(TrialAttr.PREDICTED_CRASH, round(self.guide.last_crash_probability, 4))
         if progress is not None:
             progress.start_trial(trial.number, _label(trial))
         if screened is not None:  # a learned constraint or the feasibility model: no server started
             if screened.learned is not None:
                 trial.set_user_attr(TrialAttr.LEARNED, screened.learned.describe())
-            else:
-                trial.set_user_attr(TrialAttr.PREDICTED_CRASH, screened.crash_probability)
             failure = Failure(FailureKind.INFEASIBLE, Phase.PRECHECK, detail=screened.reason())
             return self.record(trial, Outcome(flags, [], None, failure=failure))
         should_stop = (
@@ -115,11 +121,32 @@ class TrialRunner:
                 run_index=trial.number,
                 should_stop=should_stop,
                 incumbent_rps=self._incumbent_rps(trial),
+                deadline_s=self._deadline(trial) if self.stop_slower else None,
             )
         except KeyboardInterrupt:
             trial.set_user_attr(TrialAttr.INTERRUPTED, True)
             raise
         return self.record(trial, outcome)
+
+    def _deadline(self, trial: optuna.Trial) -> float | None:
+        """How long this trial's benchmark may run: ``SLOWER_BY`` times the best trial's.
+
+        A throughput is the same tokens (fixed output lengths) over the measured duration, so a
+        configuration still measuring after the best one's duration cannot beat it; the margin leaves
+        near-ties to be measured to the end. Only for one maximised throughput objective.
+        """
+        objectives = self.space.objectives
+        if (
+            len(objectives) != 1
+            or objectives[0].direction != "maximize"
+            or objectives[0].metric not in THROUGHPUTS
+            or not self.space.workload.ignore_eos
+            or self.space.capacity is not None
+        ):
+            return None
+        best = max(feasible_complete(trial.study), key=lambda t: t.values[0], default=None)
+        duration = (best.user_attrs.get(TrialAttr.METRICS) or {}).get("duration_s") if best else None
+        return SLOWER_BY * float(duration) if duration else None
 
     def _incumbent_rps(self, trial: optuna.Trial) -> float | None:
         """The best feasible capacity so far: a capacity search that cannot beat it stops early."""
