@@ -169,8 +169,8 @@ def verify(
     retries = {retry_of(t): t for t in trials if retry_of(t) is not None}
     missing, notes = [], []
     for f in failed:
-        if f.user_attrs.get("interrupted"):
-            continue  # stopped by SIGINT/SIGTERM and recorded by its own worker: not a stale trial
+        if f.user_attrs.get("interrupted") or "duplicate_of" in f.user_attrs:
+            continue  # stopped by SIGINT/SIGTERM, or a duplicate proposal never measured: not stale
         r = retries.get(f.number)
         if r is None or r.state not in FINISHED or params_key(r) != params_key(f):
             missing.append(f.number)
