@@ -206,3 +206,36 @@ def test_crashes_cured_by_one_move_in_two_contexts_generalise_over_what_differs(
                       "enable-torch-compile": False}, TrialState.COMPLETE)  # fmt: skip
     scoped = learned_constraints([*_segfault_pair(3, True), *_segfault_pair(7, False), ran])
     assert [(c.value, c.scope) for c in scoped] == [("full", {"enable-torch-compile": True})]
+
+
+def test_feasibility_model_learns_a_crash_region_from_launched_trials_only() -> None:
+    import random
+
+    from tuner.search.feasibility import MIN_LAUNCHED, FeasibilityModel
+
+    rng = random.Random(0)
+
+    def sample() -> dict[str, Any]:
+        return {**BASELINE, "quantization": rng.choice(["awq", "awq_marlin"]),
+                "mem-fraction-static": round(rng.uniform(0.5, 0.95), 2)}  # fmt: skip
+
+    def crashes(p: dict[str, Any]) -> bool:  # the simulated 5090's marlin band
+        return p["quantization"] == "awq_marlin" and p["mem-fraction-static"] > 0.76
+
+    def trial(n: int, p: dict[str, Any]) -> optuna.trial.FrozenTrial:
+        if crashes(p):
+            return _trial(n, p, TrialState.PRUNED, failure_kind="cuda_oom", failure={"phase": "startup"})
+        return _trial(n, p, TrialState.COMPLETE)
+
+    model = FeasibilityModel(SPACE)
+    few = [trial(n, sample()) for n in range(MIN_LAUNCHED - 1)]
+    assert not model.fit(few) and model.crash_probability(BASELINE) is None  # too little to trust
+    pruned_before_launch = _trial(99, sample(), TrialState.PRUNED, failure_kind="infeasible_config",
+                                  failure={"phase": "precheck"})  # fmt: skip
+    history = [trial(n, sample()) for n in range(40)] + [pruned_before_launch]
+    assert model.fit(history) and model.launched == 40  # the prune before launch is not evidence
+    held_out = [sample() for _ in range(200)]
+    bad = [model.crash_probability(p) for p in held_out if crashes(p)]
+    good = [model.crash_probability(p) for p in held_out if not crashes(p)]
+    auc = sum((b > g) + 0.5 * (b == g) for b in bad for g in good) / (len(bad) * len(good))  # type: ignore[operator]
+    assert auc > 0.9, auc
