@@ -107,8 +107,9 @@ def markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# The demo over seeds (bench/demo_seeds.py)",
         "",
-        f"Run {meta['date']} on {meta['machine']}; command: `{meta['command']}` (and the other arm with "
-        f"`--append`); {meta['parallel']} runs at a time; total wall-clock {meta['wall_min']:.1f} min.",
+        f"Run {meta['date']} on {meta['machine']}; commands: `{meta['command']}`; {meta['parallel']} runs at a "
+        f"time; wall-clock of the last command {meta['wall_min']:.1f} min."
+        + (f" {meta['note']}" if meta.get("note") else ""),
         "",
         "Each run: `python -m tuner.study --trials 50 --seed S` on the default space (simulated RTX 5090), then",
         "its own confirmation: the top 2 and Balanced-v2 in 4 interleaved rounds. Ratio = confirmed winner /",
@@ -167,10 +168,11 @@ def markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"from the {len(fine)} that ran (0.5 = chance).",
             "",
         ]
-    learned = [c for r in runs if r["guide"] for c in r["learned"]]
-    if learned:
-        lines += ["Constraints learned by the guided runs (each with the trials that support it):", ""]
-        lines += [f"- seed {r['seed']}: {c}" for r in runs if r["guide"] for c in r["learned"]]
+    shown = sorted((r for r in runs if r["guide"] and r["learned"]), key=lambda r: r["seed"])[:2]
+    if shown:
+        lines += [f"Constraints learned by guided seeds {', '.join(str(r['seed']) for r in shown)} (each with the "
+                  "trials that support it; every run's are in demo_seeds.json):", ""]  # fmt: skip
+        lines += [f"- seed {r['seed']}: {c}" for r in shown for c in r["learned"]]
         lines.append("")
     return "\n".join(lines)
 
@@ -183,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-guide", action="store_true", help="the plain sampler arm")
     p.add_argument("--append", action="store_true", help="keep the other arm's runs already in --out")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--render", action="store_true", help="only re-write the Markdown from the JSON in --out")
     args = p.parse_args(argv)
+    path = args.out / "demo_seeds.json"
+    if args.render:
+        saved = json.loads(path.read_text())
+        (args.out / "demo_seeds.md").write_text(markdown(saved["runs"], saved["meta"]))
+        return 0
     t0 = time.perf_counter()
     guide = not args.no_guide
     with (
@@ -199,13 +207,20 @@ def main(argv: list[str] | None = None) -> int:
                   else f"seed {r['seed']}: no ratio (exit {r['exit_code']})", f"{r['wall_s'] / 60:.1f} min",
                   flush=True)  # fmt: skip
             runs.append(r)
-    path = args.out / "demo_seeds.json"
+    earlier: list[str] = []
     if args.append and path.exists():
-        runs = [r for r in json.loads(path.read_text())["runs"] if r["guide"] is not guide] + runs
+        saved = json.loads(path.read_text())
+        runs = [r for r in saved["runs"] if r["guide"] is not guide] + runs
+        earlier = [saved["meta"]["command"]]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": "2 CPU cores, no GPU (simulated RTX 5090)",
-        "command": " ".join(["python bench/demo_seeds.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": "; ".join(
+            [
+                *earlier,
+                " ".join(["python bench/demo_seeds.py", *(argv if argv is not None else sys.argv[1:])]),
+            ]
+        ),
         "parallel": args.parallel,
         "wall_min": (time.perf_counter() - t0) / 60,
     }

@@ -84,8 +84,9 @@ def test_two_workers_share_one_study(pg_url: str, tmp_path: Path) -> None:
     trials = study.get_trials()
     assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == TRIALS
     assert TrialState.RUNNING not in {t.state for t in trials}
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     with TunerStore(pg_url) as store:
-        workers = [store.read_provenance("mw", t.number).extra["worker"] for t in trials]  # type: ignore[union-attr]
+        workers = [store.read_provenance("mw", t.number).extra["worker"] for t in finished]  # type: ignore[union-attr]
     assert set(workers) == {"a", "b"}, workers
     assert not worker_server_pids("mw", "a") and not worker_server_pids("mw", "b")
 

@@ -19,11 +19,13 @@ RTX5090_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
 
 
 def small_space(tmp_path: Path, *, seeds: list[dict[str, Any]] | None = None, **workload: Any) -> Path:
-    """The RTX 5090 space with a short workload (and optionally other seed trials), written to tmp_path."""
+    """The RTX 5090 space with a short workload, no confirmation (and optionally other seed trials),
+    written to tmp_path."""
     data = yaml.safe_load(RTX5090_SPACE.read_text())
     data = copy.deepcopy(data)
     data["workload"].update({"num_requests": 8, "warmup_requests": 1, "stall_timeout_s": 8, **workload})
     data["target"]["startup_scale"] = 0.01
+    data.pop("confirm", None)  # the demo's confirmation rounds: tests that want them add their own
     if seeds is not None:
         data["seed_trials"] = seeds
     path = tmp_path / "space.yaml"
