@@ -58,8 +58,11 @@ class FeasibilityModel:
         if self.launched < MIN_LAUNCHED or min(crashes, self.launched - crashes) < MIN_EACH:
             self.forest = None
             return False
-        from sklearn.ensemble import RandomForestClassifier  # imported on first use: ~0.5 s
-
+        try:
+            from sklearn.ensemble import RandomForestClassifier  # imported on first use: ~0.5 s
+        except ImportError:  # a GPU host carrying only the tuner's core needs: no model, no vetoes
+            self.forest = None
+            return False
         self.forest = RandomForestClassifier(n_estimators=64, min_samples_leaf=1, random_state=self.seed)
         self.forest.fit(np.array(rows), np.array(labels))
         return True
