@@ -34,8 +34,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tuner.report.learning import crash_rate_by_half  # noqa: E402
-from tuner.search.feasibility import crashed_at_launch  # noqa: E402
 from tuner.search.learned import learned_constraints, ran  # noqa: E402
+from tuner.store.attrs import is_crash  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
@@ -62,7 +62,7 @@ def run_seed(seed: int, trials: int, guide: bool, work: Path) -> dict[str, Any]:
     ratio = (base or {}).get("vs_winner")
     winner = confirmation["candidates"][0] if confirmation.get("candidates") else None
     halves = crash_rate_by_half(all_trials)
-    launched = [t for t in done if ran(t) or crashed_at_launch(t)]
+    launched = [t for t in done if ran(t) or is_crash(t)]
     flags = [json.dumps(t.user_attrs.get("flags"), sort_keys=True) for t in launched]
     return {
         "seed": seed,
@@ -73,7 +73,7 @@ def run_seed(seed: int, trials: int, guide: bool, work: Path) -> dict[str, Any]:
         "winner": winner and {"trial": winner["trial"], "ci": winner.get("ci"), "flags": winner.get("flags")},
         "trials": len(done),
         "launched": len(launched),
-        "crashed": sum(crashed_at_launch(t) for t in done),
+        "crashed": sum(is_crash(t) for t in done),
         "pruned_before_launch": len(done) - len(launched),
         "repairs": sum("repair" in t.user_attrs for t in done),
         "duplicate_proposals": sum("duplicate_of" in t.user_attrs for t in all_trials),
@@ -82,7 +82,7 @@ def run_seed(seed: int, trials: int, guide: bool, work: Path) -> dict[str, Any]:
         "vetoed": sum(map(_vetoed, done)),
         # how the feasibility model's probability ranked the launched proposals: crashed vs ran
         "model_scores": [
-            [t.user_attrs["predicted_crash"], crashed_at_launch(t)]
+            [t.user_attrs["predicted_crash"], is_crash(t)]
             for t in launched
             if "predicted_crash" in t.user_attrs
         ],

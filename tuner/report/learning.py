@@ -23,21 +23,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
-from tuner.core.failures import FailureKind
-from tuner.store.attrs import TrialAttr
+from tuner.store.attrs import TrialAttr, is_crash, is_infeasible
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def is_crash(trial: FrozenTrial) -> bool:
-    """The trial started a server that failed (any failure kind but the pre-launch infeasible one)."""
-    kind = trial.user_attrs.get(TrialAttr.FAILURE_KIND)
-    return kind is not None and kind != FailureKind.INFEASIBLE.value
-
-
-def is_infeasible(trial: FrozenTrial) -> bool:
-    """The trial was rejected by a declared constraint, without starting a server."""
-    return trial.user_attrs.get(TrialAttr.FAILURE_KIND) == FailureKind.INFEASIBLE.value
 
 
 def is_pruned_slow(trial: FrozenTrial) -> bool:

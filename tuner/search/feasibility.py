@@ -18,23 +18,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from tuner.search.learned import ran
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
-from tuner.store.attrs import TrialAttr
+from tuner.store.attrs import is_crash
 
 MIN_LAUNCHED = 10  # launched trials before the forest is trusted
 MIN_EACH = 3  # crashes and runs it must have seen
 VETO = 0.85  # skip a proposal the forest gives at least this crash probability
 EXPLORE = 0.15  # launch this share of would-be vetoes anyway
-
-
-def crashed_at_launch(t: FrozenTrial) -> bool:
-    """A server was started and failed (not a prune before launch)."""
-    failure = t.user_attrs.get(TrialAttr.FAILURE)
-    phase = failure.get("phase") if isinstance(failure, dict) else None
-    return t.state is TrialState.PRUNED and TrialAttr.FAILURE_KIND in t.user_attrs and phase != "precheck"
 
 
 class FeasibilityModel:
@@ -50,7 +43,7 @@ class FeasibilityModel:
         """Train on the launched trials; ``False`` (and no predictions) while there are too few."""
         rows, labels = [], []
         for t in trials:
-            if ran(t) or crashed_at_launch(t):
+            if ran(t) or is_crash(t):
                 rows.append(self.encode(t.params))
                 labels.append(0 if ran(t) else 1)
         self.launched = len(rows)

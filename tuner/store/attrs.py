@@ -13,6 +13,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from tuner.core.failures import FailureKind
+
 
 class TrialAttr(StrEnum):
     """Keys of a trial's user attributes."""
@@ -49,6 +51,17 @@ class StudyAttr(StrEnum):
     IMAGE = "image"  # ImageInfo.to_attrs() of a Docker study's image
     IMAGE_DIGEST = "image_digest"  # its image id (sha256:…)
     CONFIRMATION = "confirmation"  # the re-measurement of the top candidates
+
+
+def is_crash(trial: FrozenTrial) -> bool:
+    """The trial started a server that failed (any failure kind but the pre-launch infeasible one)."""
+    kind = trial.user_attrs.get(TrialAttr.FAILURE_KIND)
+    return kind is not None and kind != FailureKind.INFEASIBLE.value
+
+
+def is_infeasible(trial: FrozenTrial) -> bool:
+    """The trial was rejected before a server started (a declared or learned constraint, a predicted crash)."""
+    return trial.user_attrs.get(TrialAttr.FAILURE_KIND) == FailureKind.INFEASIBLE.value
 
 
 def trial_flags(trial: FrozenTrial) -> dict[str, Any]:
