@@ -148,11 +148,10 @@ def stop_when_exhausted(progress: Progress) -> Callable[[optuna.Study, FrozenTri
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)[-EXHAUSTED_AFTER:]
-        if len(trials) == EXHAUSTED_AFTER and all(
-            TrialAttr.DUPLICATE_OF in t.user_attrs
-            and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            for t in trials
-        ):
+        repeats = len(trials) == EXHAUSTED_AFTER and all(
+            TrialAttr.DUPLICATE_OF in t.user_attrs for t in trials
+        )
+        if repeats and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             progress.note(f"the last {EXHAUSTED_AFTER} proposals repeated measured configurations and no "
                           "unmeasured neighbour is left: the space is measured out")  # fmt: skip
             study.stop()
