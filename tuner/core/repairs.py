@@ -39,9 +39,6 @@ class Move:
     step: float = 0.1
     amount: Callable[[Failure], float | None] | None = None
 
-    def describe(self) -> str:
-        return f"{self.action.value} {self.flag}" + (f" to {self.value}" if self.action is Action.SET else "")
-
 
 @dataclass(frozen=True)
 class RepairRule:

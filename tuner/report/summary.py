@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import optuna
 import yaml
 
+from tuner.core.stats import RatioCI
 from tuner.objective.ranking import ranked_trials
 from tuner.report.best import best_config
 from tuner.report.learning import study_crash_halves
@@ -105,8 +106,7 @@ def confirmation_lines(attrs: Mapping[str, Any]) -> list[str]:
             continue
         r = c.get("vs_winner")
         if r:
-            lines.append(f"confirmed best / {c['baseline']}: {r['estimate']:.3f} [{r['low']:.3f}, {r['high']:.3f}] "
-                         f"({r['confidence']:.0%} CI, {r['n']} {r['method']})")  # fmt: skip
+            lines.append(f"confirmed best / {c['baseline']}: {RatioCI(**r).describe()}")
         else:
             why = "it is the winner" if c["trial"] == winner else "no paired rounds"
             lines.append(f"confirmed best / {c['baseline']}: no ratio ({why})")

@@ -15,7 +15,7 @@ from typing import Any
 
 from tuner.core.failures import Failure
 from tuner.core.repairs import Action, Move, RepairRule
-from tuner.space.sample import is_active, params_to_flags
+from tuner.space.sample import is_active, on_grid, params_to_flags
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
 
 
@@ -75,7 +75,7 @@ def repairs_for(
             value = _moved(space.parameters[name], new[name], move, failure)
             if value is None or value == new[name]:
                 break
-            changes.append(Change(name, move.action, _tidy(new[name]), value))
+            changes.append(Change(name, move.action, on_grid(space.parameters[name], new[name]), value))
             new[name] = value
         else:
             new = {k: v for k, v in new.items() if is_active(space, k, new)}
@@ -129,10 +129,7 @@ def _snap(param: IntParam | FloatParam, target: float, *, down: bool, current: f
         k = math.floor(k + 1e-9) if down else math.ceil(k - 1e-9)
         here = round((current - param.low) / step)
         k = min(k, here - 1) if down else max(k, here + 1)
-        value: float = param.low + k * step
-        if isinstance(param, FloatParam):
-            decimals = max(0, -math.floor(math.log10(step))) + 2
-            value = round(value, decimals)
+        value: float = on_grid(param, param.low + k * step)
     else:
         value = target
     value = max(param.low, min(param.high, value))
@@ -143,8 +140,3 @@ def _snap(param: IntParam | FloatParam, target: float, *, down: bool, current: f
 
 def _in_range(param: object, value: float) -> bool:
     return isinstance(param, IntParam | FloatParam) and param.low <= value <= param.high
-
-
-def _tidy(value: Any) -> Any:
-    """A sampled float as written (Optuna hands back 0.9199999999999999 for 0.92)."""
-    return round(value, 10) if isinstance(value, float) else value

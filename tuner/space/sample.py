@@ -60,11 +60,11 @@ def params_to_flags(space: SearchSpace, params: Mapping[str, Any]) -> FlagVector
     flags: dict[str, Any] = dict(space.fixed_flags)
     for name, value in params.items():
         if name in space.parameters and is_active(space, name, params) and value is not None:
-            flags[space.flag_of(name)] = _on_grid(space.parameters[name], value)
+            flags[space.flag_of(name)] = on_grid(space.parameters[name], value)
     return flags
 
 
-def _on_grid(param: object, value: Any) -> Any:
+def on_grid(param: object, value: Any) -> Any:
     """A stepped float as the step writes it (Optuna hands back 0.7799999999999999 for 0.78)."""
     if isinstance(param, FloatParam) and param.step is not None and isinstance(value, float):
         decimals = max(0, -Decimal(str(param.step)).as_tuple().exponent)  # type: ignore[operator]
