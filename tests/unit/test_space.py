@@ -204,3 +204,15 @@ def test_warm_start_tiers_expand_over_the_first_seed(raw: dict) -> None:
     data["warm_start"] = [{"quantization": ["awq", "gptq"]}]
     with pytest.raises(ConfigError, match=r"warm_start\.0.*gptq"):
         parse_space(data)
+
+
+def test_a_confirmation_baseline_must_name_a_seed_trial(raw: dict) -> None:
+    data = copy.deepcopy(raw)
+    data["confirm"] = {"baselines": ["balanced-v3"]}
+    with pytest.raises(
+        ConfigError,
+        match=r"confirm\.baselines\.0: 'balanced-v3' is not a seed trial; seed_trials: baseline, balanced-v2",
+    ):
+        parse_space(data)
+    data["confirm"] = {"baselines": ["balanced-v2"]}
+    assert parse_space(data).confirm.baselines == ["balanced-v2"]  # type: ignore[union-attr]

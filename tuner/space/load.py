@@ -127,6 +127,15 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
                     f"{name} is set but its condition does not hold", source=source, field=field
                 )
 
+    seed_names = [seed.name for seed in space.seed_trials]
+    for i, name in enumerate(space.confirm.baselines if space.confirm is not None else ()):
+        if name not in seed_names:
+            raise ConfigError(
+                f"{name!r} is not a seed trial; seed_trials: {', '.join(seed_names) or 'none'}",
+                source=source,
+                field=f"confirm.baselines.{i}",
+            )
+
     for i, tier in enumerate(space.warm_start):
         for name, values in tier.items():
             if name not in space.parameters:
