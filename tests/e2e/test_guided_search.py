@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -47,6 +48,19 @@ def test_out_of_memory_crash_is_repaired_from_its_evidence_and_teaches_a_constra
     learned = yaml.safe_load((tmp_path / "out" / "t" / "learned-constraints.yaml").read_text())
     (entry,) = learned["constraints"]
     assert "quantization == 'awq_marlin'" in entry["expr"] and "mem_fraction_static >= 0.85" in entry["expr"]
+    # the report shows the finding with its trials, and writes the same constraints block beside it
+    report = tmp_path / "report"
+    _run([sys.executable, "-m", "tuner.report", "--storage", f"sqlite:///{tmp_path}/t.db", "--study", "t",
+          "--out", str(report)])  # fmt: skip
+    md = (report / "report.md").read_text()
+    assert "## Learned from crashes" in md
+    (finding,) = [line for line in md.splitlines() if "-> cuda_oom" in line]
+    assert "quantization=awq_marlin" in finding
+    assert finding.endswith(
+        "mem-fraction-static >= 0.85 -> cuda_oom (crashed: trials #0; repaired and ran: #1)"
+    )
+    assert "Learned from crashes" in (report / "report.html").read_text()
+    assert yaml.safe_load((report / "learned-constraints.yaml").read_text()) == learned
 
 
 def _tiny_space(tmp_path: Path) -> Path:
@@ -81,3 +95,19 @@ def test_no_configuration_is_measured_twice_across_restarts_and_a_measured_out_s
     assert duplicates and all("duplicate_of" in t.user_attrs for t in duplicates)  # proposed, never measured
     assert "no unmeasured neighbour is left: the space is measured out" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_clearly_slower_configuration_stops_at_its_deadline_without_exact_output_lengths(
+    tmp_path: Path,
+) -> None:
+    # without ignore_eos a server may stop early, yet the prompts' max_tokens bound what any trial can
+    # produce: past 1.25 x that bound / the best throughput a trial cannot come within 1.25x of the best
+    fast = seed("fast", quantization="awq_marlin", **{"mem-fraction-static": 0.64})
+    space = small_space(tmp_path, seeds=[fast, seed("slow")], ignore_eos=False, num_requests=16)
+    _run(study_cmd(space, tmp_path, trials=2))
+    first, second = _load(tmp_path).get_trials()
+    assert first.state is TrialState.COMPLETE, first.user_attrs.get("failure")
+    assert second.state is TrialState.PRUNED and second.user_attrs["pruned_by"] == "slow"
+    best_tps = first.values[0]
+    bound_s = 1.25 * 16 * 16 / best_tps  # num_requests x output_len / best output throughput
+    assert second.user_attrs["metrics"]["duration_s"] < bound_s * 1.3

@@ -84,8 +84,9 @@ def latency_frame(store: TunerStore, study: optuna.Study, trials: dict[str, Froz
             pd.DataFrame(
                 {
                     "label": f"{label} (#{t.number})",
-                    "ttft_ms": req["ttft_s"] * 1000.0,
-                    "e2e_ms": req["e2e_s"] * 1000.0,
+                    # float even when empty: a crashed baseline has no requests (object dtype)
+                    "ttft_ms": req["ttft_s"].astype("float64") * 1000.0,
+                    "e2e_ms": req["e2e_s"].astype("float64") * 1000.0,
                 }
             )
         )

@@ -45,7 +45,11 @@ from tuner.report.figures import (
     pareto_figure,
 )
 from tuner.report.frames import baseline_trial, capacity_frame, latency_frame, trials_frame
+from tuner.report.summary import write_learned
+from tuner.search.learned import LearnedConstraint, learned_constraints
+from tuner.space.schema import SearchSpace
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
+from tuner.store.attrs import StudyAttr
 
 # -- data -------------------------------------------------------------------------------------
 
@@ -137,7 +141,11 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
             notes.append("latency distribution skipped: no request records for the best/baseline trials")
     storage.engine.dispose()
 
-    md = markdown_report(study, frame, ranked, baseline, best, lat, notes, cap)
+    learned = learned_constraints(study.get_trials(deepcopy=False))
+    space_data = study.user_attrs.get(StudyAttr.SPACE)
+    if learned and space_data is not None:
+        written.append(write_learned(learned, SearchSpace.model_validate(space_data), out))
+    md = markdown_report(study, frame, ranked, baseline, best, lat, notes, cap, learned)
     written.append(out / "report.md")
     written[-1].write_text(md)
     written.append(out / "report.html")
@@ -183,6 +191,7 @@ def markdown_report(
     lat: pd.DataFrame,
     notes: Sequence[str],
     cap: pd.DataFrame | None = None,
+    learned: Sequence[LearnedConstraint] = (),
 ) -> str:
     """The report's text: counts, failures, top trials, latency of best vs baseline, best configuration."""
     names = objective_names(study)
@@ -197,6 +206,12 @@ def markdown_report(
             counts = fails.groupby("failure_kind")["number"].agg(["count", lambda s: ", ".join(map(str, s))])
             counts.columns = ["trials", "trial numbers"]
             out.append(markdown_table(counts.reset_index()))
+    if learned:
+        out.append("\n## Learned from crashes\n")
+        out.append("\nEach crash region below is backed by the trials named; the search pruned it before "
+                   "launch from then on. `learned-constraints.yaml` beside this report holds them as "
+                   "`constraints:` entries for the space file.\n\n")  # fmt: skip
+        out.extend(f"- {c.describe()}\n" for c in learned)
     if ranked:
         out.append("\n## Top feasible trials\n")
         cols = ["number", "seed_name", *[f"objective_{n}" for n in names]]

@@ -145,3 +145,16 @@ class SLOs(BaseModel):
     tpot_p99_ms: float | None = Field(default=None, gt=0)
     e2e_p99_ms: float | None = Field(default=None, gt=0)
     error_rate: float | None = Field(default=None, ge=0, le=1)
+
+
+def max_output_len(workload: WorkloadSpec) -> int | None:
+    """The most tokens one request may ask for (``max_tokens``); ``None`` when unbounded or unknown
+    (a normal distribution without ``high``, or a prompts file whose entries set their own)."""
+    if workload.prompts_file is not None:
+        return None
+    spec = workload.output_len
+    if isinstance(spec, int):
+        return spec
+    if spec.dist == "fixed" and spec.mean is not None:
+        return max(1, round(spec.mean))
+    return spec.high

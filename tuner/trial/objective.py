@@ -20,6 +20,7 @@ from tuner.objective import constraints_for_crash, constraints_for_metrics, obje
 from tuner.objective.ranking import feasible_complete
 from tuner.search.guide import SearchGuide
 from tuner.space.sample import params_to_flags, sample_params
+from tuner.space.workload import max_output_len
 from tuner.store.attrs import TrialAttr
 from tuner.trial.measure import ConfigRunner, Outcome
 from tuner.trial.pruning import window_should_stop
@@ -129,24 +130,40 @@ class TrialRunner:
         return self.record(trial, outcome)
 
     def _deadline(self, trial: optuna.Trial) -> float | None:
-        """How long this trial's benchmark may run: ``SLOWER_BY`` times the best trial's.
+        """How long this trial's benchmark may run before it provably cannot come within ``SLOWER_BY``
+        of the best trial (``None``: no such bound, measured to the end).
 
-        A throughput is the same tokens (fixed output lengths) over the measured duration, so a
-        configuration still measuring after the best one's duration cannot beat it; the margin leaves
-        near-ties to be measured to the end. Only for one maximised throughput objective.
+        * ``request_throughput``: every trial serves the same number of requests, so one still running
+          after ``SLOWER_BY`` times the best trial's duration is slower by more than that;
+        * ``output_throughput``: the same prompts ask for the same ``max_tokens``; a trial can produce
+          at most their sum, so after ``SLOWER_BY`` x that sum / the best throughput it cannot reach
+          the best / ``SLOWER_BY``, whether or not the server stops at an end-of-sequence token
+          (with ``ignore_eos`` the sum is what the best trial produced: its duration);
+        * ``total_token_throughput``: as the former, with exact lengths (``ignore_eos``) only.
+
+        Only for one maximised throughput objective over a fixed number of requests.
         """
         objectives = self.space.objectives
+        workload = self.space.workload
+        metric = objectives[0].metric
         if (
             len(objectives) != 1
             or objectives[0].direction != "maximize"
-            or objectives[0].metric not in THROUGHPUTS
-            or not self.space.workload.ignore_eos
+            or metric not in THROUGHPUTS
+            or workload.num_requests is None
             or self.space.capacity is not None
         ):
             return None
         best = max(feasible_complete(trial.study), key=lambda t: t.values[0], default=None)
         duration = (best.user_attrs.get(TrialAttr.METRICS) or {}).get("duration_s") if best else None
-        return SLOWER_BY * float(duration) if duration else None
+        if best is None or not duration:
+            return None
+        if metric == "request_throughput" or workload.ignore_eos:
+            return SLOWER_BY * float(duration)
+        most = max_output_len(workload)
+        if metric != "output_throughput" or most is None or best.values[0] <= 0:
+            return None
+        return SLOWER_BY * workload.num_requests * most / best.values[0]
 
     def _incumbent_rps(self, trial: optuna.Trial) -> float | None:
         """The best feasible capacity so far: a capacity search that cannot beat it stops early."""
