@@ -239,3 +239,45 @@ def test_feasibility_model_learns_a_crash_region_from_launched_trials_only() -> 
     good = [model.crash_probability(p) for p in held_out if not crashes(p)]
     auc = sum((b > g) + 0.5 * (b == g) for b in bad for g in good) / (len(bad) * len(good))  # type: ignore[operator]
     assert auc > 0.9, auc
+
+
+def _marlin(mem: float) -> dict[str, Any]:
+    return {**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": mem}
+
+
+def _not_enough(n: int, mem: float) -> optuna.trial.FrozenTrial:
+    return _trial(n, _marlin(mem), TrialState.PRUNED, failure_kind="not_enough_memory")
+
+
+def test_a_repair_bisects_between_the_crash_and_what_its_siblings_already_showed() -> None:
+    from tuner.search.bracket import bracketed
+
+    proposed = repairs_for(SPACE, _marlin(0.85), _oom(), REPAIRS)[0]
+    assert proposed.params["mem-fraction-static"] == 0.63  # what the evidence alone says
+    # nothing known below: the evidence's value stands
+    assert bracketed(SPACE, proposed, []) == proposed
+    # 0.70 ran: the edge lies between 0.70 and 0.85 -> the middle grid point, not below what ran
+    ran = _trial(1, _marlin(0.70), TrialState.COMPLETE)
+    (change,) = bracketed(SPACE, proposed, [ran]).changes  # type: ignore[union-attr]
+    assert (change.old, change.new) == (0.85, 0.77)
+    # 0.66 did not start (too little memory): the gap is (0.66, 0.85) -> its middle, 0.75
+    assert bracketed(SPACE, proposed, [_not_enough(2, 0.66)]).params["mem-fraction-static"] == 0.75  # type: ignore[union-attr]
+    # a crash at 0.80 on the same side as 0.85 narrows the gap to (0.70, 0.80)
+    crashed_high = _trial(3, _marlin(0.80), TrialState.PRUNED, failure_kind="cuda_oom")
+    assert bracketed(SPACE, proposed, [ran, crashed_high]).params["mem-fraction-static"] == 0.75  # type: ignore[union-attr]
+    # crashes on both sides one grid step apart: no window, no repair
+    assert bracketed(SPACE, proposed, [_not_enough(4, 0.84)]) is None
+    # a sibling differs elsewhere (another KV cache type): it says nothing about this configuration
+    other = _trial(5, {**_marlin(0.84), "kv-cache-dtype": "fp8_e4m3"}, TrialState.PRUNED, failure_kind="x")
+    assert bracketed(SPACE, proposed, [other]) == proposed
+
+
+def test_the_guide_queues_the_bisected_repair() -> None:
+    study = optuna.create_study(direction="maximize")
+    guide = SearchGuide(SPACE, feasibility=False)
+    study.add_trial(_not_enough(0, 0.66))
+    trial = study.ask()  # the crashed trial (its own parameters do not matter to the repair)
+    repair = guide.after_crash(trial, _marlin(0.85), _oom())
+    assert repair is not None and repair.params["mem-fraction-static"] == 0.75
+    (queued,) = [t for t in study.get_trials() if t.state is TrialState.WAITING]
+    assert queued.system_attrs["fixed_params"]["mem-fraction-static"] == 0.75

@@ -7,6 +7,7 @@ units are comparable; a crash is the constraint ``crash = 1``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,13 +54,20 @@ def constraint_keys(slos: object) -> list[str]:
 def constraints_for_metrics(metrics: Mapping[str, float], slos: object) -> Constraints:
     """Constraints of a trial that ran: crash 0, each SLO as ``measured/limit - 1``.
 
+    A metric that could not be measured (a benchmark stopped early before any request finished has
+    no TTFT: NaN) violates its SLO: nothing shows it was met.
+
     >>> from types import SimpleNamespace as NS
     >>> constraints_for_metrics({"ttft_p99_ms": 300.0}, NS(ttft_p99_ms=200.0)).values
     {'crash': 0.0, 'slo_ttft_p99_ms': 0.5}
+    >>> constraints_for_metrics({"ttft_p99_ms": float("nan")}, NS(ttft_p99_ms=200.0)).values
+    {'crash': 0.0, 'slo_ttft_p99_ms': inf}
     """
     values: dict[str, float] = {CRASH: 0.0}
     for field, limit in slo_limits(slos).items():
         measured = float(metrics.get(SLO_METRICS[field], float("inf")))
+        if math.isnan(measured):
+            measured = float("inf")
         if limit == 0:
             values[f"slo_{field}"] = measured  # e.g. error_rate <= 0: any error violates
         else:

@@ -10,7 +10,9 @@ repaired neighbour after a crash whose evidence says how to fix it.
   starts, nightly re-measurements, repairs) are deliberate and never screened out as duplicates.
 * :meth:`SearchGuide.after_crash`: the engine's repair table (``tuner/engines/<engine>.py``) maps the
   failure and its evidence to a neighbour inside the space (``tuner.space.repair``); the first one the
-  study has not seen is queued with ``TrialAttr.REPAIR``. A configuration can crash for several reasons
+  study has not seen is queued with ``TrialAttr.REPAIR``; a numeric move lands inside the gap that
+  the configuration's siblings leave (``tuner.search.bracket``), so repairs bisect towards the edge.
+  A configuration can crash for several reasons
   at once (an FP8 KV cache *and* graphs on a card where both fail), so a repair that crashes for
   another reason is repaired again, up to ``MAX_REPAIR_CHAIN`` repairs in a row, never with a rule that
   already failed to cure that kind of crash in the chain. A crash-prone region is so probed at its
@@ -29,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.core.failures import Failure
 from tuner.engines import get_engine
+from tuner.search.bracket import bracketed
 from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
 from tuner.search.learned import LearnedConstraint, covering, learned_constraints
 from tuner.space.constraints import violated_constraint
@@ -157,10 +160,13 @@ class SearchGuide:
         trials = trial.study.get_trials(deepcopy=False)
         seen = self.seen(trials)
         learned = learned_constraints(trials)
-        for repair in repairs_for(self.space, params, failure, self.rules):
-            rule_id = self.rules.index(repair.rule)
+        for proposed in repairs_for(self.space, params, failure, self.rules):
+            rule_id = self.rules.index(proposed.rule)
             if [failure.kind.value, rule_id] in chain:
                 continue  # this rule already answered this kind of crash in the chain, and it came back
+            repair = bracketed(self.space, proposed, trials)
+            if repair is None:
+                continue  # the trials beside it leave no gap: the edge is known, or there is none
             if self.key(repair.params) in seen or covering(learned, repair.params) is not None:
                 continue
             if violated_constraint(self.space, dict(params_to_flags(self.space, repair.params))) is not None:
