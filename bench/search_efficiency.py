@@ -584,9 +584,18 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         ref = res["reference"]
         ci = ref["ci"]
         ci_text = f" (95 % CI [{ci['low']:.2f}, {ci['high']:.2f}], n={ci['n']})" if ci else ""
+        run = res.get("run")
         lines += [
             f"## {res['landscape']}",
             "",
+            *(
+                [
+                    f"Run {run['date']}, {run['seeds']} seeds per method, {run['wall_min']:.1f} min: `{run['command']}`.",
+                    "",
+                ]
+                if run
+                else []
+            ),
             f"Best known: {ref['value']:.2f} tok/s{ci_text}; target ≥ {res['target']:.2f}. "
             f"Budget: {res['launched_budget']} launched trials per run"
             + (f" ({rb} for random search)." if (rb := res.get("random_budget")) else "."),
@@ -737,7 +746,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 land.launched_budget = args.budget
             land.random_budget = args.random_budget
             methods = tuple(m for m in args.methods.split(",") if m in land.methods)
+            t_land = time.perf_counter()
             res, rs = run_landscape(land, seeds, args.jobs, args.repeats, 5, work, methods)
+            res["run"] = {
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "seeds": seeds,
+                "command": " ".join(["python bench/search_efficiency.py", *(argv or sys.argv[1:])]),
+                "wall_min": (time.perf_counter() - t_land) / 60,
+            }
             results.append(res)
             rows += rs
             _write(args.out, results, rows, seeds, t0, argv)
@@ -753,7 +769,10 @@ def _previous(out: Path, rerun: list[str]) -> tuple[list[dict[str, Any]], list[T
     path = out / "search_efficiency.json"
     if not path.exists():
         return [], []
-    results = [r for r in json.loads(path.read_text())["results"] if r["landscape"] not in drop]
+    old = json.loads(path.read_text())
+    results = [r for r in old["results"] if r["landscape"] not in drop]
+    for r in results:  # each landscape keeps the run that produced it
+        r.setdefault("run", old.get("meta"))
     rows = []
     with (out / "search_efficiency_trials.csv").open() as f:
         for d in csv.DictReader(f):
