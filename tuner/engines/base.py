@@ -39,6 +39,26 @@ class FlagSpec:
     until: str | None = None
     aliases: tuple[str, ...] = ()
     help: str = ""
+    # numeric bounds (``low_open``: low itself excluded); int flags without them: -1 (auto) .. 2**31 - 1
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def value_problem(self, value: object) -> str | None:
+        """Why ``value`` cannot be this flag's value (wrong type, out of range), or ``None``."""
+        if value is None or self.kind != "value" or self.type not in (int, float):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"--{self.name} takes a number, got {value!r}"
+        if self.type is int and not isinstance(value, int):
+            return f"--{self.name} takes an integer, got {value!r}"
+        low = self.low if self.low is not None else (-1 if self.type is int else None)
+        high = self.high if self.high is not None else (2**31 - 1 if self.type is int else None)
+        if low is not None and (value <= low if self.low_open else value < low):
+            return f"--{self.name} must be {'>' if self.low_open else '>='} {low:g}, got {value!r}"
+        if high is not None and value > high:
+            return f"--{self.name} must be <= {high:g}, got {value!r}"
+        return None
 
 
 def server_argv(

@@ -100,31 +100,31 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _s("trust-remote-code"),
     _v("dtype", choices=("auto", "half", "float16", "bfloat16", "float", "float32")),
     _v("load-format", choices=("auto", "pt", "safetensors", "npcache", "dummy", "gguf", "bitsandbytes")),
-    _v("context-length", int),
+    _v("context-length", int, low=1),
     _v("quantization", choices=_QUANT_OLD, until="0.5.0"),
     _v("quantization", choices=_QUANT_05, since="0.5.0"),  # approx.: first seen gone in 0.5.23
     _v("device", choices=_DEVICES, since="0.4.0"),  # approx.; 0.5.23's parser takes any string
-    _v("tp-size", int, aliases=("tensor-parallel-size",)),
-    _v("dp-size", int, aliases=("data-parallel-size",)),
+    _v("tp-size", int, low=1, aliases=("tensor-parallel-size",)),
+    _v("dp-size", int, low=1, aliases=("data-parallel-size",)),
     _v("random-seed", int),
     _v("log-level"),
     _v("api-key"),
     _s("skip-tokenizer-init"),
     _s("skip-server-warmup", since="0.4.0"),  # approx.
     _v("decode-log-interval", int),
-    _v("watchdog-timeout", float),
+    _v("watchdog-timeout", float, low=0, low_open=True),
     _s("enable-metrics"),
     _s("allow-auto-truncate", since="0.4.0"),  # approx.
     # --- memory and scheduling
-    _v("mem-fraction-static", float),
-    _v("max-running-requests", int),
-    _v("max-total-tokens", int),
-    _v("max-prefill-tokens", int),
+    _v("mem-fraction-static", float, low=0, high=1, low_open=True),
+    _v("max-running-requests", int, low=1),
+    _v("max-total-tokens", int, low=1),
+    _v("max-prefill-tokens", int, low=1),
     _v("chunked-prefill-size", int),
     _v("schedule-policy", choices=_POLICIES_OLD, until="0.5.1"),
     _v("schedule-policy", choices=_POLICIES_NEW, since="0.5.1"),
-    _v("schedule-conservativeness", float),
-    _v("num-continuous-decode-steps", int),
+    _v("schedule-conservativeness", float, low=0, high=100, low_open=True),
+    _v("num-continuous-decode-steps", int, low=1),
     _s("disable-radix-cache"),
     _s("enable-mixed-chunk"),
     _s("enable-two-batch-overlap", since="0.4.7"),
@@ -140,10 +140,10 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _v("kv-cache-dtype", choices=_KV_03, until="0.4.0"),
     _v("kv-cache-dtype", choices=_KV_04, since="0.4.0", until="0.5.0"),
     _v("kv-cache-dtype", choices=_KV_05, since="0.5.0"),
-    _v("triton-attention-num-kv-splits", int, since="0.4.0"),  # approx.
+    _v("triton-attention-num-kv-splits", int, low=1, since="0.4.0"),  # approx.
     _s("triton-attention-reduce-in-fp32"),
     _s("enable-torch-compile"),
-    _v("torch-compile-max-bs", int),
+    _v("torch-compile-max-bs", int, low=1),
     _s("disable-custom-all-reduce"),
     # --- CUDA graphs: the flag set changed twice
     _s(
@@ -160,7 +160,7 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _v("cuda-graph-backend-decode", choices=_CUDA_GRAPH_BACKENDS, since="0.5.15"),
     _v("cuda-graph-backend-prefill", choices=_CUDA_GRAPH_BACKENDS, since="0.5.15"),  # approx.
     # --- streaming
-    _v("stream-interval", int, help="tokens per streamed chunk (default 1)"),
+    _v("stream-interval", int, low=1, help="tokens per streamed chunk (default 1)"),
     _s("stream-output", until="0.5.20"),
     _s("incremental-streaming-output", since="0.5.0"),  # approx.
 )

@@ -45,8 +45,18 @@ def _s(name: str, help: str = "") -> FlagSpec:
     return FlagSpec(name=name, kind="switch", type=bool, help=help)
 
 
-def _v(name: str, typ: type = str, *, choices: tuple[str, ...] | None = None, help: str = "") -> FlagSpec:
-    return FlagSpec(name=name, kind="value", type=typ, choices=choices, help=help)
+def _v(
+    name: str,
+    typ: type = str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    help: str = "",
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> FlagSpec:
+    return FlagSpec(name=name, kind="value", type=typ, choices=choices, help=help, low=low, high=high,
+                    low_open=low_open)  # fmt: skip
 
 
 _FLAGS: tuple[FlagSpec, ...] = (
@@ -69,10 +79,17 @@ _FLAGS: tuple[FlagSpec, ...] = (
     _s("no-trust-remote-code"),
     _s("enable-cors"),
     _s("no-enable-cors"),
-    _v("cb-block-size", int, help="KV block size in tokens"),
-    _v("cb-num-blocks", int, help="KV blocks; too many kills the CB worker while /health stays 200"),
-    _v("cb-max-batch-tokens", int),
-    _v("cb-max-memory-percent", float, help="GPU memory fraction for the KV cache, 0..1"),
+    _v("cb-block-size", int, low=1, help="KV block size in tokens"),
+    _v("cb-num-blocks", int, low=1, help="KV blocks; too many kills the CB worker while /health stays 200"),
+    _v("cb-max-batch-tokens", int, low=1),
+    _v(
+        "cb-max-memory-percent",
+        float,
+        low=0,
+        high=1,
+        low_open=True,
+        help="GPU memory fraction for the KV cache, 0..1",
+    ),
     _s("cb-use-cuda-graph"),
     _s("no-cb-use-cuda-graph"),
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tuner.core.failures import ExitStatus
+from tuner.core.net import url_host
 
 TOOL_LABEL = "tuner"  # every process/container we start carries this label (docker) or env var (process)
 
@@ -43,7 +44,7 @@ class LaunchSpec:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     def labels(self) -> dict[str, str]:
         return {

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tuner.core.errors import LaunchError
 from tuner.core.failures import ExitStatus
+from tuner.core.net import free_port
 from tuner.launch.base import TOOL_LABEL, ImageInfo, LaunchSpec, read_tail
 
 _PR_SET_PDEATHSIG = 1
@@ -141,9 +142,7 @@ class ProcessLauncher:
         return ProcessHandle(spec, proc)
 
     def free_port(self, host: str) -> int:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            return int(s.getsockname()[1])
+        return free_port(host)
 
     def reap_orphans(self, study: str | None = None, worker: str | None = None) -> int:
         """Kill the process groups of servers we started that are still running (Linux ``/proc``)."""
@@ -186,10 +185,11 @@ def _our_server_pids(study: str | None, worker: str | None) -> list[int]:
 def wait_port_free(host: str, port: int, timeout_s: float = 10.0) -> bool:
     """Wait until nothing accepts connections on ``host:port`` (the last server really went away)."""
     deadline = time.monotonic() + timeout_s
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        with socket.socket(family, kind, proto) as s:
             s.settimeout(0.2)
-            if s.connect_ex((host, port)) != 0:
+            if s.connect_ex(address) != 0:
                 return True
         time.sleep(0.1)
     return False

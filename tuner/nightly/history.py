@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from tuner.core.errors import ConfigError
+from tuner.core.slug import slug
 from tuner.nightly.decide import Verdict
 from tuner.nightly.deployed import DeployedConfig, read_deployed, same_config, write_deployed
 from tuner.nightly.model import NightlyRun
@@ -25,7 +26,7 @@ from tuner.store.store import TunerStore
 
 
 def deployed_path(run: NightlyRun) -> Path:
-    return run.options.deployed or run.options.out / "deployed" / f"{run.study}.yaml"
+    return run.options.deployed or run.options.out / "deployed" / f"{slug(run.study)}.yaml"
 
 
 def resolve_deployed(run: NightlyRun, space: SearchSpace, study: optuna.Study, store: TunerStore) -> None:

@@ -23,6 +23,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from tuner.core.cli import ExitCode, exit_code_for
 from tuner.core.errors import TunerError
+from tuner.core.slug import slug
 from tuner.launch.factory import make_launcher
 from tuner.launch.simulator import simulator_program
 from tuner.nightly.compat import rejection
@@ -75,7 +76,7 @@ def run_nightly(opts: NightlyOptions, *, stamp: str | None = None) -> NightlyRun
     space = load_space(opts.space)  # a broken space file fails before the lock: nothing to report yet
     run.space = space
     run.study = opts.study or space.name
-    lock_path = opts.lock or opts.out / "nightly" / f"{run.study}.lock"
+    lock_path = opts.lock or opts.out / "nightly" / f"{slug(run.study)}.lock"
     with NightlyLock(lock_path) as lock:
         if lock.recovered:
             who = ", ".join(f"{k} {v}" for k, v in lock.recovered.items())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from tuner.core.slug import slug
 from tuner.nightly.decide import Verdict
 from tuner.nightly.model import NightlyRun, masked_storage
 from tuner.nightly.remeasure import Measurement, values
@@ -18,7 +19,7 @@ from tuner.store.attrs import TrialAttr
 def write_report(run: NightlyRun, folder: Path) -> Path:
     """Render and write the report; returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run.study or 'unknown'}-{run.stamp}.md"
+    path = folder / f"{slug(run.study or 'unknown')}-{run.stamp}.md"
     path.write_text(render(run))
     return path
 

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import optuna
 import yaml
 
+from tuner.core.slug import slug
 from tuner.core.stats import RatioCI
 from tuner.objective.ranking import ranked_trials
 from tuner.report.best import best_config
@@ -40,7 +41,7 @@ def write_summary(
         print(f"learned constraints ({len(learned)}; pruned before launch from now on):", file=stream)
         for c in learned:
             print(f"  {c.describe()}", file=stream)
-        path = write_learned(learned, space, out / study.study_name)
+        path = write_learned(learned, space, out / slug(study.study_name))
         print(f"  as space-file constraints: {path}", file=stream)
     if StudyAttr.CONFIRMATION in study.user_attrs:
         print("\n".join(confirmation_lines(study.user_attrs[StudyAttr.CONFIRMATION])), file=stream)
@@ -68,7 +69,7 @@ def write_summary(
         if t.number != best.number and t.values[0] and name not in confirmed:
             print(f"best / {name}: {best.values[0] / t.values[0]:.3f}x on {metrics[0]} (one measurement each)",
                   file=stream)  # fmt: skip
-    folder = out / study.study_name
+    folder = out / slug(study.study_name)
     config = best_config(study, best, space)
     config.write(folder)
     print(

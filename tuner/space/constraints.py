@@ -22,6 +22,7 @@ from typing import Any
 from tuner.core.errors import ConfigError
 from tuner.space.schema import SearchSpace
 
+MAX_EXPR = 500
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 _CMPS = {
     ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
@@ -31,10 +32,17 @@ _CMPS = {
 
 def compile_expr(expr: str, *, source: str = "", field: str = "") -> ast.Expression:
     """Parse ``expr`` and check it uses only the allowed syntax."""
+    if len(expr) > MAX_EXPR:
+        raise ConfigError(f"{len(expr)} characters; a constraint is a short formula (at most {MAX_EXPR})",
+                          source=source, field=field)  # fmt: skip
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as e:
         raise ConfigError(f"cannot parse {expr!r}: {e.msg}", source=source, field=field) from e
+    except (RecursionError, MemoryError, ValueError) as e:  # nested too deep; a NUL in the text
+        raise ConfigError(
+            f"cannot parse {expr[:60]!r}: {type(e).__name__}", source=source, field=field
+        ) from e
     for node in ast.walk(tree):
         allowed = (
             ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.BinOp,
@@ -99,7 +107,7 @@ def violated_constraint(space: SearchSpace, flags: Mapping[str, Any]) -> str | N
         if not hit and c.expr is not None:
             try:
                 hit = bool(evaluate(compile_expr(c.expr), _names(space, flags)))
-            except TypeError:
+            except (TypeError, ArithmeticError):
                 hit = False  # a flag left at its engine default (None) cannot violate a formula
         if hit:
             return f"{c.name}: {c.reason or c.expr or c.when}"

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from tuner.core.errors import ConfigError
 from tuner.core.metric_names import METRIC_NAMES
+from tuner.core.yamlfile import read_yaml
 from tuner.engines import get_engine
-from tuner.space.constraints import compile_expr
-from tuner.space.sample import domain_contains, is_active
-from tuner.space.schema import BoolParam, CategoricalParam, SearchSpace
+from tuner.space.constraints import compile_expr, evaluate
+from tuner.space.sample import MAX_WARM_START, domain_contains, is_active
+from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -23,16 +24,8 @@ def load_space(path: str | Path) -> SearchSpace:
     Raises :class:`ConfigError` (or :class:`tuner.core.errors.UnknownFlagError`) naming the file and the
     field, before anything is started.
     """
-    path = Path(path)
     source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError("no such search-space file", source=source) from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{where}not valid YAML ({getattr(e, 'problem', e)})", source=source) from e
+    raw = read_yaml(path, what="search-space file")
     if not isinstance(raw, dict):
         raise ConfigError("the file must be a mapping of fields (name, engine, parameters, …)", source=source)
     return parse_space(raw, source=source)
@@ -52,7 +45,10 @@ def parse_space(raw: dict[str, Any], *, source: str = "<search space>") -> Searc
 
 
 def _check_semantics(space: SearchSpace, source: str) -> None:
-    engine = get_engine(space.engine)
+    try:
+        engine = get_engine(space.engine)
+    except ConfigError as e:
+        raise ConfigError(str(e).removeprefix("engine: "), source=source, field="engine") from None
     if space.engine_version not in engine.known_versions():
         raise ConfigError(
             f"unknown {space.engine} version {space.engine_version!r}; known: "
@@ -72,6 +68,8 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
 
     for name, value in space.fixed_flags.items():
         _check_choice(specs[name].choices, value, source, f"fixed_flags.{name}")
+        if problem := specs[name].value_problem(value):
+            raise ConfigError(problem, source=source, field=f"fixed_flags.{name}")
     overlap = set(space.fixed_flags) & {space.flag_of(p) for p in space.parameters}
     if overlap:
         raise ConfigError(
@@ -91,6 +89,14 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
         if isinstance(param, CategoricalParam):
             for choice in param.choices:
                 _check_choice(spec.choices, choice, source, f"{field}.choices")
+                if problem := spec.value_problem(choice):
+                    raise ConfigError(problem, source=source, field=f"{field}.choices")
+        elif isinstance(param, IntParam | FloatParam):
+            if isinstance(param, FloatParam) and spec.type is int:
+                raise ConfigError(f"--{spec.name} takes an integer; use type int", source=source, field=field)
+            for end in ("low", "high"):
+                if problem := spec.value_problem(getattr(param, end)):
+                    raise ConfigError(problem, source=source, field=f"{field}.{end}")
         for dep, want in (param.when or {}).items():
             if dep not in seen:
                 raise ConfigError(
@@ -136,6 +142,16 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
                 field=f"confirm.baselines.{i}",
             )
 
+    sizes = [math.prod(len(v) for v in tier.values()) for tier in space.warm_start]
+    if sum(sizes) > MAX_WARM_START:
+        biggest = max(range(len(sizes)), key=sizes.__getitem__)
+        raise ConfigError(
+            f"{sum(sizes):,} warm-start points in all (tier {biggest}: "
+            f"{' x '.join(str(len(v)) for v in space.warm_start[biggest].values())}); at most "
+            f"{MAX_WARM_START:,} - each is a server start",
+            source=source,
+            field=f"warm_start.{biggest}",
+        )
     for i, tier in enumerate(space.warm_start):
         for name, values in tier.items():
             if name not in space.parameters:
@@ -149,19 +165,56 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
     known = set(space.hardware) | {
         f.replace("-", "_") for f in (*space.fixed_flags, *map(space.flag_of, space.parameters))
     }
+    searched = {space.flag_of(p).replace("-", "_") for p in space.parameters}
     for i, c in enumerate(space.constraints):
-        for dep in c.when or {}:
+        field = f"constraints.{i}({c.name})"
+        if c.when is None and c.expr is None:
+            raise ConfigError(
+                "a constraint needs `when` (parameter values) or `expr`", source=source, field=field
+            )
+        for dep, want in (c.when or {}).items():
             if dep not in space.parameters:
-                raise ConfigError(f"{dep!r} is not a parameter", source=source, field=f"constraints.{i}.when")
+                raise ConfigError(f"{dep!r} is not a parameter", source=source, field=f"{field}.when")
+            for w in want if isinstance(want, list) else [want]:
+                if not domain_contains(space.parameters[dep], w):
+                    raise ConfigError(f"{dep} can never be {w!r}", source=source, field=f"{field}.when")
         if c.expr is not None:
-            tree = compile_expr(c.expr, source=source, field=f"constraints.{i}.expr")
-            unknown = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - known)
-            if unknown:
+            tree = compile_expr(c.expr, source=source, field=f"{field}.expr")
+            names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+            if unknown := sorted(names - known):
                 raise ConfigError(
                     f"unknown name(s) {', '.join(unknown)}; use flags (with _) or hardware figures",
                     source=source,
-                    field=f"constraints.{i}.expr",
+                    field=f"{field}.expr",
                 )
+            if not names & searched:
+                raise ConfigError(
+                    f"{c.expr!r} names no searched parameter: it would prune every configuration or none",
+                    source=source,
+                    field=f"{field}.expr",
+                )
+            _check_evaluates(space, tree, c.expr, source, f"{field}.expr")
+
+
+def _check_evaluates(space: SearchSpace, tree: ast.Expression, expr: str, source: str, field: str) -> None:
+    """Evaluate ``expr`` on a configuration with a value of each parameter's type, so a formula that can
+    never evaluate (``'a' < 1``) is an error now instead of a crash in the middle of the study."""
+    flags = {k.replace("-", "_"): v for k, v in space.fixed_flags.items()}
+    for name, p in space.parameters.items():
+        flags[space.flag_of(name).replace("-", "_")] = _typical(p)
+    try:
+        evaluate(tree, {**flags, **space.hardware})
+    except (TypeError, ArithmeticError, ValueError) as e:
+        raise ConfigError(f"{expr!r} cannot be evaluated: {e}", source=source, field=field) from None
+
+
+def _typical(param: object) -> object:
+    """A value of the parameter's type: the first non-null choice, the low end, False."""
+    if isinstance(param, CategoricalParam):
+        return next((c for c in param.choices if c is not None), None)
+    if isinstance(param, BoolParam):
+        return False
+    return getattr(param, "low", None)
 
 
 def _check_choice(choices: tuple[str, ...] | None, value: object, source: str, field: str) -> None:

@@ -96,6 +96,9 @@ def domain_contains(param: object, value: object) -> bool:
     return False
 
 
+MAX_WARM_START = 1000  # warm-start points of a space in all (each is a server start)
+
+
 def warm_start_points(space: SearchSpace) -> list[tuple[str, dict[str, Any]]]:
     """The ``warm_start`` tiers as ``(name, params)``: each tier's value product over the first seed.
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tuner.core.net import host_problem
 from tuner.space.sections import CapacitySpec, ConfirmSpec, PruningSpec
 from tuner.space.targets import Target
 from tuner.space.workload import SLOs, WorkloadSpec
@@ -20,7 +21,7 @@ ChoiceValue = str | int | float | bool | None
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _ParamBase(_Strict):
@@ -34,11 +35,14 @@ class CategoricalParam(_ParamBase):
     choices: list[ChoiceValue] = Field(min_length=1)
 
 
+MAX_GRID_POINTS = 1_000_000  # a stepped range this fine is a mistake (and Optuna's step arithmetic fails)
+
+
 class IntParam(_ParamBase):
     type: Literal["int"]
-    low: int
-    high: int
-    step: int = 1
+    low: int = Field(ge=-(2**53), le=2**53)
+    high: int = Field(ge=-(2**53), le=2**53)
+    step: int = Field(default=1, ge=1)
     log: bool = False
 
     @model_validator(mode="after")
@@ -52,15 +56,19 @@ class IntParam(_ParamBase):
 
 class FloatParam(_ParamBase):
     type: Literal["float"]
-    low: float
-    high: float
-    step: float | None = None
+    low: float = Field(ge=-1e15, le=1e15)
+    high: float = Field(ge=-1e15, le=1e15)
+    step: float | None = Field(default=None, gt=0)
     log: bool = False
 
     @model_validator(mode="after")
     def _bounds(self) -> FloatParam:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.step is not None and (self.high - self.low) / self.step > MAX_GRID_POINTS:
+            raise ValueError(
+                f"step {self.step:g} cuts [{self.low:g}, {self.high:g}] into more than {MAX_GRID_POINTS:,} points"
+            )
         if self.log and (self.low <= 0 or self.step is not None):
             raise ValueError("log scale needs low > 0 and no step")
         return self
@@ -76,10 +84,21 @@ Param = Annotated[CategoricalParam | IntParam | FloatParam | BoolParam, Field(di
 class Launch(_Strict):
     """How servers are started, common to every target."""
 
-    host: str = "127.0.0.1"
-    startup_timeout_s: float = 600.0
-    stop_timeout_s: float = 15.0
-    gpu_ids: list[int] | None = None
+    host: str = "127.0.0.1"  # IPv4, IPv6 (``::1``; brackets are taken off) or a host name
+    startup_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    stop_timeout_s: float = Field(default=15.0, gt=0, le=3_600)
+    gpu_ids: list[Annotated[int, Field(ge=0, le=1023)]] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
+
+    @field_validator("host", mode="after")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        host = host.strip()
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if problem := host_problem(host):
+            raise ValueError(problem)
+        return host
 
 
 class Objective(_Strict):
@@ -110,6 +129,17 @@ class KnownConstraint(_Strict):
     reason: str = ""
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a study (it is stored, printed and - slugged - a file name), or ``None``."""
+    if not name.strip():
+        return "must not be empty"
+    if len(name) > 200:
+        return f"{len(name)} characters; at most 200"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "must not contain control characters (NUL, newline, tab, ...)"
+    return None
+
+
 class SearchSpace(_Strict):
     """A whole search-space file."""
 
@@ -136,6 +166,13 @@ class SearchSpace(_Strict):
     capacity: CapacitySpec | None = None
     pruning: PruningSpec = PruningSpec()  # used with --prune: stop clearly worse trials between windows
     confirm: ConfirmSpec | None = None  # re-measure the final top candidates with repeats (intervals)
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if problem := name_problem(name):
+            raise ValueError(problem)
+        return name
 
     @model_validator(mode="after")
     def _capacity_objective(self) -> SearchSpace:

@@ -27,7 +27,7 @@ class PruningSpec(BaseModel):
     'median'
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     pruner: PrunerName = "wilcoxon"
     # windows measured before any pruning decision (Wilcoxon: paired windows needed, at least 2)
@@ -49,10 +49,12 @@ class ConfirmSpec(BaseModel):
     3
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    top_k: int = Field(default=3, ge=1)  # distinct configurations re-measured
-    repeats: int = Field(default=3, ge=2)  # fresh measurements per candidate: two at least, for an interval
+    top_k: int = Field(default=3, ge=1, le=50)  # distinct configurations re-measured
+    repeats: int = Field(
+        default=3, ge=2, le=100
+    )  # fresh measurements per candidate: two at least, for an interval
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     # seed trials (by name) re-measured in the same interleaved rounds: the winner / baseline ratio
     # comes with its interval (the question a user brings: how much better than what I run now?)
@@ -76,7 +78,7 @@ class CapacitySpec(BaseModel):
     120
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     min_rate: float = Field(gt=0)
     max_rate: float = Field(gt=0)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SimulatorTarget(_Strict):
@@ -20,9 +20,9 @@ class SimulatorTarget(_Strict):
     kind: Literal["simulator"]
     gpu: str = "rtx5090"
     model: str = "qwen3-32b-awq"
-    noise: float = 0.03
+    noise: float = Field(default=0.03, ge=0, le=1)  # relative spread of the simulated measurements
     seed: int | None = None  # None: a fresh seed per trial, so repeats differ as real runs do
-    startup_scale: float = 0.02  # start-up milestones run at this fraction of their modelled time
+    startup_scale: float = Field(default=0.02, gt=0, le=10)  # start-up milestones at this share of their time
     extra_args: list[str] = []
 
 
@@ -38,7 +38,7 @@ class ProcessTarget(_Strict):
 class VolumeBind(BaseModel):
     """Where a host path (or a named Docker volume) appears in the container."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bind: str = Field(description="absolute path inside the container")
     mode: Literal["ro", "rw"] = "rw"
@@ -60,7 +60,7 @@ class DockerTarget(BaseModel):
     True
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["docker"] = "docker"
     image: str

@@ -14,7 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+MAX_TOKENS = 10_000_000  # one prompt's or answer's length
+MAX_REQUESTS = 1_000_000  # per trial; a benchmark of more would run for days
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LengthDist(BaseModel):
@@ -29,10 +31,10 @@ class LengthDist(BaseModel):
     model_config = _STRICT
 
     dist: Literal["fixed", "uniform", "normal"]
-    mean: float | None = Field(default=None, gt=0)
-    low: int | None = Field(default=None, ge=1)
-    high: int | None = Field(default=None, ge=1)
-    std: float | None = Field(default=None, ge=0)
+    mean: float | None = Field(default=None, gt=0, le=MAX_TOKENS)
+    low: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    high: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    std: float | None = Field(default=None, ge=0, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _check_parameters(self) -> LengthDist:
@@ -45,7 +47,7 @@ class LengthDist(BaseModel):
         return self
 
 
-Length = Annotated[int, Field(ge=1)] | LengthDist
+Length = Annotated[int, Field(ge=1, le=MAX_TOKENS)] | LengthDist
 
 
 class ClosedArrival(BaseModel):
@@ -54,7 +56,7 @@ class ClosedArrival(BaseModel):
     model_config = _STRICT
 
     kind: Literal["closed"] = "closed"
-    clients: int = Field(default=1, ge=1)
+    clients: int = Field(default=1, ge=1, le=100_000)
 
 
 class PoissonArrival(BaseModel):
@@ -67,7 +69,7 @@ class PoissonArrival(BaseModel):
     model_config = _STRICT
 
     kind: Literal["poisson"]
-    rate: float = Field(gt=0)
+    rate: float = Field(gt=0, le=1e6)
     max_concurrency: int | None = Field(default=None, ge=1)
 
 
@@ -96,13 +98,13 @@ class WorkloadSpec(BaseModel):
     # (SGLang's random-ids dataset); exact prompt lengths on a real tokenizer.
     random_ids_vocab: int | None = Field(default=None, ge=2)
     arrival: Arrival = Field(default_factory=ClosedArrival)
-    num_requests: int | None = Field(default=None, ge=1)
-    duration_s: float | None = Field(default=None, gt=0)
-    warmup_requests: int = Field(default=0, ge=0)
+    num_requests: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
+    duration_s: float | None = Field(default=None, gt=0, le=86_400)
+    warmup_requests: int = Field(default=0, ge=0, le=MAX_REQUESTS)
     seed: int = 0
-    request_timeout_s: float = Field(default=600.0, gt=0)
-    stall_timeout_s: float = Field(default=120.0, gt=0)
-    window_requests: int = Field(default=50, ge=1)
+    request_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    stall_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
+    window_requests: int = Field(default=50, ge=1, le=MAX_REQUESTS)
     # Ask for exactly output_len tokens (SGLang/llama.cpp/vLLM ``ignore_eos``). Servers that refuse
     # unknown request fields (transformers serve) need false; exact lengths then come from the model.
     ignore_eos: bool = True

@@ -5,7 +5,8 @@
         --storage sqlite:///storage/tuner.db --study demo --trials 50 --seed 0
 
 ``--trials`` is the study's TOTAL of finished (complete or pruned) trials: re-running the same
-command after an interruption resumes and stops at that total. Exit codes: ``tuner.core.cli.ExitCode``
+command after an interruption resumes and stops at that total. ``--check`` validates the space file and
+prints what it resolves to, starting nothing. Exit codes: ``tuner.core.cli.ExitCode``
 (README, "Exit codes").
 """
 
@@ -18,6 +19,9 @@ from pathlib import Path
 
 from tuner.core.cli import run_cli
 from tuner.core.errors import ConfigError
+from tuner.space.check import describe
+from tuner.space.load import load_space
+from tuner.space.schema import name_problem
 from tuner.study.options import DEFAULT_SPACE, DEFAULT_STORAGE, StudyOptions
 from tuner.study.session import run_study
 from tuner.trial.objective import quiet_optuna_logs
@@ -31,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--space", default=DEFAULT_SPACE, help="search-space YAML file")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the space file and print what it resolves to (parameters, size, seeds, constraints), "
+        "start nothing; exit 0 when valid, 2 when not",
+    )
     p.add_argument("--trials", type=int, default=50, help="finished trials the study should reach in total")
     p.add_argument(
         "--storage", default=DEFAULT_STORAGE, help="database URL (sqlite:///… or postgresql+psycopg://…)"
@@ -72,11 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> StudyOptions:
-    """The command line as :class:`StudyOptions` (a malformed ``--gpus`` is a ConfigError naming it)."""
+    """The command line as :class:`StudyOptions`; a value out of its range is a ConfigError naming the option."""
+    for option, value, low, high in (
+        ("--trials", args.trials, 1, 1_000_000),
+        ("--workers", args.workers, 1, 1024),
+        ("--heartbeat", args.heartbeat, 1, 3600),
+    ):
+        if not low <= value <= high:
+            raise ConfigError(f"{value} is outside {low}..{high}", source=option)
+    if args.timeout_min is not None and not 0 < args.timeout_min < 1e7:
+        raise ConfigError(f"{args.timeout_min} is not a positive number of minutes", source="--timeout-min")
+    if args.study is not None and (problem := name_problem(args.study)):
+        raise ConfigError(f"the study name {problem}", source="--study")
     gpus = None
     if args.gpus is not None:
         try:
             gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
+            if not gpus or min(gpus) < 0:
+                raise ValueError
         except ValueError:
             raise ConfigError(
                 f"{args.gpus!r} is not a list of GPU ids such as 0 or 0,1", source="--gpus"
@@ -95,7 +118,15 @@ def options_from(args: argparse.Namespace) -> StudyOptions:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_optuna_logs()
+    if args.check:
+        return run_cli("tuner.study", lambda: check(args.space))
     return run_cli("tuner.study", lambda: run_study(options_from(args)))
+
+
+def check(path: str) -> int:
+    """``--check``: load and describe the space (a ConfigError exits 2 through ``run_cli``)."""
+    print("\n".join(describe(load_space(path), path)))
+    return 0
 
 
 if __name__ == "__main__":

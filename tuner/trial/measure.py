@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from tuner.core.errors import LaunchError, ServerCrash
 from tuner.core.failures import Failure, FailureKind, Phase
 from tuner.core.records import GpuSample
+from tuner.core.slug import slug
 from tuner.engines import get_engine
 from tuner.launch.base import Launcher, LaunchSpec, ServerHandle, host_secrets
 from tuner.launch.process import wait_port_free
@@ -118,7 +119,7 @@ class ConfigRunner:
             version=self.space.engine_version,
             program=self.program(run_index),
         )
-        log_path = self.log_dir / f"{self.study}-{run_index}.log"
+        log_path = self.log_dir / f"{slug(self.study)}-{run_index}.log"
         log_path.unlink(missing_ok=True)
         target = self.space.target
         env, secrets = (
