@@ -106,6 +106,21 @@ def test_sigint_stops_cleanly_and_records_the_interrupted_trial(tmp_path: Path, 
     assert len(failed) == 1 and failed[0].user_attrs.get("interrupted") is True
     assert TrialState.RUNNING not in [t.state for t in trials]
     assert not server_pids("i")
+    text = log.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert text.count("interrupted: the running trial was recorded") == 1
+    # resumed: the interrupted configuration is measured after all, without costing the study a trial
+    resumed = subprocess.run(study_cmd(space, tmp_path, trials=3, study="i"), cwd=ROOT, capture_output=True,
+                             text=True, timeout=400)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (
+        f"re-queued 1 trial(s) interrupted before their measurement ended: #{failed[0].number}"
+        in resumed.stderr
+    )
+    (rerun,) = [
+        t for t in load(tmp_path, "i").get_trials() if t.user_attrs.get("rerun_of") == failed[0].number
+    ]
+    assert rerun.params == failed[0].params and rerun.state in (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def test_bad_space_file_stops_before_anything_starts(tmp_path: Path) -> None:

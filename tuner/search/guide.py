@@ -40,7 +40,9 @@ from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
 from tuner.store.attrs import TrialAttr
 
-DELIBERATE = (TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF)
+DELIBERATE = (
+    TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF,
+)  # fmt: skip
 NEIGHBOUR_TRIES = 200
 MAX_REPAIR_CHAIN = 5  # repairs in a row, each after the previous one crashed for another reason
 

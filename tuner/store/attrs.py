@@ -38,6 +38,9 @@ class TrialAttr(StrEnum):
     REPAIR = "repair"  # on a repaired neighbour: {of: crashed trial, kind, changes, scope, why, depth}
     DUPLICATE_OF = "duplicate_of"  # a proposal equal to that trial's configuration: not measured (FAIL)
     NEIGHBOUR_OF = "neighbour_of"  # enqueued in place of a duplicate proposal of that trial
+    RERUN_OF = (
+        "rerun_of"  # enqueued on resume: that trial was interrupted (Ctrl-C, SIGTERM, a kill) unmeasured
+    )
     LEARNED = "learned"  # pruned before launch by a learned constraint: its description
     PREDICTED_CRASH = "predicted_crash"  # the feasibility model's crash probability for this proposal
 

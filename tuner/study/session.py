@@ -8,6 +8,8 @@ and the recorder directly with their own options.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
 import sys
 import warnings
@@ -29,7 +31,7 @@ from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
 from tuner.search.guide import SearchGuide
 from tuner.space import SearchSpace, load_space
-from tuner.space.sample import warm_start_points
+from tuner.space.sample import params_to_flags, warm_start_points
 from tuner.space.sections import PruningSpec
 from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.attrs import StudyAttr, TrialAttr
@@ -61,15 +63,24 @@ class StudyContext:
 
 @contextlib.contextmanager
 def interrupts_stop_the_trial() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt, so the running trial is recorded and its server stopped.
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so the running trial is recorded and its server stopped;
+    a second one while that happens exits at once (the next run stops what was left running).
 
     SIGINT is set explicitly: a process started in the background by a non-interactive shell
     (``tuner ... &`` in a script, a CI step) inherits SIGINT *ignored*, Python then leaves it ignored, and
     a Ctrl-C or ``kill -INT`` would be lost while the study ran on to its end.
     """
-    previous = {
-        sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    seen: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if seen:
+            print("interrupted again: exiting now (the next run stops any server left running)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            os._exit(ExitCode.INTERRUPTED)
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous: dict[int, Any] = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -118,6 +129,44 @@ def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
                 if name not in seeded:
                     study.enqueue_trial(params, user_attrs={TrialAttr.SEED_NAME: name}, skip_if_exists=True)
     return study
+
+
+def requeue_interrupted(study: optuna.Study, space: SearchSpace, storage_url: str) -> list[int]:
+    """Queue again, with the same parameters, each configuration a trial started but never finished
+    (Ctrl-C, SIGTERM, a killed tuner or a lost worker: the trial is FAIL), unless the study has measured,
+    is running or has queued that configuration since. Returns the interrupted trials' numbers.
+
+    An interruption is not the configuration's fault, so it does not count against any retry budget;
+    a configuration interrupted again is queued again on the next resume, until it is measured.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a dead worker's RUNNING trial becomes FAIL now
+
+    def key(params: dict[str, object]) -> str:
+        return json.dumps(params_to_flags(space, params), sort_keys=True, default=str)
+
+    with setup_lock(storage_url):  # two workers resuming together queue each configuration once
+        trials = study.get_trials(deepcopy=False)
+        covered = {
+            key(t.params or t.system_attrs.get("fixed_params") or {})
+            for t in trials
+            if t.state is not TrialState.FAIL
+        }
+        out = []
+        for t in trials:
+            if t.state is not TrialState.FAIL or TrialAttr.DUPLICATE_OF in t.user_attrs or not t.params:
+                continue
+            k = key(t.params)
+            if k in covered:
+                continue
+            covered.add(k)
+            attrs: dict[str, Any] = {
+                str(a): t.user_attrs[a] for a in (TrialAttr.SEED_NAME, TrialAttr.REPAIR) if a in t.user_attrs
+            }
+            study.enqueue_trial(dict(t.params), user_attrs={**attrs, TrialAttr.RERUN_OF: t.number})
+            out.append(t.number)
+    return out
 
 
 def stop_at_total(total: int) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -224,6 +273,7 @@ def run_study(opts: StudyOptions) -> ExitCode:
     if image_info is not None:  # which image (digest) and engine version produced the numbers
         study.set_user_attr(StudyAttr.IMAGE_DIGEST, image_info.image_id)
         study.set_user_attr(StudyAttr.IMAGE, image_info.to_attrs())
+    rerun = requeue_interrupted(study, space, opts.storage)
     store = TunerStore(opts.storage)
     ctx = StudyContext(space, study, store, launcher, out, opts.worker, describe_gpus(space.launch.gpu_ids))
     reaped = launcher.reap_orphans(study.study_name, opts.worker)
@@ -232,6 +282,9 @@ def run_study(opts: StudyOptions) -> ExitCode:
     progress = Progress(opts.trials, metric=space.objectives[0].metric, done=done)
     if reaped:
         progress.note(f"stopped {reaped} server(s) left running by an earlier, killed run of this worker")
+    if rerun:
+        progress.note(f"re-queued {len(rerun)} trial(s) interrupted before their measurement ended: "
+                      + ", ".join(f"#{n}" for n in rerun))  # fmt: skip
     progress.note(
         f"study {study.study_name!r} on {opts.storage}: {done} finished trial(s), running up to {max(remaining, 0)} more"
     )
