@@ -195,4 +195,7 @@ def _describe(url: str, doing: str, e: Exception) -> str:
         hint = "the directory of the SQLite file must exist and be writable"
     elif "database is locked" in detail:
         hint = "another process holds the SQLite file; use PostgreSQL for several workers"
+    elif "disk is full" in detail or "No space left" in detail:
+        hint = ("the disk holding the database is full; free space and run the same command again: the study "
+                "resumes (what was written so far stays readable)")  # fmt: skip
     return f"storage failed while {doing} {masked}: {detail}; {hint}"

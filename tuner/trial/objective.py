@@ -46,8 +46,8 @@ class _OptimizeLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, DuplicateProposal | KeyboardInterrupt):
-            return False  # the tuner says it in its own words (one line)
+        if isinstance(error, DuplicateProposal | KeyboardInterrupt | optuna.exceptions.StorageInternalError):
+            return False  # the tuner says it in its own words (one line; storage: exit 3)
         if record.getMessage().endswith("failed with value None."):
             return False  # follows every interrupted or duplicate trial; the progress line says more
         if isinstance(error, TunerError):
