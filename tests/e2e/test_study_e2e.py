@@ -185,3 +185,16 @@ def test_capacity_objective_end_to_end(tmp_path: Path) -> None:
     passed = [p["rate"] for p in probes if p["verdict"] == "pass"]
     assert trial.user_attrs["metrics"]["capacity_rps"] == (max(passed) if passed else 0.0)
     assert "probing" in proc.stderr
+
+
+@pytest.mark.parametrize("after_s", [0.3, 1.0, 2.5])
+def test_ctrl_c_while_starting_is_one_line(tmp_path: Path, after_s: float) -> None:
+    """During the imports, the set-up (space, database, launcher) or the first launch: never a traceback."""
+    log = tmp_path / "run.log"
+    proc = popen_study(study_cmd(small_space(tmp_path), tmp_path, trials=1, study="s"), log)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    code = exit_code(proc, 60, log)
+    text = log.read_text()
+    assert code in (0, 130) and "Traceback" not in text, text  # 0: it was already done
+    assert code == 0 or "interrupted" in text.strip().splitlines()[-1] or "interrupted: the running" in text

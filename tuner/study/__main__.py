@@ -12,19 +12,31 @@ prints what it resolves to, starting nothing. Exit codes: ``tuner.core.cli.ExitC
 
 from __future__ import annotations
 
-import argparse
+import os
+import signal
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
-from tuner.core.cli import run_cli
-from tuner.core.errors import ConfigError
-from tuner.space.check import describe
-from tuner.space.load import load_space
-from tuner.space.schema import name_problem
-from tuner.study.options import DEFAULT_SPACE, DEFAULT_STORAGE, StudyOptions
-from tuner.study.session import run_study
-from tuner.trial.objective import quiet_optuna_logs
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    print("tuner.study: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+if __name__ == "__main__":  # Ctrl-C while the imports below load (a second or two) is one line too
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import argparse  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tuner.core.cli import run_cli  # noqa: E402
+from tuner.core.errors import ConfigError  # noqa: E402
+from tuner.space.check import describe  # noqa: E402
+from tuner.space.load import load_space  # noqa: E402
+from tuner.space.schema import name_problem  # noqa: E402
+from tuner.study.options import DEFAULT_SPACE, DEFAULT_STORAGE, StudyOptions  # noqa: E402
+from tuner.study.session import run_study  # noqa: E402
+from tuner.trial.objective import quiet_optuna_logs  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +128,7 @@ def options_from(args: argparse.Namespace) -> StudyOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here run_cli says "interrupted"
     args = build_parser().parse_args(argv)
     quiet_optuna_logs()
     if args.check:
