@@ -3,6 +3,7 @@ traceback, and the study stays readable (``python -m tuner.report``) and resumab
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -16,11 +17,11 @@ from tuner.testing.study_cli import ROOT, small_space, study_cmd
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 400 KiB tmpfs: room for a study's first trials, not for thirty (root mounts it; CI runs as root)."""
+    """A 260 KiB tmpfs: room for a study's first trials, not for thirty (root mounts it; CI runs as root)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
     proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=260k", "tmpfs", str(mount)], capture_output=True
     )
     assert proc.returncode == 0, f"cannot mount a tmpfs (needs root): {proc.stderr.decode()}"
     try:
@@ -29,10 +30,14 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _study(space: Path, tmp_path: Path, url: str, trials: int) -> subprocess.CompletedProcess[str]:
+def _study(
+    space: Path, tmp_path: Path, url: str, trials: int, **env: str
+) -> subprocess.CompletedProcess[str]:
     cmd = study_cmd(space, tmp_path, trials=trials, study="full")
     cmd[cmd.index("--storage") + 1] = url
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **env}
+    )
 
 
 def test_a_full_disk_ends_the_study_with_exit_3_and_leaves_it_readable(
@@ -57,9 +62,11 @@ def test_a_locked_database_is_a_clear_error(tmp_path: Path) -> None:
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process writing and never letting go
     try:
-        proc = _study(small_space(tmp_path), tmp_path, f"sqlite:///{db}", trials=1)
+        proc = _study(
+            small_space(tmp_path), tmp_path, f"sqlite:///{db}", trials=1, TUNER_SQLITE_BUSY_TIMEOUT_S="3"
+        )
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert "another process holds the SQLite file" in proc.stderr.strip().splitlines()[-1]
+    assert "another process held the SQLite file for 3 s" in proc.stderr.strip().splitlines()[-1]

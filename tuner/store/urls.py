@@ -7,6 +7,7 @@ Every SQLAlchemy or Optuna storage error that reaches the tuner passes through
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from tuner.core.errors import ConfigError, StorageError
 DEFAULT_URL = "sqlite:///storage/tuner.db"
 # SQLite: wait this long for another connection's write lock instead of failing at once
 # ("database is locked"): the runner's Optuna storage and our tables share one file.
-SQLITE_BUSY_TIMEOUT_S = 60.0
+SQLITE_BUSY_TIMEOUT_S = (
+    60.0  # how long to wait for another process's lock; TUNER_SQLITE_BUSY_TIMEOUT_S overrides
+)
 # Any fixed 64-bit number: identifies our lock among the database's advisory locks.
 _PG_OPTUNA_LOCK_KEY = 0x7475_6E65_7201
 
@@ -76,6 +79,17 @@ def check_multiworker_safe(url: str, workers: int) -> None:
         )
 
 
+def sqlite_busy_timeout_s() -> float:
+    """Seconds a SQLite statement waits for another process's lock before failing."""
+    value = os.environ.get("TUNER_SQLITE_BUSY_TIMEOUT_S")
+    try:
+        return float(value) if value else SQLITE_BUSY_TIMEOUT_S
+    except ValueError:
+        raise ConfigError(
+            f"{value!r} is not a number of seconds", source="TUNER_SQLITE_BUSY_TIMEOUT_S"
+        ) from None
+
+
 def engine_kwargs(url: str) -> dict[str, Any]:
     """SQLAlchemy ``create_engine`` options we use for ``url`` (also handed to Optuna's RDBStorage).
 
@@ -83,7 +97,7 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     instead of failing the next statement; SQLite gets a busy timeout.
     """
     if is_sqlite(url):
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        return {"connect_args": {"timeout": sqlite_busy_timeout_s()}}
     return {"pool_pre_ping": True}
 
 
@@ -194,7 +208,8 @@ def _describe(url: str, doing: str, e: Exception) -> str:
     elif "unable to open database file" in detail:
         hint = "the directory of the SQLite file must exist and be writable"
     elif "database is locked" in detail:
-        hint = "another process holds the SQLite file; use PostgreSQL for several workers"
+        hint = (f"another process held the SQLite file for {sqlite_busy_timeout_s():g} s "
+                "(TUNER_SQLITE_BUSY_TIMEOUT_S); use PostgreSQL for several workers")  # fmt: skip
     elif "disk is full" in detail or "No space left" in detail:
         hint = ("the disk holding the database is full; free space and run the same command again: the study "
                 "resumes (what was written so far stays readable)")  # fmt: skip
