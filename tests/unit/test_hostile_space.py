@@ -84,7 +84,16 @@ def test_damaged_files_are_refused_with_where(tmp_path: Path) -> None:
     assert "control character" in _error(tmp_path, b"name: a\x00b\n")
     assert _error(tmp_path, "a: " + "[" * 5000 + "]" * 5000).startswith("nested 5000 levels deep")
     assert "bytes: a search-space file is a few kilobytes" in _error(tmp_path, text * 400)
-    assert _error(tmp_path, "name: [unclosed\n").startswith("line 2, column 1: not valid YAML")
+    # the line where the unclosed bracket or quote began, not the line where the parser gave up
+    assert _error(tmp_path, "name: [unclosed\nengine: sglang\n") == (
+        "line 1, column 7: not valid YAML (expected ',' or ']', but got ':' at line 2, column 7, "
+        "while parsing a flow sequence that starts here)"
+    )
+    assert _error(tmp_path, 'name: "open\nengine: x\n').startswith("line 1, column 7: not valid YAML")
+    assert (
+        _error(tmp_path, "name: a\n  bad: indent\n")
+        == "line 2, column 6: not valid YAML (mapping values are not allowed here)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -168,3 +177,24 @@ def test_check_and_the_study_exit_2_with_one_line_on_a_bad_file(tmp_path: Path) 
         )  # fmt: skip
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith(f"tuner.study: error: {bad}: line 1")
+
+
+def test_a_misspelt_key_or_flag_is_named_with_what_was_meant(tmp_path: Path, raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["paramters"] = data.pop("parameters")
+    with pytest.raises(ConfigError) as e:
+        parse_space(data, source="s.yaml")
+    # the unknown key first, and not the "parameters: Field required" it causes
+    assert str(e.value) == "s.yaml: paramters: unknown key 'paramters' (did you mean 'parameters'?)"
+    data = copy.deepcopy(raw)
+    data["workload"]["num_request"] = data["workload"].pop("num_requests")
+    with pytest.raises(
+        ConfigError,
+        match=r"workload\.num_request: unknown key 'num_request' \(did you mean 'num_requests'\?\)",
+    ):
+        parse_space(data, source="s.yaml")
+    data = copy.deepcopy(raw)
+    data["parameters"]["schedule-polcy"] = data["parameters"].pop("schedule-policy")
+    with pytest.raises(UnknownFlagError) as flag:
+        parse_space(data, source="s.yaml")
+    assert "does not accept schedule-polcy (did you mean schedule-policy?)" in str(flag.value)

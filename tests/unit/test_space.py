@@ -67,7 +67,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         (lambda d: d["parameters"]["num-continuous-decode-steps"].update(low="two"), "parameters.num-continuous-decode-steps",
          "integer"),
         (lambda d: d["parameters"]["mem-fraction-static"].update(low=0.99), "mem-fraction-static", "must not exceed"),
-        (lambda d: d["workload"].update(num_request=3), "workload.num_request", "Extra inputs"),
+        (lambda d: d["workload"].update(num_request=3), "workload.num_request", "unknown key 'num_request' (did you mean 'num_requests'?)"),
         (lambda d: d["objectives"][0].update(metric="tok_per_s"), "objectives.0.metric", "unknown metric"),
         (lambda d: d["parameters"]["torch-compile-max-bs"].update(when={"enable-compile": True}),
          "parameters.torch-compile-max-bs.when", "not a parameter declared above"),

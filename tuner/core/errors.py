@@ -40,10 +40,22 @@ class ConfigError(TunerError):
 class UnknownFlagError(ConfigError):
     """One or more flags are not accepted by the engine version or image."""
 
-    def __init__(self, flags: list[str], *, engine: str, version: str, source: str | None = None) -> None:
+    def __init__(
+        self,
+        flags: list[str],
+        *,
+        engine: str,
+        version: str,
+        source: str | None = None,
+        suggestions: dict[str, str] | None = None,
+    ) -> None:
         self.flags = sorted(set(flags))
+        self.suggestions = suggestions or {}
+        named = ", ".join(
+            f"{f} (did you mean {self.suggestions[f]}?)" if f in self.suggestions else f for f in self.flags
+        )
         super().__init__(
-            f"{engine} {version} does not accept {', '.join(self.flags)}; remove or translate "
+            f"{engine} {version} does not accept {named}; remove or translate "
             f"{'it' if len(self.flags) == 1 else 'them'} in the search space",
             source=source,
         )

@@ -86,11 +86,7 @@ def read_yaml(path: str | Path, *, what: str = "file") -> Any:
     except _Problem as e:
         raise ConfigError(str(e), source=source) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(
-            f"{where}not valid YAML ({getattr(e, 'problem', None) or e})", source=source
-        ) from None
+        raise ConfigError(_yaml_problem(e), source=source) from None
     except RecursionError:
         raise ConfigError(f"nested too deep (at most {MAX_DEPTH} levels)", source=source) from None
 
@@ -106,3 +102,17 @@ def _max_depth(text: str) -> int:
             depth = max(0, depth - 1)
     indents = {len(line) - len(line.lstrip(" ")) for line in text.splitlines() if line.strip()}
     return max(deepest, len(indents))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """``line L, column C: not valid YAML (problem)``; where the parser only noticed the mistake lines
+    after it (an unclosed bracket or quote), the line where that construct began comes first."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None and (mark is None or start.line != mark.line):
+        noticed = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return (f"line {start.line + 1}, column {start.column + 1}: not valid YAML ({problem}{noticed}, "
+                f"{context} that starts here)")  # fmt: skip
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}not valid YAML ({problem})"

@@ -7,6 +7,7 @@ Nothing else in the tuner hard-codes engine knowledge.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,7 +153,10 @@ class EngineProfile:
         specs = self.specs_for(version)
         bad = [f.lstrip("-") for f in flags if f.lstrip("-") not in specs]
         if bad:
-            raise UnknownFlagError(bad, engine=self.name, version=version, source=source)
+            close = {
+                f: m[0] for f in bad if (m := difflib.get_close_matches(f, list(specs), n=1, cutoff=0.8))
+            }
+            raise UnknownFlagError(bad, engine=self.name, version=version, source=source, suggestions=close)
 
     def launch_argv(
         self,

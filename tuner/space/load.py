@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,8 @@ def parse_space(raw: dict[str, Any], *, source: str = "<search space>") -> Searc
     try:
         space = SearchSpace.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
-        raise ConfigError(f"{first['msg']}{more}", source=source, field=field) from e
+        field, message = _first_problem(e)
+        raise ConfigError(message, source=source, field=field) from None
     _check_semantics(space, source)
     return space
 
@@ -222,3 +221,55 @@ def _check_choice(choices: tuple[str, ...] | None, value: object, source: str, f
         return
     if str(value) not in choices:
         raise ConfigError(f"{value!r} is not one of {', '.join(choices)}", source=source, field=field)
+
+
+def _first_problem(error: ValidationError) -> tuple[str, str]:
+    """The most telling problem first: an unknown key (with the key it was probably meant to be) before
+    the "field required" it causes; the count of the others."""
+    problems = error.errors()
+    unknown = [p for p in problems if p["type"] == "extra_forbidden"]
+    first = unknown[0] if unknown else problems[0]
+    loc = [str(part) for part in first["loc"]]
+    message = str(first["msg"])
+    if first["type"] == "extra_forbidden":
+        known = _field_names()
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.75)
+        message = f"unknown key {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        required = {".".join(map(str, p["loc"])) for p in problems if p["type"] == "missing"}
+        if close and ".".join([*loc[:-1], close[0]]) in required:
+            problems = [
+                p for p in problems if ".".join(map(str, p["loc"])) != ".".join([*loc[:-1], close[0]])
+            ]
+    others = len(problems) - 1
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others > 0 else ""
+    return ".".join(loc), message + more
+
+
+def _field_names() -> list[str]:
+    """Every key the space file's sections know, for "did you mean"."""
+    from pydantic import BaseModel
+
+    names: set[str] = set()
+    seen: set[type] = set()
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, info in model.model_fields.items():
+            names.add(name)
+            for sub in _models_in(info.annotation):
+                walk(sub)
+
+    walk(SearchSpace)
+    return sorted(names)
+
+
+def _models_in(annotation: object) -> list[type]:
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
