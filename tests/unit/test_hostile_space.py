@@ -198,3 +198,12 @@ def test_a_misspelt_key_or_flag_is_named_with_what_was_meant(tmp_path: Path, raw
     with pytest.raises(UnknownFlagError) as flag:
         parse_space(data, source="s.yaml")
     assert "does not accept schedule-polcy (did you mean schedule-policy?)" in str(flag.value)
+
+
+def test_help_names_defaults_once_and_the_exit_codes() -> None:
+    from tuner.study.__main__ import build_parser
+
+    text = build_parser().format_help()
+    assert "(default: None)" not in text and "(default: the space's name)" in text
+    assert "--trials TRIALS" in text and "(default: 50)" in text
+    assert "exit codes: 0 done" in " ".join(text.split()) and "130 interrupted" in " ".join(text.split())

@@ -39,12 +39,24 @@ from tuner.study.session import run_study  # noqa: E402
 from tuner.trial.objective import quiet_optuna_logs  # noqa: E402
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, but not ``(default: None)`` and not twice."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "(default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tuner.study",
         description="Search an LLM serving engine's launch flags with Optuna. Each trial restarts the "
         "server with sampled flags, benchmarks it, and records metrics or the failure.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
+        epilog="exit codes: 0 done; 1 failed for another reason; 2 bad space file or option; 3 storage error; "
+        "4 servers cannot be started at all; 5 no trial produced a feasible measurement; 130 interrupted",
     )
     p.add_argument("--space", default=DEFAULT_SPACE, help="search-space YAML file")
     p.add_argument(

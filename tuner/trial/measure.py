@@ -194,7 +194,10 @@ class ConfigRunner:
         telemetry: GpuMonitor | ServerMemoryMonitor = (
             ServerMemoryMonitor(handle.base_url) if self.simulated else GpuMonitor(self.gpu_ids)
         )
-        self._phase("measuring")
+        w = self.space.workload
+        self._phase(
+            "measuring", f"{w.num_requests} requests" if w.num_requests is not None else f"{w.duration_s:g} s"
+        )
         progress = self.progress.live if self.progress else None
         bench: BenchResult | None
         with telemetry:

@@ -29,6 +29,18 @@ THROUGHPUTS = ("output_throughput", "request_throughput", "total_token_throughpu
 SLOWER_BY = 1.25  # a benchmark this much longer than the best trial's stops: it cannot win
 
 
+def shorten(text: str, width: int) -> str:
+    """``text`` cut at a word boundary with an ellipsis when longer than ``width``.
+
+    >>> shorten("GPU 0 has a total capacity of 31.40 GiB", 25)
+    'GPU 0 has a total…'
+    """
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:") + "…"
+
+
 class DuplicateProposal(Exception):
     """The sampler proposed a configuration the study already has: the trial ends FAIL, unmeasured.
 
@@ -195,7 +207,7 @@ class TrialRunner:
             trial.set_user_attr(TrialAttr.FAILURE, failure.to_attrs())
             for key, value in constraints_for_crash(self.space.slos).values.items():
                 trial.set_constraint(key, value)
-            self._end(f"PRUNED {failure.kind.value}: {failure.summary()[:120]}")
+            self._end(f"PRUNED {failure.kind.value}: {shorten(failure.summary(), 160)}")
             if self.guide is not None and failure.phase is not Phase.PRECHECK:
                 repair = self.guide.after_crash(trial, trial.params, failure)
                 if repair is not None and self.runner.progress is not None:
