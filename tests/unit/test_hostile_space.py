@@ -143,6 +143,17 @@ def test_values_are_checked_for_their_meaning(
     assert e.value.field == field and message in str(e.value), str(e.value)
 
 
+def test_flags_may_be_written_with_dashes_but_not_empty(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["parameters"]["mem-fraction-static"]["flag"] = "--mem-fraction-static"
+    data["fixed_flags"]["--dtype"] = "auto"
+    space = parse_space(data)
+    assert space.flag_of("mem-fraction-static") == "mem-fraction-static" and space.fixed_flags["dtype"] == "auto"
+    data["parameters"]["mem-fraction-static"]["flag"] = ""
+    with pytest.raises(ConfigError, match="'' is not a flag name"):
+        parse_space(data)
+
+
 def test_ipv6_hosts_are_taken_and_names_become_safe_file_names(raw: dict[str, Any]) -> None:
     data = copy.deepcopy(raw)
     data["launch"]["host"] = "[::1]"

@@ -24,10 +24,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def flag_name(text: str) -> str:
+    """A flag as the space may write it (``--mem-fraction-static``) in the flag tables' form."""
+    name = text.strip().removeprefix("--")
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"{text!r} is not a flag name such as mem-fraction-static")
+    return name
+
+
 class _ParamBase(_Strict):
     flag: str | None = None  # defaults to the parameter's name
     when: dict[str, ChoiceValue | list[ChoiceValue]] | None = None
     help: str = ""
+
+    @field_validator("flag", mode="after")
+    @classmethod
+    def _flag(cls, flag: str | None) -> str | None:
+        return None if flag is None else flag_name(flag)
 
 
 class CategoricalParam(_ParamBase):
@@ -166,6 +179,21 @@ class SearchSpace(_Strict):
     capacity: CapacitySpec | None = None
     pruning: PruningSpec = PruningSpec()  # used with --prune: stop clearly worse trials between windows
     confirm: ConfirmSpec | None = None  # re-measure the final top candidates with repeats (intervals)
+
+    @field_validator("fixed_flags", mode="after")
+    @classmethod
+    def _fixed_flags(cls, flags: dict[str, Any]) -> dict[str, Any]:
+        return {flag_name(k): v for k, v in flags.items()}
+
+    @field_validator("parameters", mode="after")
+    @classmethod
+    def _parameter_names(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for name in params:
+            if name.startswith("-") or name != name.strip() or not name:
+                raise ValueError(
+                    f"parameter {name!r}: name it as the flag without dashes (mem-fraction-static)"
+                )
+        return params
 
     @field_validator("name", mode="after")
     @classmethod

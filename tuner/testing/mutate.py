@@ -26,7 +26,7 @@ BASES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 ODD_VALUES: tuple[Any, ...] = (
     0, -1, -0.5, 1.2, 10, 1e308, -1e308, 1e-300, float("nan"), float("inf"), float("-inf"),
     2**70, "", "x", "0.5", True, False, None, [], [1, 2], {}, {"a": 1}, "\u0000", "../../escape",
-    "/tmp/abs", "::1", "not a host!", 1e12, 276480,
+    "/tmp/abs", "::1", "not a host!", 1e12, 276480, "--mem-fraction-static", "--",
 )  # fmt: skip
 HOSTILE_EXPRS = ("'a' < 1", "True", "1/0", "__import__('os')", "x +", "quantization ==", "[] < {}")
 
