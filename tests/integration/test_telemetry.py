@@ -122,3 +122,21 @@ def test_server_memory_from_server_info(info_server: str) -> None:
     assert mon.peak_memory_mib() == max(x.memory_used_mib for x in mon.samples)
     assert mon.mean_utilization() is None
     assert fetch_server_memory("http://127.0.0.1:9") is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_NVML, reason="needs an NVIDIA GPU and driver (NVML)")
+def test_a_gpu_id_the_machine_lacks_is_a_clear_error(tmp_path) -> None:
+    import subprocess
+
+    from tuner.loadgen.telemetry import gpu_count
+    from tuner.testing.study_cli import ROOT, small_space, study_cmd
+
+    count = gpu_count()
+    assert count is not None and count >= 1
+    proc = subprocess.run(study_cmd(small_space(tmp_path), tmp_path, "--gpus", str(count), trials=1),
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"tuner.study: error: --gpus: GPU {count} does not exist: NVML sees {count} (0..{count - 1})"
+    )

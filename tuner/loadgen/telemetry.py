@@ -247,6 +247,17 @@ def describe_gpus(gpu_indices: Sequence[int] | None = None) -> dict[str, Any] | 
         nvml.nvmlShutdown()
 
 
+def gpu_count() -> int | None:
+    """How many GPUs NVML sees, or None without NVML (no driver, no GPU)."""
+    nvml = _nvml_start()
+    if nvml is None:
+        return None
+    try:
+        return int(nvml.nvmlDeviceGetCount())
+    finally:
+        nvml.nvmlShutdown()
+
+
 def current_memory_mib(gpu_indices: Sequence[int] | None = None) -> dict[int, float] | None:
     """Memory used (MiB) now on each selected GPU, or None without NVML."""
     nvml = _nvml_start()

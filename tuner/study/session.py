@@ -26,7 +26,7 @@ from tuner.core.cli import ExitCode
 from tuner.core.errors import ConfigError
 from tuner.launch.base import Launcher
 from tuner.launch.factory import make_launcher
-from tuner.loadgen.telemetry import describe_gpus
+from tuner.loadgen.telemetry import describe_gpus, gpu_count
 from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
 from tuner.search.guide import SearchGuide
@@ -264,6 +264,12 @@ def run_study(opts: StudyOptions) -> ExitCode:
         space = space.model_copy(update={"launch": space.launch.model_copy(update={"gpu_ids": gpu_ids})})
     if opts.trials < 1:
         raise ConfigError("must be at least 1", source="--trials")
+    if space.launch.gpu_ids and (count := gpu_count()) is not None and max(space.launch.gpu_ids) >= count:
+        raise ConfigError(
+            f"GPU {max(space.launch.gpu_ids)} does not exist: NVML sees {count} (0..{count - 1})",
+            source="--gpus" if opts.gpus is not None else opts.space,
+            field=None if opts.gpus is not None else "launch.gpu_ids",
+        )
     out = Path(opts.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
