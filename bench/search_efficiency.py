@@ -14,6 +14,8 @@ Methods (each run is one study with its own seed):
                      window pruner (``tuner.trial.pruning``) + the stop of benchmarks 1.25x longer than the
                      best trial's
 * ``tuner-noprune``  the same without pruning: the pair measures what pruning saves at equal trials
+* ``tuner-nobisect`` the tuner with repairs that take the rule's step only (no bisection between a
+                     crash and its siblings, ``tuner.search.bracket``): what bisection changes
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -78,8 +80,8 @@ SIM_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq-constrained.y
 TARGET = 0.97  # within 3 % of the best known value
 QUALITY = 0.99  # pruning must keep the final best within 1 %
 DEFAULT_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
-METHODS = ("tuner", "tuner-noprune", "tpe", "random", "grid-sglang", "grid-vllm")
-GUIDED = ("tuner", "tuner-noprune")
+METHODS = ("tuner", "tuner-noprune", "tuner-nobisect", "tpe", "random", "grid-sglang", "grid-vllm")
+GUIDED = ("tuner", "tuner-noprune", "tuner-nobisect")
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
 
@@ -279,17 +281,17 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         storage=f"sqlite:///{work}/{name}.db",
         study=name,
         seed=seed,
-        sampler="tpe" if method in ("tuner", "tuner-noprune", "tpe") else "random",
-        prune=method in ("tuner", "tpe"),
+        sampler="tpe" if method in (*GUIDED, "tpe") else "random",
+        prune=method in ("tuner", "tuner-nobisect", "tpe"),
         # random search gets the same seed trials (TPE needs one feasible trial to anchor on), so the
         # comparison is of the sampler; the warm-start tiers are the tuner's own
-        seed_trials=method in ("tuner", "tuner-noprune", "tpe", "random"),
+        seed_trials=method in (*GUIDED, "tpe", "random"),
         warm_start=method != "random",
     )
     study = open_study(opts, space)
     (work / "logs").mkdir(exist_ok=True)
     runner = ConfigRunner(space, ProcessLauncher(), study=name, log_dir=work / "logs")
-    guide = SearchGuide(space) if method in GUIDED else None
+    guide = SearchGuide(space, bisect=method != "tuner-nobisect") if method in GUIDED else None
     objective = TrialRunner(runner, prune_on_windows=opts.prune, guide=guide, stop_slower=method in GUIDED)
     budget = land.budget(method)
     cap = land.max_trials if budget == land.launched_budget else max(land.max_trials, 3 * budget)
@@ -503,7 +505,7 @@ def analyse(
             "final_best_unpruned_median": statistics.median(fn) if fn else None,
             "final_ratio": (statistics.median(fp) / statistics.median(fn)) if fp and fn else None,
         }
-    for other in ("tpe", "grid-sglang"):
+    for other in ("tpe", "grid-sglang", "tuner-nobisect"):
         if "tuner" in m and other in m:
             out[f"{other}_vs_tuner_trials"] = m[other]["median_trials_to_target"] / max(
                 1.0, m["tuner"]["median_trials_to_target"]
@@ -628,7 +630,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"**{'>' if res.get('tuner_vs_random_censored') else ''}{res['tuner_vs_random_trials']:.1f}×** "
                 "(goal ≥ 3×; `>`: random search's median run did not reach the target within its budget).",
             ]
-        for other in ("tpe", "grid-sglang"):
+        for other in ("tpe", "grid-sglang", "tuner-nobisect"):
             if (ratio := res.get(f"{other}_vs_tuner_trials")) is not None:
                 lines.append(f"{other} / tuner, median trials to target: **{ratio:.1f}×**.")
         if (p := res.get("pruning")) is not None:

@@ -148,7 +148,9 @@ def test_flags_may_be_written_with_dashes_but_not_empty(raw: dict[str, Any]) -> 
     data["parameters"]["mem-fraction-static"]["flag"] = "--mem-fraction-static"
     data["fixed_flags"]["--dtype"] = "auto"
     space = parse_space(data)
-    assert space.flag_of("mem-fraction-static") == "mem-fraction-static" and space.fixed_flags["dtype"] == "auto"
+    assert (
+        space.flag_of("mem-fraction-static") == "mem-fraction-static" and space.fixed_flags["dtype"] == "auto"
+    )
     data["parameters"]["mem-fraction-static"]["flag"] = ""
     with pytest.raises(ConfigError, match="'' is not a flag name"):
         parse_space(data)

@@ -281,3 +281,12 @@ def test_the_guide_queues_the_bisected_repair() -> None:
     assert repair is not None and repair.params["mem-fraction-static"] == 0.75
     (queued,) = [t for t in study.get_trials() if t.state is TrialState.WAITING]
     assert queued.system_attrs["fixed_params"]["mem-fraction-static"] == 0.75
+
+
+def test_without_bisection_the_repair_takes_the_rules_step() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_not_enough(0, 0.66))
+    repair = SearchGuide(SPACE, feasibility=False, bisect=False).after_crash(
+        study.ask(), _marlin(0.85), _oom()
+    )
+    assert repair is not None and repair.params["mem-fraction-static"] == 0.63

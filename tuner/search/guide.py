@@ -66,12 +66,18 @@ class Screened:
 
 class SearchGuide:
     def __init__(
-        self, space: SearchSpace, *, max_repair_depth: int = MAX_REPAIR_CHAIN, feasibility: bool = True
+        self,
+        space: SearchSpace,
+        *,
+        max_repair_depth: int = MAX_REPAIR_CHAIN,
+        feasibility: bool = True,
+        bisect: bool = True,
     ) -> None:
         self.space = space
         self.rules = get_engine(space.engine).repairs
         self.max_repair_depth = max_repair_depth
         self.model = FeasibilityModel(space) if feasibility else None
+        self.bisect = bisect  # repairs land inside the gap their siblings leave (tuner.search.bracket)
         self.last_crash_probability: float | None = None  # the model's, for the proposal last screened
 
     # --- before launch --------------------------------------------------------------------------
@@ -166,7 +172,7 @@ class SearchGuide:
             rule_id = self.rules.index(proposed.rule)
             if [failure.kind.value, rule_id] in chain:
                 continue  # this rule already answered this kind of crash in the chain, and it came back
-            repair = bracketed(self.space, proposed, trials)
+            repair = bracketed(self.space, proposed, trials) if self.bisect else proposed
             if repair is None:
                 continue  # the trials beside it leave no gap: the edge is known, or there is none
             if self.key(repair.params) in seen or covering(learned, repair.params) is not None:
