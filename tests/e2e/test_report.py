@@ -58,8 +58,8 @@ def test_single_objective_report(url: str, tmp_path: Path) -> None:
     launch = (out / "best-launch.sh").read_text()
     assert "sglang.launch_server --model-path Qwen/Qwen3-32B-AWQ" in launch
     assert f"--schedule-policy {best.params['schedule-policy']}" in launch
-    # Simulator target: the docker line falls back to the placeholder image.
-    assert "lmsysorg/sglang:latest" in (out / "best-docker-run.sh").read_text()
+    # Simulator target: the docker line uses the image of the engine version the flags were checked for
+    assert "lmsysorg/sglang:v0.5.23" in (out / "best-docker-run.sh").read_text()
     assert f"quantization: {best.params['quantization']}" in (out / "best-flags.yaml").read_text()
 
     page = (out / "report.html").read_text()
@@ -106,6 +106,7 @@ def test_few_trials_skip_importance_but_still_report(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "parameter importance skipped: 2 complete trial(s)" in run.stderr
     assert "--x 2.0" in (tmp_path / "few" / "best-launch.sh").read_text()
+    # no engine version recorded on this hand-made study: nothing to pin the image to
     assert "lmsysorg/sglang:latest" in (tmp_path / "few" / "best-docker-run.sh").read_text()
 
 

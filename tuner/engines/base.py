@@ -138,6 +138,15 @@ class EngineProfile:
     signatures: Sequence[Signature]
     repairs: Sequence[RepairRule] = ()  # crash -> neighbouring flags that cure it (tuner/core/repairs.py)
     request: RequestShape = RequestShape()
+    versioned_image: str | None = None  # "lmsysorg/sglang:v{version}": the image of the checked version
+
+    def image_for(self, version: str | None) -> str:
+        """The image exported `docker run` lines use: the one of ``version`` (the version the flags were
+        checked against) where the engine publishes one per release, else ``default_image``."""
+        if version and self.versioned_image:
+            return self.versioned_image.format(version=version)
+        return self.default_image
+
     # how to ask a Docker image for its flags and version (tuner/launch/image_check.py); None: not
     # possible (llama.cpp's help is not argparse's), flags are checked against the table only
     image_probe: EngineProbe | None = None

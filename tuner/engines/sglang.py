@@ -367,6 +367,7 @@ ENGINE = EngineProfile(
     name=NAME,
     default_port=DEFAULT_PORT,
     default_image="lmsysorg/sglang:latest",
+    versioned_image="lmsysorg/sglang:v{version}",  # release tags vX.Y.Z (shared/facts/sglang.md)
     versions=KNOWN_VERSIONS,
     specs_for=flag_specs,
     argv_for=launch_argv,

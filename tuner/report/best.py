@@ -93,10 +93,10 @@ def best_config(study: optuna.Study, trial: FrozenTrial, space: SearchSpace | No
 
 
 def _engine_image(study: optuna.Study) -> str:
-    """The default image of the study's engine (user attr ``engine``: "sglang 0.5.23"), else SGLang's."""
-    name = str(study.user_attrs.get(StudyAttr.ENGINE) or "sglang").split()[0]
+    """The image of the study's engine and version (user attr ``engine``: "sglang 0.5.23"), else SGLang's."""
+    name, _, version = str(study.user_attrs.get(StudyAttr.ENGINE) or "sglang").partition(" ")
     try:
-        return get_engine(name).default_image
+        return get_engine(name).image_for(version.strip() or None)
     except ConfigError:
         return get_engine("sglang").default_image
 

@@ -29,7 +29,11 @@ def docker_run_line(space: SearchSpace, flags: Mapping[str, Any], *, image: str 
     """A ``docker run`` line in the shape of the field report's deployed command."""
     engine = get_engine(space.engine)
     if image is None:
-        image = space.target.image if isinstance(space.target, DockerTarget) else engine.default_image
+        image = (
+            space.target.image
+            if isinstance(space.target, DockerTarget)
+            else engine.image_for(space.engine_version)
+        )
     port = engine.default_port
     head = [
         "docker", "run", "-d", "--name", f"{space.engine}-tuned", "--gpus", "all",
