@@ -13,7 +13,7 @@ from tuner.core.failures import Failure, FailureKind, Phase
 from tuner.core.repairs import oom_shortfall_fraction
 from tuner.engines.llamacpp import REPAIRS as LLAMA_REPAIRS
 from tuner.engines.sglang import REPAIRS
-from tuner.search.guide import SearchGuide
+from tuner.search.guide import SearchGuide, configuration_key, configurations
 from tuner.search.learned import learned_constraints
 from tuner.space import load_space
 from tuner.space.constraints import violated_constraint
@@ -167,11 +167,11 @@ def test_guide_neighbour_is_unseen_inside_the_space_and_outside_learned_regions(
 
     guide = SearchGuide(SPACE)
     trials = _repair_pair(3, 0.85, 0.63)
-    seen = guide.seen(trials)
+    seen = configurations(SPACE, trials)
     learned = learned_constraints(trials)
     for seed in range(20):
         n = guide.neighbour(trials[0].params, seen, learned, random.Random(seed))
-        assert n is not None and guide.key(n) not in seen
+        assert n is not None and configuration_key(SPACE, n) not in seen
         assert not learned[0].covers(n)
         assert all(k in SPACE.parameters for k in n)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from typing import Any
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
@@ -32,9 +33,15 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def tcp_socket(host: str, port: int) -> tuple[socket.socket, tuple[Any, ...]]:
+    """A TCP socket of ``host``'s own address family (IPv4, IPv6 or a resolved name) and the address."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    return socket.socket(family, kind, proto), address
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now, on ``host`` (IPv4, IPv6 or a name, whichever it is)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, kind, proto) as s:
+    """A TCP port nobody listens on right now, on ``host``."""
+    s, address = tcp_socket(host, 0)
+    with s:
         s.bind(address)
         return int(s.getsockname()[1])

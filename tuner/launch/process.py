@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from tuner.core.errors import LaunchError
 from tuner.core.failures import ExitStatus
-from tuner.core.net import free_port
+from tuner.core.net import free_port, tcp_socket
 from tuner.launch.base import TOOL_LABEL, ImageInfo, LaunchSpec, read_tail
 
 _PR_SET_PDEATHSIG = 1
@@ -185,9 +184,9 @@ def _our_server_pids(study: str | None, worker: str | None) -> list[int]:
 def wait_port_free(host: str, port: int, timeout_s: float = 10.0) -> bool:
     """Wait until nothing accepts connections on ``host:port`` (the last server really went away)."""
     deadline = time.monotonic() + timeout_s
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     while time.monotonic() < deadline:
-        with socket.socket(family, kind, proto) as s:
+        s, address = tcp_socket(host, port)
+        with s:
             s.settimeout(0.2)
             if s.connect_ex(address) != 0:
                 return True

@@ -22,7 +22,7 @@ repaired neighbour after a crash whose evidence says how to fix it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,26 @@ class Screened:
                 f"{self.launched} launched trials")  # fmt: skip
 
 
+def configuration_key(space: SearchSpace, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A configuration's identity: the flags its server would run with."""
+    return tuple(sorted((k, repr(v)) for k, v in params_to_flags(space, params).items()))
+
+
+def configurations(
+    space: SearchSpace, trials: Sequence[FrozenTrial], *, exclude: int | None = None
+) -> dict[Any, int]:
+    """Every configuration the study has measured, crashed, pruned, is running or has queued -> the
+    first trial that has it. FAIL trials (interrupted, duplicates) measured nothing."""
+    out: dict[Any, int] = {}
+    for t in trials:
+        if t.number == exclude or t.state is TrialState.FAIL:
+            continue
+        params = t.params or t.system_attrs.get("fixed_params") or {}
+        if params:
+            out.setdefault(configuration_key(space, params), t.number)
+    return out
+
+
 class SearchGuide:
     def __init__(
         self,
@@ -89,8 +109,8 @@ class SearchGuide:
         rng = random.Random(trial.number)
         learned = learned_constraints(trials)
         if not deliberate:
-            seen = self.seen(trials, exclude=trial.number)
-            first = seen.get(self.key(params))
+            seen = configurations(self.space, trials, exclude=trial.number)
+            first = seen.get(configuration_key(self.space, params))
             if first is not None:
                 neighbour = self.neighbour(params, seen, learned, rng)
                 if neighbour is not None:
@@ -105,22 +125,6 @@ class SearchGuide:
         if p is not None and p >= VETO and rng.random() >= EXPLORE:
             return Screened(crash_probability=p, launched=self.model.launched)
         return None
-
-    def key(self, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-        """A configuration's identity: the flags its server would run with."""
-        return tuple(sorted((k, repr(v)) for k, v in params_to_flags(self.space, params).items()))
-
-    def seen(self, trials: list[FrozenTrial], *, exclude: int | None = None) -> dict[Any, int]:
-        """Every configuration the study has measured, crashed, pruned, is running or has queued -> the
-        first trial that has it. FAIL trials (interrupted, duplicates) measured nothing."""
-        out: dict[Any, int] = {}
-        for t in trials:
-            if t.number == exclude or t.state is TrialState.FAIL:
-                continue
-            params = t.params or t.system_attrs.get("fixed_params") or {}
-            if params:
-                out.setdefault(self.key(params), t.number)
-        return out
 
     def neighbour(
         self,
@@ -138,7 +142,7 @@ class SearchGuide:
                 candidate[name] = _step(self.space.parameters[name], candidate[name], rng)
             candidate = self._complete(candidate, params, rng)
             if (
-                self.key(candidate) not in seen
+                configuration_key(self.space, candidate) not in seen
                 and covering(learned, candidate) is None
                 and violated_constraint(self.space, dict(params_to_flags(self.space, candidate))) is None
             ):
@@ -166,7 +170,7 @@ class SearchGuide:
         if len(chain) >= self.max_repair_depth or not self.rules:
             return None
         trials = trial.study.get_trials(deepcopy=False)
-        seen = self.seen(trials)
+        seen = configurations(self.space, trials)
         learned = learned_constraints(trials)
         for proposed in repairs_for(self.space, params, failure, self.rules):
             rule_id = self.rules.index(proposed.rule)
@@ -175,7 +179,10 @@ class SearchGuide:
             repair = bracketed(self.space, proposed, trials) if self.bisect else proposed
             if repair is None:
                 continue  # the trials beside it leave no gap: the edge is known, or there is none
-            if self.key(repair.params) in seen or covering(learned, repair.params) is not None:
+            if (
+                configuration_key(self.space, repair.params) in seen
+                or covering(learned, repair.params) is not None
+            ):
                 continue
             if violated_constraint(self.space, dict(params_to_flags(self.space, repair.params))) is not None:
                 continue

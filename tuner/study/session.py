@@ -8,7 +8,6 @@ and the recorder directly with their own options.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -29,9 +28,9 @@ from tuner.launch.factory import make_launcher
 from tuner.loadgen.telemetry import describe_gpus, gpu_count
 from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
-from tuner.search.guide import SearchGuide
+from tuner.search.guide import SearchGuide, configuration_key, configurations
 from tuner.space import SearchSpace, load_space
-from tuner.space.sample import params_to_flags, warm_start_points
+from tuner.space.sample import warm_start_points
 from tuner.space.sections import PruningSpec
 from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.attrs import StudyAttr, TrialAttr
@@ -131,6 +130,13 @@ def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
     return study
 
 
+def fail_stale(study: optuna.Study) -> None:
+    """Fail the RUNNING trials of workers whose heartbeat stopped (and run the retry callback)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def requeue_interrupted(study: optuna.Study, space: SearchSpace, storage_url: str) -> list[int]:
     """Queue again, with the same parameters, each configuration a trial started but never finished
     (Ctrl-C, SIGTERM, a killed tuner or a lost worker: the trial is FAIL), unless the study has measured,
@@ -139,25 +145,15 @@ def requeue_interrupted(study: optuna.Study, space: SearchSpace, storage_url: st
     An interruption is not the configuration's fault, so it does not count against any retry budget;
     a configuration interrupted again is queued again on the next resume, until it is measured.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # a dead worker's RUNNING trial becomes FAIL now
-
-    def key(params: dict[str, object]) -> str:
-        return json.dumps(params_to_flags(space, params), sort_keys=True, default=str)
-
+    fail_stale(study)  # a dead worker's RUNNING trial becomes FAIL now
     with setup_lock(storage_url):  # two workers resuming together queue each configuration once
         trials = study.get_trials(deepcopy=False)
-        covered = {
-            key(t.params or t.system_attrs.get("fixed_params") or {})
-            for t in trials
-            if t.state is not TrialState.FAIL
-        }
+        covered = set(configurations(space, trials))
         out = []
         for t in trials:
             if t.state is not TrialState.FAIL or TrialAttr.DUPLICATE_OF in t.user_attrs or not t.params:
                 continue
-            k = key(t.params)
+            k = configuration_key(space, t.params)
             if k in covered:
                 continue
             covered.add(k)
@@ -178,9 +174,7 @@ def stop_at_total(total: int) -> Callable[[optuna.Study, FrozenTrial], None]:
     """
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        fail_stale(study)
         counted = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         if len(counted) >= total:
             study.stop()
