@@ -6,7 +6,7 @@
 #   GPU0="seed:0 seed:2" GPU1="seed:1 look:0/2" bench/gpu/h200_guided.sh
 #   GPU0="remeasure:2" GPU1="remeasure:2" bench/gpu/h200_guided.sh      # after all seeds and look parts
 #   RESTORE=bench/results/h200-guided GPU0="seed:3 seed:4" bench/gpu/h200_guided.sh  # a later session
-# State lives in .gpurun/ (kept while the machine stays warm); a finished job is not run again, so a
+# State lives in /tmp/gpurun (kept while the machine stays warm); a finished job is not run again, so a
 # call can pick up where the last one stopped. No job starts after DEADLINE s, and a running one is
 # interrupted (SIGINT: the trial is recorded) at DEADLINE + 30 s, so everything comes back in $OUT.
 set -uo pipefail
@@ -25,9 +25,11 @@ fi
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 PY="${PY:-python3}"
 SPACE="$RUN/space.yaml"
-# RESTORE=DIR: the seed databases and look results of earlier sessions (committed) join this one's
+# RESTORE=DIR: the seed databases and look results of earlier sessions (committed) join this one's; a
+# restored job runs again and only adds what is missing (a study counts --trials in total, the look
+# skips measured points), so a part cut at an earlier call's limit is finished
 for f in ${RESTORE:+"$RESTORE"/seed-*.db "$RESTORE"/look-*.json}; do
-  [ -e "$RUN/$(basename "$f")" ] || { cp "$f" "$RUN/" && touch "$RUN/done/$(basename "${f%.*}")"; }
+  [ -e "$RUN/$(basename "$f")" ] || cp "$f" "$RUN/"
 done
 if [ -n "$REHEARSE" ]; then
   [ -f "$RUN/tiny/config.json" ] || "$TF_PY" -m tuner.models.hf_random "$RUN/tiny" --preset tiny --device cpu --dtype float32 || exit 1

@@ -121,8 +121,13 @@ def cmd_look(args: argparse.Namespace) -> None:
     space = load_space(args.space)
     points = look_points(space)[args.part :: args.parts]
     run = runner(space, args.gpu, args.work, f"look-{args.part}")
-    rows = [measure(run, p, 2_000_000 + args.part * 1000 + i) for i, p in enumerate(points)]
-    args.output.write_text(json.dumps(rows, indent=1))
+    # written after every point and picked up again, so a call cut at the device's limit loses nothing
+    rows = json.loads(args.output.read_text()) if args.output.exists() else []
+    measured = {key(space, r["params"]) for r in rows}
+    for i, p in enumerate(points):
+        if key(space, p) not in measured:
+            rows.append(measure(run, p, 2_000_000 + args.part * 1000 + i))
+            args.output.write_text(json.dumps(rows, indent=1))
 
 
 def best_of_study(db: Path) -> tuple[int, dict[str, Any], float] | None:
