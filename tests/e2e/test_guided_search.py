@@ -42,7 +42,7 @@ def test_out_of_memory_crash_is_repaired_from_its_evidence_and_teaches_a_constra
     assert repaired.state is TrialState.COMPLETE, repaired.user_attrs.get("failure")
     out = proc.stdout
     assert "repair queued: mem-fraction-static 0.85 -> " in proc.stderr
-    assert "learned constraints (1; pruned before launch from now on):" in out
+    assert "learned from crashes (1; pruned before launch from now on):" in out
     assert "mem-fraction-static >= 0.85 -> cuda_oom (crashed: trials #0; repaired and ran: #1)" in out
     # written out as a constraints block the space file accepts, covering the crash and not the repair
     learned = yaml.safe_load((tmp_path / "out" / "t" / "learned-constraints.yaml").read_text())

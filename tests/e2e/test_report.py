@@ -13,6 +13,7 @@ import pytest
 
 from tuner.objective.ranking import ranked_trials
 from tuner.report.frames import baseline_trial, latency_frame
+from tuner.sim.profiles import MODELS
 from tuner.space import load_space
 from tuner.store import TunerStore, make_optuna_storage
 from tuner.testing.store import backend_database, populate_demo_study
@@ -54,7 +55,16 @@ def test_single_objective_report(url: str, tmp_path: Path) -> None:
     best = max(feasible, key=lambda t: t.values[0])
     md = (out / "report.md").read_text()
     assert f"## Best configuration (trial #{best.number})" in md
-    assert "| cuda_oom | 1 | 7 |" in md and "against baseline #0" in md
+    assert "| cuda_oom | 1 | 7 |" in md
+    # the answer leads: best against the baseline seed, and its decode speed against the GPU's bound
+    answer = md.split("## Answer", 1)[1].split("\n## ", 1)[0]
+    assert md.index("## Answer") < md.index("## Failures by kind") < md.index("## Top feasible trials")
+    base = study.trials[0]
+    assert f"- Best / baseline (#0): {best.values[0] / base.values[0]:.3f}x on output_throughput" in answer
+    bound = 1.792e12 / MODELS["qwen3-32b-awq"].weight_bytes  # RTX 5090 bandwidth / the AWQ weights
+    share = 100 * 1000 / best.user_attrs["metrics"]["tpot_median_ms"] / bound
+    assert f"- Decode speed of the best: {share:.1f} % of the estimated bound 1.792 TB/s / " in answer
+    assert "decode_bound_pct" in md
     launch = (out / "best-launch.sh").read_text()
     assert "sglang.launch_server --model-path Qwen/Qwen3-32B-AWQ" in launch
     assert f"--schedule-policy {best.params['schedule-policy']}" in launch
@@ -66,6 +76,9 @@ def test_single_objective_report(url: str, tmp_path: Path) -> None:
     for title in ("Optimisation history", "Parameter importance", "Failures by kind", "Latency distribution"):
         assert f"<h2>{title}</h2>" in page
     assert "Pareto front" not in page
+    # the text rendered (tables, lists), not Markdown in a <pre>, and before the first figure
+    assert "<h2>Answer</h2>" in page and "<table>" in page and "| cuda_oom |" not in page
+    assert page.index("<h2>Answer</h2>") < page.index("<h2>Optimisation history</h2>")
     assert "<script src=" not in page and "plotly.js v" in page.lower()  # self-contained: js inline
 
 

@@ -65,6 +65,14 @@ def test_study_of_ten_trials_prunes_crashes_with_their_kinds(tmp_path: Path) -> 
         assert (best / name).stat().st_size > 0
     assert "python3 -m sglang.launch_server" in (best / "best-launch.sh").read_text()
     assert "failures by kind" in out and "segfault" in out
+    # the summary leads with the answer: the best against the seed trials, then the crash detail
+    ranked = sorted((t for t in trials if t.state is TrialState.COMPLETE), key=lambda t: -t.values[0])
+    base = by_seed["baseline"]
+    answer = out.index(f"answer: best trial #{ranked[0].number}, output_throughput {ranked[0].values[0]:.2f}")
+    if ranked[0].number != base.number:
+        ratio = f"  best / baseline: {ranked[0].values[0] / base.values[0]:.3f}x on output_throughput"
+        assert answer < out.index(ratio) < out.index("failures by kind")
+    assert "decode speed of the best: " in out  # the simulated RTX 5090 and model have profiles
     assert not server_pids("t"), "a simulated server outlived the study"
 
 

@@ -44,6 +44,13 @@ def test_cuda_graphs_on_sm120_segfault_in_a_child_and_the_tree_is_killed() -> No
     assert "Subprocess scheduler_0 crashed with exit code -11" in log
     assert "Capture cuda graph begin" in log and sglang.READY_LINE not in log
     assert kind is FailureKind.SEGFAULT
+    # what the user reads: the child's segfault, then the tree's SIGKILL (not a bare "killed by SIGKILL")
+    failure = classify(
+        sglang.SIGNATURES, phase=Phase.STARTUP, log_text=log, exit=ExitStatus.from_returncode(rc)
+    )
+    assert failure.summary().startswith(
+        "startup; a child process died of SIGSEGV, then the server killed its process tree (SIGKILL); "
+    ), failure.summary()
 
 
 def test_cuda_graphs_work_on_h100() -> None:

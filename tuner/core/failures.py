@@ -70,12 +70,31 @@ class ExitStatus:
 
     def describe(self) -> str:
         if self.signal is not None:
-            try:
-                name = signal.Signals(self.signal).name
-            except ValueError:
-                name = str(self.signal)
-            return f"killed by {name}"
+            return f"killed by {signal_name(self.signal)}"
         return f"exit code {self.code}" + (" (OOMKilled)" if self.oom_killed else "")
+
+
+_CHILD_SIGNAL = re.compile(r"exit code -(\d+)\b")
+
+
+def _with_child(exit: ExitStatus, lines: Sequence[str]) -> str:
+    """How the server ended; when a log line says a child process died of a signal first (SGLang:
+    "Subprocess scheduler_0 crashed with exit code -11", then it kills its own process tree), both."""
+    child = next((int(m.group(1)) for line in lines if (m := _CHILD_SIGNAL.search(line))), None)
+    if child is None or exit.signal is None or child == exit.signal:
+        return exit.describe()
+    return (
+        f"a child process died of {signal_name(child)}, then the server killed its process tree "
+        f"({signal_name(exit.signal)})"
+    )
+
+
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11; the number itself when no signal has it."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 @dataclass(frozen=True)
@@ -91,9 +110,11 @@ class Failure:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
+        """``startup; a child process died of SIGSEGV, then the server killed its process tree
+        (SIGKILL); <the log line that says so>``: phase, how it ended, the evidence."""
         parts = [self.phase.value]
         if self.exit is not None:
-            parts.append(self.exit.describe())
+            parts.append(_with_child(self.exit, self.matched_lines))
         if self.detail:
             parts.append(self.detail)
         if self.matched_lines:

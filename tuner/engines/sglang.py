@@ -93,76 +93,215 @@ def _v(name: str, typ: type = str, **kw: object) -> FlagSpec:
 _FLAGS: tuple[FlagSpec, ...] = (
     # --- model and server
     _v("model-path", help="model weights (HF id or path)"),
-    _v("tokenizer-path"),
-    _v("host"),
-    _v("port", int),
-    _v("served-model-name"),
-    _s("trust-remote-code"),
-    _v("dtype", choices=("auto", "half", "float16", "bfloat16", "float", "float32")),
-    _v("load-format", choices=("auto", "pt", "safetensors", "npcache", "dummy", "gguf", "bitsandbytes")),
-    _v("context-length", int, low=1),
-    _v("quantization", choices=_QUANT_OLD, until="0.5.0"),
-    _v("quantization", choices=_QUANT_05, since="0.5.0"),  # approx.: first seen gone in 0.5.23
-    _v("device", choices=_DEVICES, since="0.4.0"),  # approx.; 0.5.23's parser takes any string
-    _v("tp-size", int, low=1, aliases=("tensor-parallel-size",)),
-    _v("dp-size", int, low=1, aliases=("data-parallel-size",)),
-    _v("random-seed", int),
-    _v("log-level"),
-    _v("api-key"),
-    _s("skip-tokenizer-init"),
-    _s("skip-server-warmup", since="0.4.0"),  # approx.
-    _v("decode-log-interval", int),
-    _v("watchdog-timeout", float, low=0, low_open=True),
-    _s("enable-metrics"),
-    _s("allow-auto-truncate", since="0.4.0"),  # approx.
+    _v("tokenizer-path", help="tokenizer (HF id or path; default: the model's)"),
+    _v("host", help="address the HTTP server binds"),
+    _v("port", int, help="port the HTTP server listens on"),
+    _v("served-model-name", help="model name the OpenAI-compatible API reports"),
+    _s("trust-remote-code", help="allow the model repository's own Python code"),
+    _v(
+        "dtype",
+        choices=("auto", "half", "float16", "bfloat16", "float", "float32"),
+        help="weights and activations dtype (auto: the model config's)",
+    ),
+    _v(
+        "load-format",
+        choices=("auto", "pt", "safetensors", "npcache", "dummy", "gguf", "bitsandbytes"),
+        help="how the weights are read",
+    ),
+    _v("context-length", int, low=1, help="longest prompt + output in tokens (default: the model config's)"),
+    _v(
+        "quantization",
+        choices=_QUANT_OLD,
+        until="0.5.0",
+        help="weight quantization kernel (awq_marlin/gptq_marlin: the Marlin kernels)",
+    ),
+    _v(
+        "quantization",
+        choices=_QUANT_05,
+        since="0.5.0",
+        help="weight quantization kernel (awq_marlin/gptq_marlin: the Marlin kernels)",
+    ),  # approx.: first seen gone in 0.5.23
+    _v(
+        "device", choices=_DEVICES, since="0.4.0", help="device type to run on"
+    ),  # approx.; 0.5.23's parser takes any string
+    _v(
+        "tp-size",
+        int,
+        low=1,
+        aliases=("tensor-parallel-size",),
+        help="tensor parallelism: GPUs one replica is split over",
+    ),
+    _v(
+        "dp-size", int, low=1, aliases=("data-parallel-size",), help="data parallelism: replicas of the model"
+    ),
+    _v("random-seed", int, help="seed of the server's sampling"),
+    _v("log-level", help="logging level of the server"),
+    _v("api-key", help="key clients must send (Authorization: Bearer)"),
+    _s("skip-tokenizer-init", help="no tokenizer: requests carry token ids"),
+    _s("skip-server-warmup", since="0.4.0", help="start serving without the warm-up request"),  # approx.
+    _v("decode-log-interval", int, help="decode steps between throughput log lines"),
+    _v(
+        "watchdog-timeout",
+        float,
+        low=0,
+        low_open=True,
+        help="seconds a stuck batch may run before the watchdog kills the server",
+    ),
+    _s("enable-metrics", help="Prometheus metrics on /metrics"),
+    _s(
+        "allow-auto-truncate",
+        since="0.4.0",
+        help="cut prompts longer than the context instead of rejecting them",
+    ),  # approx.
     # --- memory and scheduling
-    _v("mem-fraction-static", float, low=0, high=1, low_open=True),
-    _v("max-running-requests", int, low=1),
-    _v("max-total-tokens", int, low=1),
-    _v("max-prefill-tokens", int, low=1),
-    _v("chunked-prefill-size", int),
-    _v("schedule-policy", choices=_POLICIES_OLD, until="0.5.1"),
-    _v("schedule-policy", choices=_POLICIES_NEW, since="0.5.1"),
-    _v("schedule-conservativeness", float, low=0, high=100, low_open=True),
-    _v("num-continuous-decode-steps", int, low=1),
-    _s("disable-radix-cache"),
-    _s("enable-mixed-chunk"),
-    _s("enable-two-batch-overlap", since="0.4.7"),
-    _s("enable-hierarchical-cache", since="0.4.4", aliases=("enable-hicache",)),  # approx.
-    _s("disable-overlap-schedule"),
+    _v(
+        "mem-fraction-static",
+        float,
+        low=0,
+        high=1,
+        low_open=True,
+        help="share of GPU memory for weights and the KV cache pool; the rest for activations and graphs",
+    ),
+    _v("max-running-requests", int, low=1, help="most requests decoded together"),
+    _v(
+        "max-total-tokens",
+        int,
+        low=1,
+        help="KV pool size in tokens (default: what mem-fraction-static leaves)",
+    ),
+    _v("max-prefill-tokens", int, low=1, help="most prompt tokens in one prefill batch"),
+    _v("chunked-prefill-size", int, help="prompt tokens per prefill chunk (-1: no chunking)"),
+    _v(
+        "schedule-policy",
+        choices=_POLICIES_OLD,
+        until="0.5.1",
+        help="order the waiting requests are scheduled in (lpm: longest prefix match)",
+    ),
+    _v(
+        "schedule-policy",
+        choices=_POLICIES_NEW,
+        since="0.5.1",
+        help="order the waiting requests are scheduled in (lpm: longest prefix match)",
+    ),
+    _v(
+        "schedule-conservativeness",
+        float,
+        low=0,
+        high=100,
+        low_open=True,
+        help="how cautiously new requests are admitted (higher: fewer KV evictions)",
+    ),
+    _v(
+        "num-continuous-decode-steps",
+        int,
+        low=1,
+        help="decode steps run before the scheduler looks at new requests",
+    ),
+    _s("disable-radix-cache", help="no prefix (radix tree) cache"),
+    _s("enable-mixed-chunk", help="mix prefill chunks and decodes in one batch"),
+    _s(
+        "enable-two-batch-overlap",
+        since="0.4.7",
+        help="overlap two micro-batches (communication and compute)",
+    ),
+    _s(
+        "enable-hierarchical-cache",
+        since="0.4.4",
+        aliases=("enable-hicache",),
+        help="a host-memory tier below the GPU KV cache",
+    ),  # approx.
+    _s("disable-overlap-schedule", help="no CPU scheduling overlapped with GPU work"),
     # --- kernels and backends
-    _v("attention-backend", choices=_ATTN_03, until="0.4.0"),
-    _v("attention-backend", choices=_ATTN_04, since="0.4.0", until="0.5.0"),
-    _v("attention-backend", choices=_ATTN_05, since="0.5.0"),
-    _v("sampling-backend", choices=("flashinfer", "pytorch")),
-    _s("disable-flashinfer", until="0.4.0"),
-    _s("disable-flashinfer-sampling", until="0.4.0"),
-    _v("kv-cache-dtype", choices=_KV_03, until="0.4.0"),
-    _v("kv-cache-dtype", choices=_KV_04, since="0.4.0", until="0.5.0"),
-    _v("kv-cache-dtype", choices=_KV_05, since="0.5.0"),
-    _v("triton-attention-num-kv-splits", int, low=1, since="0.4.0"),  # approx.
-    _s("triton-attention-reduce-in-fp32"),
-    _s("enable-torch-compile"),
-    _v("torch-compile-max-bs", int, low=1),
-    _s("disable-custom-all-reduce"),
+    _v("attention-backend", choices=_ATTN_03, until="0.4.0", help="attention kernels"),
+    _v("attention-backend", choices=_ATTN_04, since="0.4.0", until="0.5.0", help="attention kernels"),
+    _v("attention-backend", choices=_ATTN_05, since="0.5.0", help="attention kernels"),
+    _v("sampling-backend", choices=("flashinfer", "pytorch"), help="sampling kernels"),
+    _s("disable-flashinfer", until="0.4.0", help="no FlashInfer kernels"),
+    _s("disable-flashinfer-sampling", until="0.4.0", help="no FlashInfer sampling kernels"),
+    _v(
+        "kv-cache-dtype",
+        choices=_KV_03,
+        until="0.4.0",
+        help="KV cache dtype (auto: the model's; fp8_*: half the memory, lossy)",
+    ),
+    _v(
+        "kv-cache-dtype",
+        choices=_KV_04,
+        since="0.4.0",
+        until="0.5.0",
+        help="KV cache dtype (auto: the model's; fp8_*: half the memory, lossy)",
+    ),
+    _v(
+        "kv-cache-dtype",
+        choices=_KV_05,
+        since="0.5.0",
+        help="KV cache dtype (auto: the model's; fp8_*: half the memory, lossy)",
+    ),
+    _v(
+        "triton-attention-num-kv-splits",
+        int,
+        low=1,
+        since="0.4.0",
+        help="KV splits of the Triton decode attention kernel",
+    ),  # approx.
+    _s("triton-attention-reduce-in-fp32", help="reduce Triton attention in fp32"),
+    _s("enable-torch-compile", help="compile the model with torch.compile"),
+    _v("torch-compile-max-bs", int, low=1, help="largest batch size torch.compile compiles for"),
+    _s("disable-custom-all-reduce", help="NCCL's all-reduce instead of SGLang's own"),
     # --- CUDA graphs: the flag set changed twice
     _s(
         "disable-cuda-graph",  # 0.5.15+ accepts it with a deprecation warning (see DEPRECATED)
         help="deprecated since 0.5.15: use --cuda-graph-backend-decode disabled "
         "--cuda-graph-backend-prefill disabled",
     ),
-    _v("cuda-graph-max-bs", int, until="0.5.20"),
-    FlagSpec("cuda-graph-bs", kind="list", type=int, until="0.5.20"),
-    _v("cuda-graph-max-bs-decode", int, since="0.5.15"),
-    FlagSpec("cuda-graph-bs-decode", kind="list", type=int, since="0.5.15"),
-    _v("cuda-graph-max-bs-prefill", int, since="0.5.15"),
-    FlagSpec("cuda-graph-bs-prefill", kind="list", type=int, since="0.5.15"),
-    _v("cuda-graph-backend-decode", choices=_CUDA_GRAPH_BACKENDS, since="0.5.15"),
-    _v("cuda-graph-backend-prefill", choices=_CUDA_GRAPH_BACKENDS, since="0.5.15"),  # approx.
+    _v("cuda-graph-max-bs", int, until="0.5.20", help="largest batch size captured in a CUDA graph"),
+    FlagSpec(
+        "cuda-graph-bs", kind="list", type=int, until="0.5.20", help="batch sizes captured in CUDA graphs"
+    ),
+    _v(
+        "cuda-graph-max-bs-decode",
+        int,
+        since="0.5.15",
+        help="largest decode batch size captured in a CUDA graph",
+    ),
+    FlagSpec(
+        "cuda-graph-bs-decode",
+        kind="list",
+        type=int,
+        since="0.5.15",
+        help="decode batch sizes captured in CUDA graphs",
+    ),
+    _v(
+        "cuda-graph-max-bs-prefill",
+        int,
+        since="0.5.15",
+        help="largest prefill batch captured in a CUDA graph",
+    ),
+    FlagSpec(
+        "cuda-graph-bs-prefill",
+        kind="list",
+        type=int,
+        since="0.5.15",
+        help="prefill batch sizes captured in CUDA graphs",
+    ),
+    _v(
+        "cuda-graph-backend-decode",
+        choices=_CUDA_GRAPH_BACKENDS,
+        since="0.5.15",
+        help="CUDA graphs for decode (disabled: none)",
+    ),
+    _v(
+        "cuda-graph-backend-prefill",
+        choices=_CUDA_GRAPH_BACKENDS,
+        since="0.5.15",
+        help="CUDA graphs for prefill (disabled: none)",
+    ),  # approx.
     # --- streaming
     _v("stream-interval", int, low=1, help="tokens per streamed chunk (default 1)"),
-    _s("stream-output", until="0.5.20"),
-    _s("incremental-streaming-output", since="0.5.0"),  # approx.
+    _s("stream-output", until="0.5.20", help="stream outputs as they are produced"),
+    _s(
+        "incremental-streaming-output", since="0.5.0", help="stream only the new text of each chunk"
+    ),  # approx.
 )
 
 DEPRECATED: Mapping[str, tuple[str, str]] = {

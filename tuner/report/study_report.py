@@ -5,8 +5,10 @@
 Writes into ``--out``:
 
 * ``trials.csv``, ``trials.parquet`` — one row per trial, failures included (:func:`trials_frame`);
-* ``report.md`` — counts, failures by kind, top trials, best configuration;
-* ``report.html`` — the same with plots (self-contained: plotly.js is embedded, no network needed):
+* ``report.md`` — the answer first (best against the space's seed trials, with the confirmation's
+  intervals; its decode speed against the GPU's bandwidth bound where profiles allow; the crash
+  regions learned), then counts, failures by kind, learned constraints, top trials, best configuration;
+* ``report.html`` — the same text rendered, then plots (self-contained: plotly.js is embedded, no network needed):
   optimisation history, Pareto front (two objectives), parameter importance (when enough complete
   trials), failures by kind against each parameter, TTFT/E2E distribution of best vs baseline;
 * ``best-launch.sh``, ``best-docker-run.sh``, ``best-flags.yaml`` — the best configuration.
@@ -30,7 +32,8 @@ from typing import Any
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
-from optuna.trial import FrozenTrial, TrialState
+from markdown_it import MarkdownIt
+from optuna.trial import FrozenTrial
 
 from tuner.core.cli import run_cli
 from tuner.core.errors import StorageError
@@ -45,11 +48,12 @@ from tuner.report.figures import (
     pareto_figure,
 )
 from tuner.report.frames import baseline_trial, capacity_frame, latency_frame, trials_frame
-from tuner.report.summary import write_learned
+from tuner.report.roofline import DecodeBound, decode_bound
+from tuner.report.summary import confirmation_lines, write_learned
 from tuner.search.learned import LearnedConstraint, learned_constraints
 from tuner.space.schema import SearchSpace
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
-from tuner.store.attrs import StudyAttr
+from tuner.store.attrs import StudyAttr, TrialAttr
 
 # -- data -------------------------------------------------------------------------------------
 
@@ -103,18 +107,20 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
     else:
         notes.append("no feasible complete trial: no best configuration to export")
 
+    space_data = study.user_attrs.get(StudyAttr.SPACE)
+    space = SearchSpace.model_validate(space_data) if space_data is not None else None
     figures: list[tuple[str, go.Figure]] = []
     if not frame.empty and ranked:
         figures.append(("Optimisation history", history_figure(study)))
     pareto = pareto_figure(study)
     if pareto is not None:
         figures.append(("Pareto front", pareto))
-    imp, why = importance_figure(study)
+    imp, why = importance_figure(study, space)
     if imp is not None:
         figures.append(("Parameter importance", imp))
     else:
         notes.append(why)
-    fail = failures_figure(frame)
+    fail = failures_figure(frame, space)
     if fail is not None:
         figures.append(("Failures by kind", fail))
     cap = pd.DataFrame()
@@ -142,10 +148,14 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
     storage.engine.dispose()
 
     learned = learned_constraints(study.get_trials(deepcopy=False))
-    space_data = study.user_attrs.get(StudyAttr.SPACE)
-    if learned and space_data is not None:
-        written.append(write_learned(learned, SearchSpace.model_validate(space_data), out))
-    md = markdown_report(study, frame, ranked, baseline, best, lat, notes, cap, learned)
+    if learned and space is not None:
+        written.append(write_learned(learned, space, out))
+    bound = None
+    if space is not None:
+        with TunerStore(storage_url) as store:
+            prov = store.read_provenance(study.study_name, ranked[0].number) if ranked else None
+        bound = decode_bound(space, prov.gpu_name if prov else None)
+    md = markdown_report(study, frame, ranked, best, lat, notes, cap, learned, bound)
     written.append(out / "report.md")
     written[-1].write_text(md)
     written.append(out / "report.html")
@@ -186,20 +196,23 @@ def markdown_report(
     study: optuna.Study,
     frame: pd.DataFrame,
     ranked: Sequence[FrozenTrial],
-    baseline: FrozenTrial | None,
     best: BestConfig | None,
     lat: pd.DataFrame,
     notes: Sequence[str],
     cap: pd.DataFrame | None = None,
     learned: Sequence[LearnedConstraint] = (),
+    bound: DecodeBound | None = None,
 ) -> str:
-    """The report's text: counts, failures, top trials, latency of best vs baseline, best configuration."""
+    """The report's text: the answer first (best against the baselines, with intervals where the study
+    confirmed them; how far from the hardware's bound; what the crashes taught), then counts,
+    failures, learned constraints, top trials, latency of best vs baseline, the best configuration."""
     names = objective_names(study)
     dirs = ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions, strict=True))
-    out = [f"# Study `{study.study_name}`\n", f"Objectives: {dirs}. Trials: {len(frame)}.\n"]
+    states = frame["state"].value_counts() if not frame.empty else pd.Series(dtype=int)
+    counted = f" ({', '.join(f'{k} {v}' for k, v in states.items())})" if len(states) else ""
+    out = [f"# Study `{study.study_name}`\n\n", f"Objectives: {dirs}. Trials: {len(frame)}{counted}.\n"]
+    out += answer_section(study, ranked, names, learned, bound)
     if not frame.empty:
-        states = frame["state"].value_counts()
-        out.append("States: " + ", ".join(f"{k} {v}" for k, v in states.items()) + ".\n")
         fails = frame[frame["failure_kind"].notna()]
         if not fails.empty:
             out.append("\n## Failures by kind\n")
@@ -217,15 +230,15 @@ def markdown_report(
         cols = ["number", "seed_name", *[f"objective_{n}" for n in names]]
         top = frame.set_index("number").loc[[t.number for t in ranked[:10]]].reset_index()
         extra = [c for c in ("metric_ttft_p99_ms", "metric_tpot_p99_ms", "metric_error_rate") if c in top]
-        out.append(markdown_table(top[cols + extra]))
-    if baseline is not None and ranked and baseline.values and baseline.state == TrialState.COMPLETE:
-        b = ranked[0]
-        if b.number == baseline.number:
-            out.append(f"\nThe baseline (#{b.number}) is the best feasible trial.\n")
-        else:
-            ratio = b.values[0] / baseline.values[0] if baseline.values[0] else float("nan")
-            out.append(f"\nBest #{b.number} against baseline #{baseline.number}: {ratio:.3f}x on {names[0]} "
-                       "(one measurement each).\n")  # fmt: skip
+        table = top[cols + extra]
+        if bound is not None:
+            shares = {t.number: bound.share(t.user_attrs.get(TrialAttr.METRICS)) for t in ranked[:10]}
+            table = table.assign(decode_bound_pct=[_pct(shares.get(n)) for n in top["number"]])
+        out.append(markdown_table(table))
+        if bound is not None:
+            out.append(
+                f"\n`decode_bound_pct`: 1000 / median TPOT against the estimated bound {bound.formula()}.\n"
+            )
     if not lat.empty:
         out.append("\n## Latency of best against baseline (measured requests)\n")
         q = lat.groupby("label")[["ttft_ms", "e2e_ms"]].quantile([0.5, 0.9, 0.99]).unstack()
@@ -245,19 +258,64 @@ def markdown_report(
     return "".join(out)
 
 
+def answer_section(
+    study: optuna.Study,
+    ranked: Sequence[FrozenTrial],
+    names: Sequence[str],
+    learned: Sequence[LearnedConstraint],
+    bound: DecodeBound | None,
+) -> list[str]:
+    """``## Answer``: the best trial; against the space's seed trials (confirmed, with intervals, where
+    the study confirmed them; else one measurement each); its share of the hardware bound; crash findings."""
+    if not ranked:
+        return ["\n## Answer\n\nNo trial produced a feasible measurement: see the failures below.\n"]
+    best = ranked[0]
+    shown = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, best.values, strict=True))
+    seed = best.user_attrs.get(TrialAttr.SEED_NAME)
+    out = ["\n## Answer\n\n", f"- Best: trial #{best.number}{f' ({seed})' if seed else ''}, {shown} "
+           "(one measurement).\n"]  # fmt: skip
+    confirmation = study.user_attrs.get(StudyAttr.CONFIRMATION)
+    confirmed: set[str] = set()
+    if confirmation:
+        out += [f"- {line.strip()}\n" for line in confirmation_lines(confirmation)]
+        confirmed = {c.get("baseline") for c in confirmation.get("candidates", []) if c.get("baseline")}
+    for t in ranked:
+        name = t.user_attrs.get(TrialAttr.SEED_NAME)
+        if name and name not in confirmed and t.number != best.number and t.values[0]:
+            out.append(f"- Best / {name} (#{t.number}): {best.values[0] / t.values[0]:.3f}x on {names[0]} "
+                       "(one measurement each).\n")  # fmt: skip
+    if bound is not None and (share := bound.share(best.user_attrs.get(TrialAttr.METRICS))) is not None:
+        out.append(f"- Decode speed of the best: {_pct(share)} % of the estimated bound {bound.formula()} "
+                   "(1000 / median TPOT; an upper bound that ignores KV reads and overheads).\n")  # fmt: skip
+    if learned:
+        out.append(
+            f"- Learned from crashes: {len(learned)} crash region(s), listed below with their trials.\n"
+        )
+    return out
+
+
+def _pct(share: float | None) -> float | None:
+    return None if share is None else round(100 * share, 1)
+
+
 def html_report(study: optuna.Study, markdown: str, figures: Sequence[tuple[str, go.Figure]]) -> str:
-    """A self-contained HTML page: the Markdown text (preformatted) and the figures, plotly.js inline."""
+    """A self-contained HTML page: the Markdown text rendered (raw HTML in it escaped), then the figures,
+    plotly.js inline."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Study {html.escape(study.study_name)}</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}pre{white-space:pre-wrap;"
-        "background:#f6f8fa;padding:1em}</style></head><body>",
+        "background:#f6f8fa;padding:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;text-align:right}</style></head><body>",
         f"<h1>Study {html.escape(study.study_name)}</h1>",
     ]
+    # the text first (the answer leads), rendered; the figures after it
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown.split("\n", 1)[1])
+    parts.append(body)
     for i, (title, fig) in enumerate(figures):
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0))
-    parts.append("<h2>Summary</h2><pre>" + html.escape(markdown) + "</pre></body></html>")
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 

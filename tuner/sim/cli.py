@@ -58,7 +58,11 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     """SGLang ``version``'s launch_server parser with the simulator's own group appended."""
     parser = argparse.ArgumentParser(
         prog=prog_for(version),
-        description=f"Simulated SGLang {version} server (tuner.sim): SGLang's API and flags, modelled timing.",
+        description=(
+            f"Simulated SGLang {version} server (python -m tuner.sim): SGLang's HTTP API and launch flags, "
+            "modelled timing, memory and crashes. The usage line names the program as SGLang itself does, "
+            "so argparse errors read as the real server's."
+        ),
     )
     seen: set[str] = set()
     for spec in sglang.flag_specs(version).values():

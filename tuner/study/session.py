@@ -323,7 +323,7 @@ def run_study(opts: StudyOptions) -> ExitCode:
     finally:
         launcher.close()
         store.close()
-    feasible = write_summary(study, space, out, stream=sys.stdout)
+    feasible = write_summary(study, space, out, stream=sys.stdout, gpu_name=(ctx.gpu or {}).get("gpu_name"))
     if feasible:
         try:  # the dashboard shows the best command on the study page
             from tuner.report.dashboard import publish_best_note

@@ -189,7 +189,8 @@ def populate_demo_study(
             if what == "ok":
                 tput = 20.0 + 30.0 * trial.params["mem-fraction-static"] + rng.uniform(0, 5) + k
                 ttft = 3500.0 if k == 3 else 400.0 + rng.uniform(0, 900) - 20 * k
-                values = {"output_throughput": tput, "ttft_p99_ms": ttft, "error_rate": 0.0}
+                values = {"output_throughput": tput, "ttft_p99_ms": ttft, "error_rate": 0.0,
+                          "tpot_median_ms": 60.0 - 2 * k}  # fmt: skip
                 trial.set_user_attr("metrics", values)
                 trial.set_constraint("crash", 0.0)
                 trial.set_constraint("slo_ttft_p99_ms", ttft / 3000.0 - 1.0)
