@@ -9,6 +9,8 @@
 #   LLAMA_CPP_PY_VERSION   llama-cpp-python source release holding vendor/llama.cpp (default 0.3.36)
 #   LLAMA_BUILD_JOBS       parallel compile jobs (default: number of cores)
 #   FORCE_REBUILD=1        rebuild even when a cached binary exists
+# apt quiet: no dialogs, no needrestart "which services should be restarted" chatter
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=a
 set -euo pipefail
 
 version="${LLAMA_CPP_PY_VERSION:-0.3.36}"

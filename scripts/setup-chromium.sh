@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent: install Debian's chromium and chromium-driver (for the headless dashboard test).
 # Fast when already installed. Prints the chromium path.
+# apt quiet: no dialogs, no needrestart "which services should be restarted" chatter
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=a
 set -euo pipefail
 
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

@@ -5,6 +5,8 @@
 #
 #   eval "$(scripts/setup-postgres.sh --export)"   # sets TUNER_TEST_PG_URL
 #   scripts/setup-postgres.sh                      # prints the URL only
+# apt quiet: no dialogs, no needrestart "which services should be restarted" chatter
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=a
 set -euo pipefail
 
 PG_USER="${TUNER_PG_USER:-tuner}"
