@@ -16,6 +16,8 @@ Methods (each run is one study with its own seed):
 * ``tuner-noprune``  the same without pruning: the pair measures what pruning saves at equal trials
 * ``tuner-nobisect`` the tuner with repairs that take the rule's step only (no bisection between a
                      crash and its siblings, ``tuner.search.bracket``): what bisection changes
+* ``tuner-nolocal``  the tuner without local moves from the top trials between the sampler's proposals
+                     (``SearchGuide.after_run``): what they change
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -68,6 +70,7 @@ from tuner.search.guide import SearchGuide  # noqa: E402
 from tuner.space.sample import params_to_flags  # noqa: E402
 from tuner.space.schema import SearchSpace  # noqa: E402
 from tuner.space.sections import PruningSpec  # noqa: E402
+from tuner.store.attrs import TrialAttr  # noqa: E402
 from tuner.study.confirm import Candidate, rank  # noqa: E402
 from tuner.study.options import StudyOptions  # noqa: E402
 from tuner.study.session import open_study  # noqa: E402
@@ -80,8 +83,17 @@ SIM_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq-constrained.y
 TARGET = 0.97  # within 3 % of the best known value
 QUALITY = 0.99  # pruning must keep the final best within 1 %
 DEFAULT_SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
-METHODS = ("tuner", "tuner-noprune", "tuner-nobisect", "tpe", "random", "grid-sglang", "grid-vllm")
-GUIDED = ("tuner", "tuner-noprune", "tuner-nobisect")
+METHODS = (
+    "tuner",
+    "tuner-noprune",
+    "tuner-nobisect",
+    "tuner-nolocal",
+    "tpe",
+    "random",
+    "grid-sglang",
+    "grid-vllm",
+)
+GUIDED = ("tuner", "tuner-noprune", "tuner-nobisect", "tuner-nolocal")
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
 
@@ -237,6 +249,10 @@ class TrialRow:
     duration_s: float
     bench_s: float
     params: str
+    origin: str = (
+        "sampler"  # what proposed it: seed, repair, local (a move near a top trial), neighbour, sampler
+    )
+    p_crash: float | None = None  # the feasibility model's crash probability before launch
 
 
 def _row(land: str, method: str, seed: int, t: FrozenTrial) -> TrialRow:
@@ -255,7 +271,16 @@ def _row(land: str, method: str, seed: int, t: FrozenTrial) -> TrialRow:
         t.user_attrs.get("failure_kind", ""), t.user_attrs.get("pruned_by") == "slow",
         len(t.intermediate_values), dur, float(timings.get("bench_s", 0.0)),
         json.dumps(t.user_attrs.get("flags", t.params), sort_keys=True, default=str),
+        _origin(t), t.user_attrs.get(TrialAttr.PREDICTED_CRASH),
     )  # fmt: skip
+
+
+def _origin(t: FrozenTrial) -> str:
+    for attr, name in ((TrialAttr.SEED_NAME, "seed"), (TrialAttr.REPAIR, "repair"), (TrialAttr.NEAR, "local"),
+                       (TrialAttr.NEIGHBOUR_OF, "neighbour"), (TrialAttr.RERUN_OF, "rerun")):  # fmt: skip
+        if attr in t.user_attrs:
+            return name
+    return "sampler"
 
 
 def _stop_after_launched(budget: int, max_trials: int) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -282,7 +307,7 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         study=name,
         seed=seed,
         sampler="tpe" if method in (*GUIDED, "tpe") else "random",
-        prune=method in ("tuner", "tuner-nobisect", "tpe"),
+        prune=method in ("tuner", "tuner-nobisect", "tuner-nolocal", "tpe"),
         # random search gets the same seed trials (TPE needs one feasible trial to anchor on), so the
         # comparison is of the sampler; the warm-start tiers are the tuner's own
         seed_trials=method in (*GUIDED, "tpe", "random"),
@@ -291,9 +316,13 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
     study = open_study(opts, space)
     (work / "logs").mkdir(exist_ok=True)
     runner = ConfigRunner(space, ProcessLauncher(), study=name, log_dir=work / "logs")
-    guide = SearchGuide(space, bisect=method != "tuner-nobisect") if method in GUIDED else None
-    objective = TrialRunner(runner, prune_on_windows=opts.prune, guide=guide, stop_slower=method in GUIDED)
     budget = land.budget(method)
+    guide = (
+        SearchGuide(space, bisect=method != "tuner-nobisect", local=method != "tuner-nolocal", budget=budget)
+        if method in GUIDED
+        else None
+    )
+    objective = TrialRunner(runner, prune_on_windows=opts.prune, guide=guide, stop_slower=method in GUIDED)
     cap = land.max_trials if budget == land.launched_budget else max(land.max_trials, 3 * budget)
     stop = _stop_after_launched(budget, cap)
     if opts.seed_trials:
@@ -505,7 +534,7 @@ def analyse(
             "final_best_unpruned_median": statistics.median(fn) if fn else None,
             "final_ratio": (statistics.median(fp) / statistics.median(fn)) if fp and fn else None,
         }
-    for other in ("tpe", "grid-sglang", "tuner-nobisect"):
+    for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal"):
         if "tuner" in m and other in m:
             out[f"{other}_vs_tuner_trials"] = m[other]["median_trials_to_target"] / max(
                 1.0, m["tuner"]["median_trials_to_target"]
@@ -630,7 +659,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"**{'>' if res.get('tuner_vs_random_censored') else ''}{res['tuner_vs_random_trials']:.1f}×** "
                 "(goal ≥ 3×; `>`: random search's median run did not reach the target within its budget).",
             ]
-        for other in ("tpe", "grid-sglang", "tuner-nobisect"):
+        for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal"):
             if (ratio := res.get(f"{other}_vs_tuner_trials")) is not None:
                 lines.append(f"{other} / tuner, median trials to target: **{ratio:.1f}×**.")
         if (p := res.get("pruning")) is not None:
@@ -785,7 +814,8 @@ def _previous(out: Path, rerun: list[str]) -> tuple[list[dict[str, Any]], list[T
                     d["landscape"], d["method"], int(d["seed"]), int(d["number"]), d["state"],
                     d["launched"] == "True", float(d["value"]) if d["value"] else None, d["failure_kind"],
                     d["pruned_slow"] == "True", int(d["windows"]), float(d["duration_s"]), float(d["bench_s"]),
-                    d["params"],
+                    d["params"], d.get("origin") or "sampler",
+                    float(d["p_crash"]) if d.get("p_crash") else None,
                 )
             )  # fmt: skip
     return results, rows

@@ -290,3 +290,93 @@ def test_without_bisection_the_repair_takes_the_rules_step() -> None:
         study.ask(), _marlin(0.85), _oom()
     )
     assert repair is not None and repair.params["mem-fraction-static"] == 0.63
+
+
+def test_local_moves_start_from_a_top_trial_and_skip_what_the_model_calls_unsafe() -> None:
+    import random
+
+    from tuner.search.feasibility import MIN_LAUNCHED
+    from tuner.search.guide import LOCAL_SAFE
+
+    rng = random.Random(1)
+    study = optuna.create_study(direction="maximize")
+    for n in range(30):
+        p = {**BASELINE, "quantization": rng.choice(["awq", "awq_marlin"]),
+             "mem-fraction-static": round(rng.uniform(0.5, 0.95), 2)}  # fmt: skip
+        if p["quantization"] == "awq_marlin" and p["mem-fraction-static"] > 0.76:  # the 5090's marlin band
+            t = _trial(n, p, TrialState.PRUNED, failure_kind="cuda_oom", failure={"phase": "startup"})
+        else:
+            t = _trial(n, p, TrialState.COMPLETE)
+            t.values = [(2.0 if p["quantization"] == "awq_marlin" else 1.0) + p["mem-fraction-static"] / 100]
+        study.add_trial(t)
+    ranked = sorted(
+        (t for t in study.get_trials() if t.state is TrialState.COMPLETE), key=lambda t: -t.values[0]
+    )
+    guide = SearchGuide(SPACE)
+    seen = configurations(SPACE, study.get_trials())
+    queued_from = []
+    for _ in range(6):
+        trial = study.ask()
+        near = guide.after_run(trial, ranked)
+        assert near in [t.number for t in ranked[:3]]
+        (waiting,) = [t for t in study.get_trials() if t.state is TrialState.WAITING]
+        params = waiting.system_attrs["fixed_params"]
+        base = study.trials[near].params
+        assert 1 <= sum(params.get(k) != base.get(k) for k in {*params, *base}) <= 2  # one or two moves
+        assert configuration_key(SPACE, params) not in seen
+        assert guide.model is not None and guide.model.crash_probability(params) < LOCAL_SAFE
+        assert guide.after_run(trial, ranked) is None  # one at a time: the queue is not empty
+        study.tell(trial, state=TrialState.FAIL)
+        queued_from.append(near)
+        local = study.ask()  # the queued move itself: the next local move waits for a sampler proposal
+        assert local.user_attrs[TrialAttr.NEAR] == near and guide.after_run(local, ranked) is None
+        study.tell(local, state=TrialState.FAIL)
+    assert queued_from.count(ranked[0].number) >= 2  # mostly from the best
+    # too few launched trials: the model is not trusted and no move is queued
+    young = optuna.create_study(direction="maximize")
+    for t in study.get_trials()[: MIN_LAUNCHED - 1]:
+        young.add_trial(t)
+    assert SearchGuide(SPACE).after_run(young.ask(), ranked) is None
+
+
+def test_second_half_of_the_budget_leans_on_local_moves() -> None:
+    import random
+
+    from tuner.search.guide import LATE_LOCAL
+
+    def history(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        rng = random.Random(2)
+        for n in range(24):
+            p = {**BASELINE, "quantization": rng.choice(["awq", "awq_marlin"]),
+                 "mem-fraction-static": round(rng.uniform(0.5, 0.95), 2)}  # fmt: skip
+            if p["quantization"] == "awq_marlin" and p["mem-fraction-static"] > 0.76:
+                study.add_trial(
+                    _trial(n, p, TrialState.PRUNED, failure_kind="cuda_oom", failure={"phase": "startup"})
+                )
+            else:
+                t = _trial(n, p, TrialState.COMPLETE)
+                t.values = [1.0 + p["mem-fraction-static"]]
+                study.add_trial(t)
+        return sorted(
+            (t for t in study.get_trials() if t.state is TrialState.COMPLETE), key=lambda t: -t.values[0]
+        )
+
+    def streak(guide: SearchGuide, study: optuna.Study, ranked: list[optuna.trial.FrozenTrial]) -> int:
+        """Local moves queued in a row after one sampler proposal, each run as it comes."""
+        trial = study.ask()  # the sampler's
+        queued = 0
+        while guide.after_run(trial, ranked) is not None:
+            study.tell(trial, 1.0)
+            trial = study.ask()  # the queued local move
+            assert TrialAttr.NEAR in trial.user_attrs
+            queued += 1
+        study.tell(trial, 1.0)
+        return queued
+
+    late = optuna.create_study(direction="maximize")
+    ranked = history(late)
+    assert streak(SearchGuide(SPACE, budget=40), late, ranked) == LATE_LOCAL  # 24 launched >= 40 / 2
+    early = optuna.create_study(direction="maximize")
+    ranked = history(early)
+    assert streak(SearchGuide(SPACE, budget=100), early, ranked) == 1  # first half: one per proposal
+    assert streak(SearchGuide(SPACE), early, ranked) == 1  # no budget known: one per proposal

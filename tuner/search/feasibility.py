@@ -26,7 +26,7 @@ from tuner.store.attrs import is_crash
 
 MIN_LAUNCHED = 10  # launched trials before the forest is trusted
 MIN_EACH = 3  # crashes and runs it must have seen
-VETO = 0.85  # skip a proposal the forest gives at least this crash probability
+VETO = 0.4  # skip a proposal the forest gives at least this crash probability (calibration: docs/search.md)
 EXPLORE = 0.15  # launch this share of would-be vetoes anyway
 
 

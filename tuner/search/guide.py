@@ -17,6 +17,11 @@ repaired neighbour after a crash whose evidence says how to fix it.
   another reason is repaired again, up to ``MAX_REPAIR_CHAIN`` repairs in a row, never with a rule that
   already failed to cure that kind of crash in the chain. A crash-prone region is so probed at its
   safe edge instead of abandoned.
+* :meth:`SearchGuide.after_run`: once the feasibility model is trusted, every other launched trial is
+  a *local move* (``TrialAttr.NEAR``): one or two parameters changed from one of the top trials,
+  the candidate the model deems safe, queued between the sampler's proposals. The sampler keeps
+  exploring the whole space; the moves refine what already runs well and, being next to
+  configurations that ran, rarely crash.
 """
 
 from __future__ import annotations
@@ -33,18 +38,23 @@ from tuner.core.failures import Failure
 from tuner.engines import get_engine
 from tuner.search.bracket import bracketed
 from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
-from tuner.search.learned import LearnedConstraint, covering, learned_constraints
+from tuner.search.learned import LearnedConstraint, covering, learned_constraints, ran
 from tuner.space.constraints import violated_constraint
 from tuner.space.repair import Repair, repairs_for
 from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
-from tuner.store.attrs import TrialAttr
+from tuner.store.attrs import TrialAttr, is_crash
 
 DELIBERATE = (
     TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF,
+    TrialAttr.NEAR,
 )  # fmt: skip
 NEIGHBOUR_TRIES = 200
 MAX_REPAIR_CHAIN = 5  # repairs in a row, each after the previous one crashed for another reason
+LOCAL_TOP = (0.5, 0.3, 0.2)  # a local move starts from the best, second or third trial with these odds
+LOCAL_CANDIDATES = 40  # neighbours drawn per local move; one the model deems safe is taken
+LOCAL_SAFE = 0.3  # crash probability below which a neighbour counts as safe
+LATE_LOCAL = 3  # local moves per sampler proposal in the second half of the budget (one before)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,8 @@ class SearchGuide:
         max_repair_depth: int = MAX_REPAIR_CHAIN,
         feasibility: bool = True,
         bisect: bool = True,
+        local: bool = True,
+        budget: int | None = None,
     ) -> None:
         self.space = space
         self.rules = get_engine(space.engine).repairs
@@ -99,6 +111,8 @@ class SearchGuide:
         self.model = FeasibilityModel(space) if feasibility else None
         self.bisect = bisect  # repairs land inside the gap their siblings leave (tuner.search.bracket)
         self.last_crash_probability: float | None = None  # the model's, for the proposal last screened
+        self.local = local and self.model is not None  # local moves between the sampler's proposals
+        self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -157,6 +171,60 @@ class SearchGuide:
             if is_active(self.space, name, candidate) and name not in candidate:
                 candidate[name] = base[name] if name in base else _random_value(p, rng)
         return {k: v for k, v in candidate.items() if is_active(self.space, k, candidate)}
+
+    # --- after a trial that ran -----------------------------------------------------------------
+    def after_run(self, trial: optuna.Trial, ranked: Sequence[FrozenTrial]) -> int | None:
+        """Queue a local move from one of the top trials (``ranked``: best first) when it is its turn:
+        the model is trusted, nothing else waits in the queue and the last launched trial was the
+        sampler's. Returns the number of the trial it starts from (``None``: none queued)."""
+        if not self.local or not ranked:
+            return None
+        trials = trial.study.get_trials(deepcopy=False)
+        if self._local_streak(trial, trials) >= self._local_share(trials):
+            return None
+        if (
+            any(t.state is TrialState.WAITING for t in trials)
+            or self.model is None
+            or not self.model.fit(trials)
+        ):
+            return None
+        rng = random.Random(trial.number)
+        base = rng.choices(ranked[: len(LOCAL_TOP)], weights=LOCAL_TOP[: len(ranked[: len(LOCAL_TOP)])])[0]
+        seen = configurations(self.space, trials)
+        learned = learned_constraints(trials)
+        safe: list[tuple[float, dict[str, Any]]] = []
+        for _ in range(LOCAL_CANDIDATES):
+            candidate = self.neighbour(base.params, seen, learned, rng)
+            if candidate is None:
+                break
+            p = self.model.crash_probability(candidate)
+            if p is not None and p < LOCAL_SAFE:
+                safe.append((p, candidate))
+            seen = {**seen, configuration_key(self.space, candidate): -1}  # draw another one next time
+        if not safe:
+            return None
+        _, chosen = rng.choice(safe)
+        trial.study.enqueue_trial(chosen, user_attrs={TrialAttr.NEAR: base.number})
+        return base.number
+
+    def _local_share(self, trials: Sequence[FrozenTrial]) -> int:
+        """Local moves per sampler proposal: one, and ``LATE_LOCAL`` in the second half of the budget."""
+        launched = sum(ran(t) or is_crash(t) for t in trials)
+        return LATE_LOCAL if self.budget is not None and launched >= self.budget / 2 else 1
+
+    @staticmethod
+    def _local_streak(trial: optuna.Trial, trials: Sequence[FrozenTrial]) -> int:
+        """Local moves launched in a row up to and including ``trial``."""
+        streak = int(TrialAttr.NEAR in trial.user_attrs)
+        if not streak:
+            return 0
+        for t in sorted(trials, key=lambda t: -t.number):
+            if t.number >= trial.number or not (ran(t) or is_crash(t)):
+                continue
+            if TrialAttr.NEAR not in t.user_attrs:
+                break
+            streak += 1
+        return streak
 
     # --- after a crash --------------------------------------------------------------------------
     def after_crash(self, trial: optuna.Trial, params: Mapping[str, Any], failure: Failure) -> Repair | None:

@@ -295,7 +295,7 @@ def run_study(opts: StudyOptions) -> ExitCode:
         config_runner,
         on_outcome=make_recorder(ctx, FileSystemArtifactStore(str(out / "artifacts"))),
         prune_on_windows=opts.prune and len(space.objectives) == 1,
-        guide=SearchGuide(space) if opts.guide else None,
+        guide=SearchGuide(space, budget=opts.trials) if opts.guide else None,
         stop_slower=opts.stop_slower,
     )
     interrupted = False

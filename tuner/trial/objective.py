@@ -218,16 +218,30 @@ class TrialRunner:
         for key, value in constraints.values.items():
             trial.set_constraint(key, value)
         if outcome.stopped_early:
+            self._queue_local(trial)
             trial.set_user_attr(TrialAttr.PRUNED_BY, outcome.stop_reason)
             self._end(f"PRUNED ({outcome.stop_reason}: cannot beat the trials before it)")
             raise optuna.TrialPruned(
                 f"stopped early ({outcome.stop_reason}): clearly worse than earlier trials"
             )
+        self._queue_local(trial)
         values = objective_values(outcome.metrics, self.space.objectives)
         shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
         slo = "" if constraints.feasible else f"  SLO violated: {', '.join(constraints.violated())}"
         self._end(f"COMPLETE {shown}{slo}", best=values[0] if constraints.feasible else None)
         return values[0] if len(values) == 1 else values
+
+    def _queue_local(self, trial: optuna.Trial) -> None:
+        """After a trial that ran: the guide's local move from a top trial, when it is its turn."""
+        if self.guide is None or len(self.space.objectives) != 1:
+            return
+        sign = 1 if self.space.objectives[0].direction == "maximize" else -1
+        ranked = sorted(feasible_complete(trial.study), key=lambda t: -sign * t.values[0])
+        near = self.guide.after_run(trial, ranked)
+        if near is not None and self.runner.progress is not None:
+            self.runner.progress.note(
+                f"           local move queued: a neighbour of #{near} the model deems safe"
+            )
 
     def _end(self, text: str, best: float | None = None) -> None:
         progress = self.runner.progress
@@ -246,6 +260,8 @@ def _label(trial: optuna.Trial) -> str:
         return str(attrs[TrialAttr.SEED_NAME])
     if isinstance(repair := attrs.get(TrialAttr.REPAIR), dict):
         return f"repair of #{repair.get('of')}"
+    if TrialAttr.NEAR in attrs:
+        return f"near #{attrs[TrialAttr.NEAR]}"
     if TrialAttr.NEIGHBOUR_OF in attrs:
         return f"neighbour of #{attrs[TrialAttr.NEIGHBOUR_OF]}"
     return ""
