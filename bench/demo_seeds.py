@@ -89,7 +89,9 @@ def run_seed(seed: int, trials: int, guide: bool, work: Path) -> dict[str, Any]:
         "crash_halves": halves.as_dict(),
         "stderr_tail": proc.stderr[-2000:] if proc.returncode else "",
         # what the user saw at the end: the summary the study printed (the README quotes one)
-        "summary": proc.stdout[proc.stdout.find(f"study {name}:") :] if f"study {name}:" in proc.stdout else "",
+        "summary": proc.stdout[proc.stdout.find(f"study {name}:") :]
+        if f"study {name}:" in proc.stdout
+        else "",
     }
 
 
