@@ -38,11 +38,13 @@ log "creating $venv"
 # torch first and pinned: 2.13.0 is the CPU wheel on disk here. sglang asks for a newer torch, which is
 # why sglang itself goes in with --no-deps; the parser never touches torch's kernels.
 "$py" -m pip install --quiet torch==2.13.0 >&2
-"$py" -m pip install --quiet --no-deps "sglang==$version" >&2
-# What `import sglang.srt.server_args` pulls in (found by trial with 0.5.23).
+# What `import sglang.srt.server_args` pulls in (found by trial with 0.5.23), before sglang: pip checks the
+# installed set for conflicts after every install but a --no-deps one, so sglang last keeps its ~60
+# "sglang requires X, which is not installed" lines out of the output.
 "$py" -m pip install --quiet \
     numpy orjson psutil pybase64 requests triton packaging pillow starlette msgspec pydantic pyzmq \
     tqdm ipython aiohttp "torch==2.13.0" >&2
+"$py" -m pip install --quiet --no-deps "sglang==$version" >&2
 
 if ! probe; then
     log "ServerArgs still does not import; the missing module is:"
