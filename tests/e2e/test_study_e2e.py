@@ -206,3 +206,26 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path: Path, after_s: float) -> No
     text = log.read_text()
     assert code in (0, 130) and "Traceback" not in text, text  # 0: it was already done
     assert code == 0 or "interrupted" in text.strip().splitlines()[-1] or "interrupted: the running" in text
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        {
+            "kind": "sharegpt",
+            "path": str(ROOT / "search_spaces" / "data" / "sharegpt-small.json"),
+            "turns": "all",
+        },
+        {"kind": "shared_prefix", "groups": 2, "prefix_len": 200, "share": 0.9},
+    ],
+    ids=["sharegpt", "shared_prefix"],
+)
+def test_a_study_runs_on_each_dataset_kind(tmp_path: Path, dataset: dict[str, object]) -> None:
+    seeds = [seed("baseline"), seed("balanced-v2", base="balanced-v2")]
+    space = small_space(tmp_path, seeds=seeds, dataset=dataset, output_len=8)
+    proc = subprocess.run(
+        study_cmd(space, tmp_path, trials=2), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    done = [t for t in load(tmp_path).get_trials() if t.state is TrialState.COMPLETE]
+    assert len(done) == 2 and all(t.user_attrs["metrics"]["completed"] == 8 for t in done)

@@ -94,3 +94,42 @@ async def test_a_benchmark_past_its_deadline_stops_early_and_keeps_only_finished
     assert cut.stopped_early and cut.over_deadline and not cut.stalled
     assert 0 < cut.completed < 24 and cut.failed == 0  # requests cut off are dropped, not failures
     assert cut.duration_s < full.duration_s
+
+
+def _cache_hit_rate(url: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        line = next(x for x in r.read().decode().splitlines() if x.startswith("sglang:cache_hit_rate"))
+    return float(line.split()[-1])
+
+
+async def test_sharegpt_turns_reach_the_server_with_the_lengths_intended(sim: str) -> None:
+    from tuner.loadgen.prompts import make_prompts
+
+    dataset = {"kind": "sharegpt", "path": "search_spaces/data/sharegpt-small.json", "turns": "all"}
+    workload = spec(num_requests=10, arrival={"kind": "closed", "clients": 1}, dataset=dataset)
+    result = await run_benchmark(sim, workload)
+    assert result.completed == 10, result.errors()
+    intended = [p for p, _ in zip(make_prompts(workload), range(10), strict=False)]
+    # one client: the records come in the prompts' order; the simulator counts one token per word
+    assert [r.prompt_tokens for r in result.records] == [p.prompt_tokens for p in intended]
+    assert [r.output_tokens for r in result.records] == [p.output_len for p in intended]
+    assert len({p.prompt_tokens for p in intended}) > 3  # the file's lengths, not one synthetic length
+
+
+async def test_shared_system_prompts_are_what_the_prefix_cache_reuses() -> None:
+    proc, sim = _start_sim("--enable-metrics")  # /metrics, as SGLang, only with --enable-metrics
+    try:
+        await _shared_prefix_reuse(sim)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _shared_prefix_reuse(sim: str) -> None:
+    words = await run_benchmark(sim, spec(num_requests=24, input_len=16))
+    assert _cache_hit_rate(sim) < 0.1  # random words share (almost) nothing
+    shared = {"kind": "shared_prefix", "groups": 2, "prefix_len": 400, "share": 1.0}
+    result = await run_benchmark(sim, spec(num_requests=24, input_len=16, dataset=shared))
+    assert words.completed == result.completed == 24
+    # after the first request of each group, 400 of 416 prompt tokens come from the cache
+    assert _cache_hit_rate(sim) > 0.6

@@ -1,4 +1,5 @@
-"""Prompts for a workload: synthetic random words (or token ids), or a JSONL file.
+"""Prompts for a workload: synthetic random words (or token ids), a JSONL file, ShareGPT conversations,
+or words behind shared system prompts.
 
 Synthetic prompts need no download and no tokenizer, like SGLang's ``random-ids`` dataset: a
 prompt of N tokens is N common English words separated by spaces. The simulator counts one
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.core.errors import ConfigError
-from tuner.space.workload import LengthDist, WorkloadSpec
+from tuner.space.datasets import sharegpt_requests
+from tuner.space.workload import LengthDist, SharedPrefixDataset, ShareGPTDataset, WorkloadSpec
 
 # Short, common words: each is a single token in the usual BPE vocabularies.
 _WORD_TEXT = """the of and to in is you that it he was for on are as with his they at be this have from or one
@@ -115,6 +117,15 @@ def make_prompts(workload: WorkloadSpec) -> Iterator[Prompt]:
     from ``workload.output_len``.
     """
     rng = random.Random(workload.seed)
+    if isinstance(workload.dataset, ShareGPTDataset):
+        requests = sharegpt_requests(workload.dataset)
+        rng.shuffle(requests)  # bench_serving samples the file at random; the seed fixes the order
+        for r in itertools.cycle(requests):
+            yield Prompt(text=r.text, input_ids=None, prompt_tokens=r.prompt_words, output_len=r.output_len)
+        return
+    if isinstance(workload.dataset, SharedPrefixDataset):
+        yield from _shared_prefix(workload, workload.dataset, rng)
+        return
     if workload.prompts_file is not None:
         entries = load_prompts_file(workload.prompts_file)
         for text, output_len in itertools.cycle(entries):
@@ -130,3 +141,19 @@ def make_prompts(workload: WorkloadSpec) -> Iterator[Prompt]:
         else:
             text = " ".join(rng.choices(WORDS, k=n_in))
             yield Prompt(text=text, input_ids=None, prompt_tokens=n_in, output_len=n_out)
+
+
+def _shared_prefix(workload: WorkloadSpec, spec: SharedPrefixDataset, rng: random.Random) -> Iterator[Prompt]:
+    """``spec.groups`` system prompts (drawn once, from their own seed) before ``spec.share`` of the
+    requests; each request's own part is ``input_len`` words as usual."""
+    prefix_rng = random.Random(f"{workload.seed}:prefixes")
+    prefixes = [" ".join(prefix_rng.choices(WORDS, k=spec.prefix_len)) for _ in range(spec.groups)]
+    while True:
+        n_in = draw_length(workload.input_len, rng)
+        n_out = draw_length(workload.output_len, rng)
+        question = " ".join(rng.choices(WORDS, k=n_in))
+        if rng.random() < spec.share:
+            text, n = f"{prefixes[rng.randrange(spec.groups)]}\n{question}", spec.prefix_len + n_in
+        else:
+            text, n = question, n_in
+        yield Prompt(text=text, input_ids=None, prompt_tokens=n, output_len=n_out)

@@ -15,6 +15,7 @@ from tuner.core.metric_names import METRIC_NAMES
 from tuner.core.yamlfile import read_yaml
 from tuner.engines import get_engine
 from tuner.space.constraints import compile_expr, evaluate
+from tuner.space.datasets import check_dataset
 from tuner.space.sample import MAX_WARM_START, domain_contains, is_active
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
 
@@ -29,7 +30,9 @@ def load_space(path: str | Path) -> SearchSpace:
     raw = read_yaml(path, what="search-space file")
     if not isinstance(raw, dict):
         raise ConfigError("the file must be a mapping of fields (name, engine, parameters, …)", source=source)
-    return parse_space(raw, source=source)
+    space = parse_space(raw, source=source)
+    check_dataset(space.workload, source=source)  # the data files it names, read once (not on reloads)
+    return space
 
 
 def parse_space(raw: dict[str, Any], *, source: str = "<search space>") -> SearchSpace:

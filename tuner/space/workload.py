@@ -76,6 +76,46 @@ class PoissonArrival(BaseModel):
 Arrival = Annotated[ClosedArrival | PoissonArrival, Field(discriminator="kind")]
 
 
+class ShareGPTDataset(BaseModel):
+    """Requests from a local ShareGPT-format file: a JSON array, or JSONL, of
+    ``{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}, ...]}``.
+
+    ``turns: first`` sends each conversation's first human turn and asks for as many tokens as its
+    reply has (SGLang's ``bench_serving --dataset-name sharegpt``); ``all`` sends every human turn
+    with the conversation before it as context. Lengths count words (one token per word on the
+    simulator; close to it on real tokenizers). bench_serving's filters: a prompt or reply shorter
+    than ``min_len``, a prompt longer than ``max_prompt_len`` or a prompt and reply longer than
+    ``max_total_len`` are skipped. ``output_len`` asks every request for that many tokens instead.
+    """
+
+    model_config = _STRICT
+
+    kind: Literal["sharegpt"]
+    path: str = Field(min_length=1)
+    turns: Literal["first", "all"] = "first"
+    min_len: int = Field(default=2, ge=1, le=MAX_TOKENS)
+    max_prompt_len: int = Field(default=1024, ge=1, le=MAX_TOKENS)
+    max_total_len: int = Field(default=2048, ge=2, le=MAX_TOKENS)
+    output_len: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+
+
+class SharedPrefixDataset(BaseModel):
+    """``groups`` system prompts of ``prefix_len`` words; a share ``share`` of the requests starts with
+    one of them (chosen uniformly), the rest of each prompt is ``input_len`` words as usual. What makes
+    a prefix (radix) cache and longest-prefix-match scheduling pay off, or not (SGLang's
+    ``generated-shared-prefix`` dataset)."""
+
+    model_config = _STRICT
+
+    kind: Literal["shared_prefix"]
+    groups: int = Field(ge=1, le=100_000)
+    prefix_len: int = Field(ge=1, le=MAX_TOKENS)
+    share: float = Field(default=1.0, ge=0, le=1)
+
+
+Dataset = Annotated[ShareGPTDataset | SharedPrefixDataset, Field(discriminator="kind")]
+
+
 class WorkloadSpec(BaseModel):
     """One benchmark's load: API, prompt and output lengths, arrival, size, time limits.
 
@@ -94,6 +134,7 @@ class WorkloadSpec(BaseModel):
     input_len: Length = 256
     output_len: Length = 128
     prompts_file: str | None = None
+    dataset: Dataset | None = None  # ShareGPT conversations or shared system prompts (instead of words)
     # For /generate only: send random token ids in [0, random_ids_vocab) instead of words
     # (SGLang's random-ids dataset); exact prompt lengths on a real tokenizer.
     random_ids_vocab: int | None = Field(default=None, ge=2)
@@ -115,6 +156,9 @@ class WorkloadSpec(BaseModel):
             raise ValueError("set exactly one of num_requests and duration_s")
         if self.random_ids_vocab is not None and self.api != "generate":
             raise ValueError("random_ids_vocab needs api 'generate' (the OpenAI APIs take text)")
+        sources = [n for n in ("prompts_file", "random_ids_vocab", "dataset") if getattr(self, n) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"{' and '.join(sources)} both say where prompts come from; keep one")
         return self
 
     def fingerprint(self) -> str:
@@ -125,12 +169,18 @@ class WorkloadSpec(BaseModel):
         """
         data = self.model_dump(mode="json", exclude={"prompts_file"})
         if self.prompts_file is not None:
-            try:
-                data["prompts_sha256"] = hashlib.sha256(Path(self.prompts_file).read_bytes()).hexdigest()
-            except OSError:
-                data["prompts_sha256"] = f"unreadable:{self.prompts_file}"
+            data["prompts_sha256"] = _file_sha256(self.prompts_file)
+        if isinstance(self.dataset, ShareGPTDataset):
+            data["dataset"]["path"] = _file_sha256(self.dataset.path)  # the data, wherever it lies
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return f"unreadable:{path}"
 
 
 class SLOs(BaseModel):
@@ -154,6 +204,9 @@ def max_output_len(workload: WorkloadSpec) -> int | None:
     (a normal distribution without ``high``, or a prompts file whose entries set their own)."""
     if workload.prompts_file is not None:
         return None
+    if isinstance(workload.dataset, ShareGPTDataset):
+        # each reply's own length (bench_serving caps prompt + reply at max_total_len)
+        return workload.dataset.output_len or workload.dataset.max_total_len
     spec = workload.output_len
     if isinstance(spec, int):
         return spec

@@ -296,6 +296,7 @@ class ConfigRunner:
                 "warmup_requests": 0,
                 "output_len": 4,
                 "prompts_file": None,
+                "dataset": None,
                 "input_len": 16,
                 "arrival": ClosedArrival(clients=1),
             }

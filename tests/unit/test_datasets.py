@@ -1,0 +1,128 @@
+"""Workload datasets: ShareGPT files (read, filtered as bench_serving does, errors naming file and line)
+and shared system prompts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuner.core.errors import ConfigError
+from tuner.loadgen.prompts import make_prompts
+from tuner.space import load_space
+from tuner.space.datasets import read_sharegpt, sharegpt_requests
+from tuner.space.workload import ShareGPTDataset, WorkloadSpec
+from tuner.testing import ROOT
+
+EXAMPLE = ROOT / "search_spaces" / "data" / "sharegpt-small.json"
+
+
+def _conv(*turns: tuple[str, str]) -> dict[str, object]:
+    return {"conversations": [{"from": who, "value": text} for who, text in turns]}
+
+
+def _words(n: int, word: str = "word") -> str:
+    return " ".join([word] * n)
+
+
+def _spec(path: Path, **kw: object) -> ShareGPTDataset:
+    return ShareGPTDataset(kind="sharegpt", path=str(path), **kw)
+
+
+def test_first_turns_with_their_reply_length_and_bench_serving_filters(tmp_path: Path) -> None:
+    data = [
+        _conv(("human", _words(10)), ("gpt", _words(30)), ("human", _words(5)), ("gpt", _words(7))),
+        _conv(("system", "be brief"), ("human", _words(1)), ("gpt", _words(30))),  # prompt < min_len
+        _conv(("human", _words(1100)), ("gpt", _words(30))),  # prompt > 1024
+        _conv(("human", _words(1000)), ("gpt", _words(1100))),  # prompt + reply > 2048
+        _conv(
+            ("gpt", "a greeting first"), ("human", _words(3)), ("gpt", _words(4))
+        ),  # starts at the human turn
+        _conv(("human", _words(8))),  # never answered
+    ]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(data))
+    first = sharegpt_requests(_spec(path))
+    assert [(r.prompt_words, r.output_len) for r in first] == [(10, 30), (3, 4)]
+    # every turn, each with the conversation before it as its context
+    every = sharegpt_requests(_spec(path, turns="all"))
+    assert [(r.prompt_words, r.output_len) for r in every] == [(10, 30), (10 + 30 + 5, 7), (3, 4)]
+    assert every[1].text.endswith(_words(5)) and every[1].text.startswith(_words(10))
+    # a fixed answer length instead of the reply's; JSONL reads the same
+    lines = tmp_path / "d.jsonl"
+    lines.write_text("\n".join(json.dumps(c) for c in data) + "\n\n")
+    # (prompt + 16 fits the total where prompt + its 1100-word reply did not)
+    assert [(r.prompt_words, r.output_len) for r in sharegpt_requests(_spec(lines, output_len=16))] == [
+        (10, 16),
+        (1000, 16),
+        (3, 16),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "where", "says"),
+    [
+        ('{"conversations": []}\n{"conversations": [}\n', "d.jsonl:2", "not valid JSON"),
+        ('[{"conversations": "hi"}]', "d.jsonl: entry 0", "conversations"),
+        ('["just text"]', "d.jsonl: entry 0", "must be a JSON object"),
+        ('{"conversations": [{"from": "human", "value": 3}]}', "d.jsonl:1", "conversations[0]"),
+        ('{"conversations": [{"from": "robot", "value": "x"}]}', "d.jsonl:1", "unknown speaker 'robot'"),
+        ("\n\n", "d.jsonl", "holds no conversations"),
+    ],
+)
+def test_a_bad_file_names_its_line_or_entry(tmp_path: Path, content: str, where: str, says: str) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as e:
+        read_sharegpt(path)
+    assert str(e.value).startswith(str(tmp_path / where)) and says in str(e.value), str(e.value)
+
+
+def test_the_space_loader_reads_the_dataset_and_names_the_field(tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml").read_text())
+    space_file = tmp_path / "space.yaml"
+
+    def load(dataset: dict[str, object], **workload: object) -> None:
+        raw["workload"] = {**raw["workload"], "dataset": dataset, **workload}
+        space_file.write_text(yaml.safe_dump(raw))
+        load_space(space_file)
+
+    load({"kind": "sharegpt", "path": str(EXAMPLE)})  # the shipped example loads
+    with pytest.raises(ConfigError, match=r"missing\.json.*cannot read dataset file"):
+        load({"kind": "sharegpt", "path": str(tmp_path / "missing.json")})
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps([_conv(("human", "hi"), ("gpt", "hello there"))]))
+    with pytest.raises(ConfigError, match=r"workload\.dataset.*no first turn within the length limits"):
+        load({"kind": "sharegpt", "path": str(tiny), "min_len": 3})
+    with pytest.raises(ConfigError, match="prompts_file and dataset both say where prompts come from"):
+        load({"kind": "shared_prefix", "groups": 2, "prefix_len": 8}, prompts_file=str(tiny))
+
+
+def test_the_fingerprint_follows_the_data_not_its_path(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(EXAMPLE.read_text())
+    b.write_text(EXAMPLE.read_text())
+
+    def fp(path: Path) -> str:
+        return WorkloadSpec(num_requests=4, dataset={"kind": "sharegpt", "path": str(path)}).fingerprint()
+
+    assert fp(a) == fp(b)
+    b.write_text(json.dumps([_conv(("human", _words(4)), ("gpt", _words(4)))]))
+    assert fp(a) != fp(b)
+
+
+def test_shared_prefixes_repeat_exactly_for_the_share_of_requests() -> None:
+    workload = WorkloadSpec(
+        num_requests=400, input_len=12, output_len=4, seed=3,
+        dataset={"kind": "shared_prefix", "groups": 4, "prefix_len": 50, "share": 0.75},
+    )  # fmt: skip
+    prompts = [p for p, _ in zip(make_prompts(workload), range(400), strict=False)]
+    heads = [p.text.split("\n")[0] for p in prompts if p.text and "\n" in p.text]
+    assert len(set(heads)) == 4 and all(len(h.split()) == 50 for h in heads)
+    assert 0.68 < len(heads) / 400 < 0.82  # the share, within sampling error
+    assert {p.prompt_tokens for p in prompts if "\n" in (p.text or "")} == {62}
+    assert {p.prompt_tokens for p in prompts if "\n" not in (p.text or "")} == {12}
+    again = [p for p, _ in zip(make_prompts(workload), range(400), strict=False)]
+    assert again == prompts  # the seed fixes everything

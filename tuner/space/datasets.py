@@ -1,0 +1,140 @@
+"""Data files a workload reads: ShareGPT-format conversations.
+
+Read when the space is loaded (:func:`check_dataset`), so a bad file is an error naming the file and
+the line (JSONL) or the entry (a JSON array) before any server starts, and again by the load
+generator (``tuner.loadgen.prompts``), which turns the surviving turns into requests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.core.errors import ConfigError
+from tuner.space.workload import ShareGPTDataset, WorkloadSpec
+
+MAX_FILE_BYTES = 2 * 1024**3  # a dataset larger than this is not a benchmark's (ShareGPT V3: ~650 MB)
+_HUMAN = ("human", "user")
+_MODEL = ("gpt", "assistant", "chatgpt", "bard", "model")
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """One request a dataset yields: the prompt text, its length in words and the answer's."""
+
+    text: str
+    prompt_words: int
+    output_len: int
+
+
+def read_sharegpt(path: str | Path) -> list[list[tuple[str, str]]]:
+    """The conversations of a ShareGPT-format file as lists of (human turn, reply) pairs.
+
+    A JSON array or one JSON object a line; each object holds ``conversations`` (or ``conversation``),
+    a list of ``{"from": ..., "value": ...}``. Turns pair up in order (a human turn, then the model's
+    reply); a conversation that does not start with a human turn starts at its first one, an unanswered
+    last turn is dropped. Raises ConfigError naming the file and the line or entry.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"dataset file is {size / 1024**3:.1f} GiB; the limit is 2 GiB", source=str(path)
+            )
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read dataset file ({e.strerror}); check the path", source=str(path)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"dataset file is not UTF-8 text (byte {e.start})", source=str(path)) from e
+    entries: list[tuple[str, Any]] = []
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"not valid JSON ({e.msg})", source=f"{path}:{e.lineno}") from None
+        entries = [(f"{path}: entry {i}", obj) for i, obj in enumerate(data)]
+    else:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    entries.append((f"{path}:{lineno}", json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(
+                        f"not valid JSON ({e.msg}); write a JSON array or one JSON object a line",
+                        source=f"{path}:{lineno}",
+                    ) from None
+    if not entries:
+        raise ConfigError("dataset file holds no conversations", source=str(path))
+    return [_pairs(obj, where) for where, obj in entries]
+
+
+def _pairs(obj: Any, where: str) -> list[tuple[str, str]]:
+    if not isinstance(obj, dict):
+        raise ConfigError(
+            'each conversation must be a JSON object like {"conversations": [...]}', source=where
+        )
+    turns = obj.get("conversations", obj.get("conversation"))
+    if not isinstance(turns, list):
+        raise ConfigError(
+            'needs a list of {"from": ..., "value": ...} turns', source=where, field="conversations"
+        )
+    pairs: list[tuple[str, str]] = []
+    human: str | None = None
+    for k, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise ConfigError(
+                'each turn must be an object with a string "value"', source=where, field=f"conversations[{k}]"
+            )
+        role = str(turn.get("from", turn.get("role", ""))).lower()
+        if role in _HUMAN:
+            human = turn["value"]
+        elif role in _MODEL:
+            if human is not None:
+                pairs.append((human, turn["value"]))
+            human = None
+        elif role not in ("system", "tool", "function"):
+            raise ConfigError(
+                f"unknown speaker {turn.get('from')!r}; expected human/user or gpt/assistant",
+                source=where,
+                field=f"conversations[{k}].from",
+            )
+    return pairs
+
+
+def sharegpt_requests(spec: ShareGPTDataset) -> list[DatasetRequest]:
+    """The requests ``spec`` yields from its file, after bench_serving's length filters, in file order."""
+    out: list[DatasetRequest] = []
+    for pairs in read_sharegpt(spec.path):
+        history: list[str] = []
+        for k, (human, reply) in enumerate(pairs):
+            if spec.turns == "first" and k > 0:
+                break
+            text = "\n".join([*history, human])
+            history += [human, reply]
+            prompt_words = len(text.split())
+            reply_words = len(reply.split())
+            output_len = spec.output_len or reply_words
+            if prompt_words < spec.min_len or reply_words < spec.min_len:
+                continue
+            if prompt_words > spec.max_prompt_len or prompt_words + output_len > spec.max_total_len:
+                continue
+            out.append(DatasetRequest(text, prompt_words, output_len))
+    return out
+
+
+def check_dataset(workload: WorkloadSpec, *, source: str) -> None:
+    """Read the workload's dataset once: its errors name the file; no request left is an error too."""
+    spec = workload.dataset
+    if not isinstance(spec, ShareGPTDataset):
+        return
+    if not sharegpt_requests(spec):
+        raise ConfigError(
+            f"{spec.path}: no {'first ' if spec.turns == 'first' else ''}turn within the length limits "
+            f"(prompt and reply >= {spec.min_len} words, prompt <= {spec.max_prompt_len}, prompt + reply "
+            f"<= {spec.max_total_len})",
+            source=source,
+            field="workload.dataset",
+        )
