@@ -215,6 +215,7 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path: Path, after_s: float) -> No
             "kind": "sharegpt",
             "path": str(ROOT / "search_spaces" / "data" / "sharegpt-small.json"),
             "turns": "all",
+            "output_len": 8,
         },
         {"kind": "shared_prefix", "groups": 2, "prefix_len": 200, "share": 0.9},
     ],
