@@ -218,12 +218,21 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path: Path, after_s: float) -> No
             "output_len": 8,
         },
         {"kind": "shared_prefix", "groups": 2, "prefix_len": 200, "share": 0.9},
+        {
+            "kind": "trace",
+            "path": str(ROOT / "search_spaces" / "data" / "trace-small.jsonl"),
+            "block_size": 64,
+        },
     ],
-    ids=["sharegpt", "shared_prefix"],
+    ids=["sharegpt", "shared_prefix", "trace"],
 )
 def test_a_study_runs_on_each_dataset_kind(tmp_path: Path, dataset: dict[str, object]) -> None:
     seeds = [seed("baseline"), seed("balanced-v2", base="balanced-v2")]
-    space = small_space(tmp_path, seeds=seeds, dataset=dataset, output_len=8)
+    # a trace is replayed at its own times, four times as fast
+    arrival = (
+        {"kind": "trace", "speed": 4.0} if dataset["kind"] == "trace" else {"kind": "closed", "clients": 4}
+    )
+    space = small_space(tmp_path, seeds=seeds, dataset=dataset, output_len=8, arrival=arrival)
     proc = subprocess.run(
         study_cmd(space, tmp_path, trials=2), cwd=ROOT, capture_output=True, text=True, timeout=300
     )

@@ -133,3 +133,27 @@ async def _shared_prefix_reuse(sim: str) -> None:
     assert words.completed == result.completed == 24
     # after the first request of each group, 400 of 416 prompt tokens come from the cache
     assert _cache_hit_rate(sim) > 0.6
+
+
+async def test_a_trace_is_replayed_at_its_own_times_scaled(tmp_path) -> None:
+    import json as _json
+
+    rows = [(0, 40), (400, 40), (500, 40), (1600, 40), (2000, 40)]  # ms, words
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(_json.dumps({"timestamp": t, "input_length": n, "output_length": 4, "hash_ids": [1]})
+                            + "\n" for t, n in rows))  # fmt: skip
+    proc, sim = _start_sim("--enable-metrics")
+    try:
+        workload = spec(num_requests=5, dataset={"kind": "trace", "path": str(path), "block_size": 32},
+                        arrival={"kind": "trace", "speed": 2.0})  # fmt: skip
+        result = await run_benchmark(sim, workload)
+        hit_rate = _cache_hit_rate(sim)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert result.completed == 5, result.errors()
+    sent = sorted(r.sent_ns for r in result.records)
+    offsets = [(s - sent[0]) / 1e9 for s in sent]
+    expected = [t / 1000 / 2.0 for t, _ in rows]  # twice as fast
+    assert all(abs(o - e) < 0.1 for o, e in zip(offsets, expected, strict=True)), offsets
+    assert hit_rate > 0.4  # every prompt opens with block 1: 32 of its 40 words come from the cache

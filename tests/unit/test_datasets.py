@@ -12,7 +12,7 @@ import yaml
 from tuner.core.errors import ConfigError
 from tuner.loadgen.prompts import make_prompts
 from tuner.space import load_space
-from tuner.space.datasets import read_sharegpt, sharegpt_requests
+from tuner.space.datasets import read_sharegpt, read_trace, sharegpt_requests
 from tuner.space.workload import ShareGPTDataset, WorkloadSpec
 from tuner.testing import ROOT
 
@@ -126,3 +126,55 @@ def test_shared_prefixes_repeat_exactly_for_the_share_of_requests() -> None:
     assert {p.prompt_tokens for p in prompts if "\n" not in (p.text or "")} == {12}
     again = [p for p, _ in zip(make_prompts(workload), range(400), strict=False)]
     assert again == prompts  # the seed fixes everything
+
+
+TRACE = ROOT / "search_spaces" / "data" / "trace-small.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "says"),
+    [
+        (['{"timestamp": 0, "input_length": 8, "output_length": 4}', "{oops"], ":2", "not valid JSON"),
+        (
+            ['{"timestamp": 5, "input_length": 0, "output_length": 4}'],
+            ":1",
+            "input_length: must be a positive integer",
+        ),
+        (['{"timestamp": -1, "input_length": 8, "output_length": 4}'], ":1", "timestamp: must be a number"),
+        (
+            [
+                '{"timestamp": 9, "input_length": 8, "output_length": 4}',
+                '{"timestamp": 3, "input_length": 8, "output_length": 4}',
+            ],
+            ":2",
+            "timestamps must not decrease",
+        ),
+        (['{"timestamp": 0, "input_length": 8, "output_length": 4, "hash_ids": [1, "a"]}'], ":1", "hash_ids"),
+    ],
+)
+def test_a_bad_trace_names_its_line(tmp_path: Path, lines: list[str], where: str, says: str) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as e:
+        read_trace(path)
+    assert str(e.value).startswith(f"{path}{where}") and says in str(e.value), str(e.value)
+
+
+def test_trace_prompts_keep_times_lengths_and_shared_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    rows = [(1000, 100, 5, [0, 1, 7]), (1500, 70, 6, [0, 1]), (3000, 30, 7, [9])]
+    path.write_text("".join(json.dumps({"timestamp": t, "input_length": n, "output_length": m, "hash_ids": ids})
+                            + "\n" for t, n, m, ids in rows))  # fmt: skip
+    workload = WorkloadSpec(num_requests=6, dataset={"kind": "trace", "path": str(path), "block_size": 32},
+                            arrival={"kind": "trace", "speed": 2})  # fmt: skip
+    prompts = [p for p, _ in zip(make_prompts(workload), range(6), strict=False)]
+    assert [p.at_s for p in prompts] == [0.0, 0.5, 2.0, 3.0, 3.5, 5.0]  # again after one mean gap (1 s)
+    assert [(p.prompt_tokens, p.output_len) for p in prompts[:3]] == [(100, 5), (70, 6), (30, 7)]
+    assert all(len((p.text or "").split()) == p.prompt_tokens for p in prompts)
+    words = [(p.text or "").split() for p in prompts]
+    assert words[0][:64] == words[1][:64]  # blocks 0 and 1: the same 64 words
+    assert words[0][64:96] != words[2][:32]  # blocks 7 and 9 differ
+    assert words[3][:64] == words[0][:64]  # the replay repeats the blocks
+    with pytest.raises(ValueError, match="arrival kind 'trace' replays a trace's timestamps"):
+        WorkloadSpec(num_requests=4, arrival={"kind": "trace"})
+    assert read_trace(TRACE)[-1].at_s < 60  # the shipped example reads

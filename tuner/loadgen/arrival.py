@@ -1,4 +1,4 @@
-"""When requests are sent: a closed loop of N clients, or Poisson arrivals at a rate.
+"""When requests are sent: a closed loop of N clients, Poisson arrivals at a rate, or a trace's own times.
 
 The drivers know nothing about HTTP or metrics. They pull the next job with ``claim()`` (None
 means "no more": count reached, duration over, or the benchmark is stopping) and run it with
@@ -12,7 +12,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from tuner.space.workload import ClosedArrival, PoissonArrival
+from tuner.space.workload import ClosedArrival, PoissonArrival, TraceArrival
 
 Job = TypeVar("Job")
 
@@ -76,15 +76,49 @@ async def poisson(
             tg.create_task(gated(job))
 
 
+async def replay(
+    arrival: TraceArrival,
+    claim: Callable[[], Job | None],
+    execute: Callable[[Job], Awaitable[None]],
+    offset_of: Callable[[Job], float],
+) -> None:
+    """Start each job at its trace time (relative to the phase's first job) divided by ``speed``."""
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(arrival.max_concurrency) if arrival.max_concurrency else None
+
+    async def gated(job: Job) -> None:
+        if slots is None:
+            await execute(job)
+            return
+        async with slots:
+            await execute(job)
+
+    start = loop.time()
+    first: float | None = None
+    async with asyncio.TaskGroup() as tg:
+        while (job := claim()) is not None:
+            at = offset_of(job)
+            first = at if first is None else first
+            delay = start + (at - first) / arrival.speed - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tg.create_task(gated(job))
+
+
 async def drive(
-    arrival: ClosedArrival | PoissonArrival,
+    arrival: ClosedArrival | PoissonArrival | TraceArrival,
     seed: int,
     claim: Callable[[], Job | None],
     execute: Callable[[Job], Awaitable[None]],
+    offset_of: Callable[[Job], float] | None = None,
 ) -> None:
-    """Run the arrival process the workload names until ``claim()`` returns None."""
+    """Run the arrival process the workload names until ``claim()`` returns None (``offset_of``: a
+    job's trace time, for trace replay)."""
     if isinstance(arrival, ClosedArrival):
         await closed_loop(arrival.clients, claim, execute)
+    elif isinstance(arrival, TraceArrival):
+        assert offset_of is not None, "trace replay needs each job's time"
+        await replay(arrival, claim, execute, offset_of)
     else:
         # A string seed is hashed deterministically (sha512), independent of PYTHONHASHSEED.
         await poisson(arrival, random.Random(f"arrival:{seed}"), claim, execute)

@@ -209,7 +209,9 @@ class _Run:
             cap = arrival.clients if isinstance(arrival, ClosedArrival) else arrival.max_concurrency
             n = self.workload.warmup_requests
             arrival = ClosedArrival(clients=min(cap or n, n))
-        driver = asyncio.create_task(drive(arrival, self.workload.seed, self.claimer(warmup), self.execute))
+        driver = asyncio.create_task(
+            drive(arrival, self.workload.seed, self.claimer(warmup), self.execute, offset_of=_trace_time)
+        )
         stopper = asyncio.create_task(self.stop_event.wait())
         try:
             await asyncio.wait({driver, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -304,6 +306,10 @@ def _finish(run: _Run, end_ns: int) -> BenchResult:
     if run.on_progress is not None:
         run.on_progress(result.completed + result.failed, run.workload.num_requests, result.flat())
     return result
+
+
+def _trace_time(job: _Job) -> float:
+    return job.prompt.at_s or 0.0
 
 
 def _prepend(first: Prompt, rest: Iterator[Prompt]) -> Iterator[Prompt]:

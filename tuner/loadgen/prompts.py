@@ -1,5 +1,5 @@
 """Prompts for a workload: synthetic random words (or token ids), a JSONL file, ShareGPT conversations,
-or words behind shared system prompts.
+words behind shared system prompts, or a request trace's lengths and shared blocks.
 
 Synthetic prompts need no download and no tokenizer, like SGLang's ``random-ids`` dataset: a
 prompt of N tokens is N common English words separated by spaces. The simulator counts one
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.core.errors import ConfigError
-from tuner.space.datasets import sharegpt_requests
-from tuner.space.workload import LengthDist, SharedPrefixDataset, ShareGPTDataset, WorkloadSpec
+from tuner.space.datasets import read_trace, sharegpt_requests
+from tuner.space.workload import LengthDist, SharedPrefixDataset, ShareGPTDataset, TraceDataset, WorkloadSpec
 
 # Short, common words: each is a single token in the usual BPE vocabularies.
 _WORD_TEXT = """the of and to in is you that it he was for on are as with his they at be this have from or one
@@ -49,6 +49,7 @@ class Prompt:
     input_ids: tuple[int, ...] | None
     prompt_tokens: int
     output_len: int
+    at_s: float | None = None  # a trace's send time, seconds after its first request (None: no trace)
 
 
 def draw_length(spec: int | LengthDist, rng: random.Random) -> int:
@@ -126,6 +127,9 @@ def make_prompts(workload: WorkloadSpec) -> Iterator[Prompt]:
     if isinstance(workload.dataset, SharedPrefixDataset):
         yield from _shared_prefix(workload, workload.dataset, rng)
         return
+    if isinstance(workload.dataset, TraceDataset):
+        yield from _trace(workload, workload.dataset, rng)
+        return
     if workload.prompts_file is not None:
         entries = load_prompts_file(workload.prompts_file)
         for text, output_len in itertools.cycle(entries):
@@ -157,3 +161,24 @@ def _shared_prefix(workload: WorkloadSpec, spec: SharedPrefixDataset, rng: rando
         else:
             text, n = question, n_in
         yield Prompt(text=text, input_ids=None, prompt_tokens=n, output_len=n_out)
+
+
+def _trace(workload: WorkloadSpec, spec: TraceDataset, rng: random.Random) -> Iterator[Prompt]:
+    """The trace's requests in order, again and again, each pass after the last one ended (one mean gap
+    later). A prompt is the words of its ``hash_ids`` blocks (the same id, the same words: shared
+    prefixes stay shared), cut or filled with fresh words to ``input_length``."""
+    requests = read_trace(spec.path)
+    span = requests[-1].at_s
+    period = span + (span / (len(requests) - 1) if len(requests) > 1 and span > 0 else 1.0)
+    blocks: dict[int, list[str]] = {}
+
+    def block(i: int) -> list[str]:
+        if i not in blocks:
+            blocks[i] = random.Random(f"{workload.seed}:block:{i}").choices(WORDS, k=spec.block_size)
+        return blocks[i]
+
+    for lap in itertools.count():
+        for r in requests:
+            words = [w for i in r.hash_ids for w in block(i)][: r.input_length]
+            words += rng.choices(WORDS, k=r.input_length - len(words))
+            yield Prompt(" ".join(words), None, r.input_length, r.output_length, at_s=lap * period + r.at_s)

@@ -1,4 +1,4 @@
-"""Data files a workload reads: ShareGPT-format conversations.
+"""Data files a workload reads: ShareGPT-format conversations and request traces.
 
 Read when the space is loaded (:func:`check_dataset`), so a bad file is an error naming the file and
 the line (JSONL) or the entry (a JSON array) before any server starts, and again by the load
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.core.errors import ConfigError
-from tuner.space.workload import ShareGPTDataset, WorkloadSpec
+from tuner.space.workload import MAX_TOKENS, ShareGPTDataset, TraceDataset, WorkloadSpec
 
 MAX_FILE_BYTES = 2 * 1024**3  # a dataset larger than this is not a benchmark's (ShareGPT V3: ~650 MB)
 _HUMAN = ("human", "user")
@@ -125,9 +125,71 @@ def sharegpt_requests(spec: ShareGPTDataset) -> list[DatasetRequest]:
     return out
 
 
+@dataclass(frozen=True)
+class TraceRequest:
+    """One line of a trace: when (seconds after its first request), how long in and out, its blocks."""
+
+    at_s: float
+    input_length: int
+    output_length: int
+    hash_ids: tuple[int, ...]
+
+
+def read_trace(path: str | Path) -> list[TraceRequest]:
+    """A JSONL trace in time order; ConfigError naming the file and line of the first bad one."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read trace file ({e.strerror}); check the path", source=str(path)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"trace file is not UTF-8 text (byte {e.start})", source=str(path)) from e
+    out: list[TraceRequest] = []
+    first: float | None = None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f"not valid JSON ({e.msg}); write one JSON object a line", source=where
+            ) from None
+        if not isinstance(obj, dict):
+            raise ConfigError(
+                'each line must be an object like {"timestamp": 0, "input_length": 512, ...}', source=where
+            )
+        for key in ("timestamp", "input_length", "output_length"):
+            v = obj.get(key)
+            if key == "timestamp":
+                ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < float("inf")
+            else:
+                ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_TOKENS
+            if not ok:
+                want = "a number of milliseconds >= 0" if key == "timestamp" else "a positive integer"
+                raise ConfigError(f"must be {want}, got {v!r}", source=where, field=key)
+        ids = obj.get("hash_ids", [])
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ConfigError(f"must be a list of integers, got {ids!r}", source=where, field="hash_ids")
+        at = obj["timestamp"] / 1000.0
+        first = at if first is None else first
+        if out and at < first + out[-1].at_s:
+            raise ConfigError(
+                "timestamps must not decrease (sort the trace by time)", source=where, field="timestamp"
+            )
+        out.append(TraceRequest(at - first, obj["input_length"], obj["output_length"], tuple(ids)))
+    if not out:
+        raise ConfigError("trace file holds no requests", source=str(path))
+    return out
+
+
 def check_dataset(workload: WorkloadSpec, *, source: str) -> None:
     """Read the workload's dataset once: its errors name the file; no request left is an error too."""
     spec = workload.dataset
+    if isinstance(spec, TraceDataset):
+        read_trace(spec.path)
+        return
     if not isinstance(spec, ShareGPTDataset):
         return
     if not sharegpt_requests(spec):

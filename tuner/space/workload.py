@@ -73,7 +73,18 @@ class PoissonArrival(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
 
 
-Arrival = Annotated[ClosedArrival | PoissonArrival, Field(discriminator="kind")]
+class TraceArrival(BaseModel):
+    """Requests sent when a trace's timestamps say (``dataset: {kind: trace}``), ``speed`` times faster
+    (2.0: twice the load); ``max_concurrency`` caps requests in flight as with Poisson arrivals."""
+
+    model_config = _STRICT
+
+    kind: Literal["trace"]
+    speed: float = Field(default=1.0, gt=0, le=1e6)
+    max_concurrency: int | None = Field(default=None, ge=1)
+
+
+Arrival = Annotated[ClosedArrival | PoissonArrival | TraceArrival, Field(discriminator="kind")]
 
 
 class ShareGPTDataset(BaseModel):
@@ -113,7 +124,21 @@ class SharedPrefixDataset(BaseModel):
     share: float = Field(default=1.0, ge=0, le=1)
 
 
-Dataset = Annotated[ShareGPTDataset | SharedPrefixDataset, Field(discriminator="kind")]
+class TraceDataset(BaseModel):
+    """Requests from a JSONL trace, one ``{"timestamp": ms, "input_length": n, "output_length": m}`` a
+    line in time order (the Mooncake trace format). Its ``hash_ids`` (optional: the ids of the prompt's
+    ``block_size``-token blocks) become shared blocks of words, so requests that share ids share a
+    prefix as in the original traffic. With ``arrival: {kind: trace}`` the requests go out at the
+    trace's own times; a run longer than the trace replays it again after its last request."""
+
+    model_config = _STRICT
+
+    kind: Literal["trace"]
+    path: str = Field(min_length=1)
+    block_size: int = Field(default=512, ge=1, le=1_000_000)
+
+
+Dataset = Annotated[ShareGPTDataset | SharedPrefixDataset | TraceDataset, Field(discriminator="kind")]
 
 
 class WorkloadSpec(BaseModel):
@@ -159,6 +184,10 @@ class WorkloadSpec(BaseModel):
         sources = [n for n in ("prompts_file", "random_ids_vocab", "dataset") if getattr(self, n) is not None]
         if len(sources) > 1:
             raise ValueError(f"{' and '.join(sources)} both say where prompts come from; keep one")
+        if isinstance(self.arrival, TraceArrival) and not isinstance(self.dataset, TraceDataset):
+            raise ValueError(
+                "arrival kind 'trace' replays a trace's timestamps: set dataset {kind: trace, path: ...}"
+            )
         return self
 
     def fingerprint(self) -> str:
@@ -170,7 +199,7 @@ class WorkloadSpec(BaseModel):
         data = self.model_dump(mode="json", exclude={"prompts_file"})
         if self.prompts_file is not None:
             data["prompts_sha256"] = _file_sha256(self.prompts_file)
-        if isinstance(self.dataset, ShareGPTDataset):
+        if isinstance(self.dataset, ShareGPTDataset | TraceDataset):
             data["dataset"]["path"] = _file_sha256(self.dataset.path)  # the data, wherever it lies
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -207,6 +236,8 @@ def max_output_len(workload: WorkloadSpec) -> int | None:
     if isinstance(workload.dataset, ShareGPTDataset):
         # each reply's own length (bench_serving caps prompt + reply at max_total_len)
         return workload.dataset.output_len or workload.dataset.max_total_len
+    if isinstance(workload.dataset, TraceDataset):
+        return None  # the trace's own lengths
     spec = workload.output_len
     if isinstance(spec, int):
         return spec
