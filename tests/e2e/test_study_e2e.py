@@ -208,30 +208,27 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path: Path, after_s: float) -> No
     assert code == 0 or "interrupted" in text.strip().splitlines()[-1] or "interrupted: the running" in text
 
 
+DATA = ROOT / "search_spaces" / "data"
+CLOSED = {"kind": "closed", "clients": 4}
+
+
 @pytest.mark.parametrize(
-    "dataset",
+    ("dataset", "arrival"),
     [
-        {
-            "kind": "sharegpt",
-            "path": str(ROOT / "search_spaces" / "data" / "sharegpt-small.json"),
-            "turns": "all",
-            "output_len": 8,
-        },
-        {"kind": "shared_prefix", "groups": 2, "prefix_len": 200, "share": 0.9},
-        {
-            "kind": "trace",
-            "path": str(ROOT / "search_spaces" / "data" / "trace-small.jsonl"),
-            "block_size": 64,
-        },
+        ({"kind": "sharegpt", "path": str(DATA / "sharegpt-small.json"), "turns": "all", "output_len": 8}, CLOSED),
+        # conversations turn by turn, two at a time
+        ({"kind": "sharegpt", "path": str(DATA / "sharegpt-small.json"), "turns": "all", "output_len": 8},
+         {"kind": "sessions", "clients": 2, "think_time_s": 0.1}),
+        ({"kind": "shared_prefix", "groups": 2, "prefix_len": 200, "share": 0.9}, CLOSED),
+        # a trace at its own times, four times as fast
+        ({"kind": "trace", "path": str(DATA / "trace-small.jsonl"), "block_size": 64}, {"kind": "trace", "speed": 4.0}),
     ],
-    ids=["sharegpt", "shared_prefix", "trace"],
-)
-def test_a_study_runs_on_each_dataset_kind(tmp_path: Path, dataset: dict[str, object]) -> None:
+    ids=["sharegpt", "sessions", "shared_prefix", "trace"],
+)  # fmt: skip
+def test_a_study_runs_on_each_dataset_kind(
+    tmp_path: Path, dataset: dict[str, object], arrival: dict[str, object]
+) -> None:
     seeds = [seed("baseline"), seed("balanced-v2", base="balanced-v2")]
-    # a trace is replayed at its own times, four times as fast
-    arrival = (
-        {"kind": "trace", "speed": 4.0} if dataset["kind"] == "trace" else {"kind": "closed", "clients": 4}
-    )
     space = small_space(tmp_path, seeds=seeds, dataset=dataset, output_len=8, arrival=arrival)
     proc = subprocess.run(
         study_cmd(space, tmp_path, trials=2), cwd=ROOT, capture_output=True, text=True, timeout=300

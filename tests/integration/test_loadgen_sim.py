@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -157,3 +158,43 @@ async def test_a_trace_is_replayed_at_its_own_times_scaled(tmp_path) -> None:
     expected = [t / 1000 / 2.0 for t, _ in rows]  # twice as fast
     assert all(abs(o - e) < 0.1 for o, e in zip(offsets, expected, strict=True)), offsets
     assert hit_rate > 0.4  # every prompt opens with block 1: 32 of its 40 words come from the cache
+
+
+async def test_conversations_go_turn_by_turn_with_think_time_and_reuse_their_history(tmp_path) -> None:
+    import json as _json
+
+    from tuner.loadgen.prompts import make_prompts
+
+    def conv(i: int, turns: int) -> dict[str, object]:
+        msgs = []
+        for k in range(turns):
+            msgs += [{"from": "human", "value": f"question {i} {k} " + "word " * 30},
+                     {"from": "gpt", "value": "answer " * 6}]  # fmt: skip
+        return {"conversations": msgs}
+
+    path = tmp_path / "chats.json"
+    path.write_text(_json.dumps([conv(i, 3) for i in range(4)]))
+    workload = spec(num_requests=12, dataset={"kind": "sharegpt", "path": str(path), "turns": "all"},
+                    arrival={"kind": "sessions", "clients": 2, "think_time_s": 0.3})  # fmt: skip
+    proc, sim = _start_sim("--enable-metrics")
+    try:
+        result = await run_benchmark(sim, workload)
+        hit_rate = _cache_hit_rate(sim)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert result.completed == 12, result.errors()
+    prompts = [p for p, _ in zip(make_prompts(workload), range(12), strict=False)]
+    session_of = {p.text: p.session for p in prompts}
+    by_index = sorted(result.records, key=lambda r: r.index)  # the stream's order
+    turns: dict[int, list] = {}
+    for p, r in zip(prompts, by_index, strict=True):
+        turns.setdefault(p.session, []).append(r)
+    assert len(turns) == 4 and all(len(t) == 3 for t in turns.values()) and len(session_of) == 12
+    for rs in turns.values():  # each turn leaves after the answer to the one before, plus the think time
+        for before, after in itertools.pairwise(rs):
+            assert after.sent_ns - before.done_ns >= 0.3e9 - 5e6
+    # at most two conversations at a time: the third starts after one of the first two ended
+    starts = sorted((rs[0].sent_ns, rs[-1].done_ns) for rs in turns.values())
+    assert starts[2][0] >= min(starts[0][1], starts[1][1])
+    assert hit_rate > 0.3  # a turn's prompt opens with the one before it

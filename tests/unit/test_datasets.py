@@ -3,6 +3,7 @@ and shared system prompts."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -178,3 +179,22 @@ def test_trace_prompts_keep_times_lengths_and_shared_blocks(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="arrival kind 'trace' replays a trace's timestamps"):
         WorkloadSpec(num_requests=4, arrival={"kind": "trace"})
     assert read_trace(TRACE)[-1].at_s < 60  # the shipped example reads
+
+
+def test_sessions_keep_each_conversation_whole_and_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    data = [_conv(*[(w, _words(3 + k)) for k in range(n) for w in ("human", "gpt")]) for n in (1, 3, 2)]
+    path.write_text(json.dumps(data))
+    workload = WorkloadSpec(num_requests=6, dataset={"kind": "sharegpt", "path": str(path), "turns": "all"},
+                            arrival={"kind": "sessions", "clients": 2})  # fmt: skip
+    prompts = [p for p, _ in zip(make_prompts(workload), range(12), strict=False)]
+    sessions = [p.session for p in prompts]
+    assert sessions[:6] == sorted(sessions[:6]) and len(set(sessions[:6])) == 3  # whole, consecutive
+    assert sessions[6:] == [s + 3 for s in sessions[:6]]  # the next pass: new sessions, same order
+    for s in set(sessions[:6]):  # within one, every turn's prompt opens with the one before
+        texts = [p.text or "" for p in prompts if p.session == s]
+        assert all(b.startswith(a) for a, b in itertools.pairwise(texts))
+    with pytest.raises(ValueError, match="arrival kind 'sessions' sends conversations turn by turn"):
+        WorkloadSpec(
+            num_requests=4, arrival={"kind": "sessions"}, dataset={"kind": "sharegpt", "path": str(path)}
+        )

@@ -1,4 +1,5 @@
-"""When requests are sent: a closed loop of N clients, Poisson arrivals at a rate, or a trace's own times.
+"""When requests are sent: a closed loop of N clients, Poisson arrivals at a rate, a trace's own times, or
+conversations turn by turn.
 
 The drivers know nothing about HTTP or metrics. They pull the next job with ``claim()`` (None
 means "no more": count reached, duration over, or the benchmark is stopping) and run it with
@@ -12,7 +13,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from tuner.space.workload import ClosedArrival, PoissonArrival, TraceArrival
+from tuner.space.workload import ClosedArrival, PoissonArrival, SessionsArrival, TraceArrival
 
 Job = TypeVar("Job")
 
@@ -105,17 +106,59 @@ async def replay(
             tg.create_task(gated(job))
 
 
+async def sessions(
+    arrival: SessionsArrival,
+    claim: Callable[[], Job | None],
+    execute: Callable[[Job], Awaitable[None]],
+    session_of: Callable[[Job], int | None],
+) -> None:
+    """``clients`` conversations at a time: the jobs of one session (consecutive in the stream) go out
+    one after another, each ``think_time_s`` after the previous one's answer ended. A conversation's
+    turns are claimed when it starts (so a run cut by its request count may end one mid-way)."""
+    slots = asyncio.Semaphore(arrival.clients)
+
+    async def conversation(queue: asyncio.Queue[Job | None]) -> None:
+        try:
+            first = True
+            while (job := await queue.get()) is not None:
+                if not first:
+                    await asyncio.sleep(arrival.think_time_s)
+                await execute(job)
+                first = False
+        finally:
+            slots.release()
+
+    async with asyncio.TaskGroup() as tg:
+        queue: asyncio.Queue[Job | None] | None = None
+        current: int | None = None
+        while (job := claim()) is not None:
+            session = session_of(job)
+            if queue is None or session != current or session is None:
+                if queue is not None:
+                    queue.put_nowait(None)
+                await slots.acquire()
+                queue, current = asyncio.Queue(), session
+                tg.create_task(conversation(queue))
+            queue.put_nowait(job)
+        if queue is not None:
+            queue.put_nowait(None)
+
+
 async def drive(
-    arrival: ClosedArrival | PoissonArrival | TraceArrival,
+    arrival: ClosedArrival | PoissonArrival | TraceArrival | SessionsArrival,
     seed: int,
     claim: Callable[[], Job | None],
     execute: Callable[[Job], Awaitable[None]],
     offset_of: Callable[[Job], float] | None = None,
+    session_of: Callable[[Job], int | None] | None = None,
 ) -> None:
     """Run the arrival process the workload names until ``claim()`` returns None (``offset_of``: a
-    job's trace time, for trace replay)."""
+    job's trace time, for trace replay; ``session_of``: its conversation, for multi-turn sessions)."""
     if isinstance(arrival, ClosedArrival):
         await closed_loop(arrival.clients, claim, execute)
+    elif isinstance(arrival, SessionsArrival):
+        assert session_of is not None, "sessions need each job's conversation"
+        await sessions(arrival, claim, execute, session_of)
     elif isinstance(arrival, TraceArrival):
         assert offset_of is not None, "trace replay needs each job's time"
         await replay(arrival, claim, execute, offset_of)

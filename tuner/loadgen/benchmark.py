@@ -206,11 +206,18 @@ class _Run:
         arrival = self.workload.arrival
         if warmup:
             # Warm-up requests go out together, capped like the measured phase.
-            cap = arrival.clients if isinstance(arrival, ClosedArrival) else arrival.max_concurrency
+            cap = getattr(arrival, "clients", None) or getattr(arrival, "max_concurrency", None)
             n = self.workload.warmup_requests
             arrival = ClosedArrival(clients=min(cap or n, n))
         driver = asyncio.create_task(
-            drive(arrival, self.workload.seed, self.claimer(warmup), self.execute, offset_of=_trace_time)
+            drive(
+                arrival,
+                self.workload.seed,
+                self.claimer(warmup),
+                self.execute,
+                offset_of=_trace_time,
+                session_of=_session,
+            )
         )
         stopper = asyncio.create_task(self.stop_event.wait())
         try:
@@ -310,6 +317,10 @@ def _finish(run: _Run, end_ns: int) -> BenchResult:
 
 def _trace_time(job: _Job) -> float:
     return job.prompt.at_s or 0.0
+
+
+def _session(job: _Job) -> int | None:
+    return job.prompt.session
 
 
 def _prepend(first: Prompt, rest: Iterator[Prompt]) -> Iterator[Prompt]:

@@ -17,8 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.core.errors import ConfigError
-from tuner.space.datasets import read_trace, sharegpt_requests
-from tuner.space.workload import LengthDist, SharedPrefixDataset, ShareGPTDataset, TraceDataset, WorkloadSpec
+from tuner.space.datasets import DatasetRequest, read_trace, sharegpt_requests
+from tuner.space.workload import (
+    LengthDist,
+    SessionsArrival,
+    SharedPrefixDataset,
+    ShareGPTDataset,
+    TraceDataset,
+    WorkloadSpec,
+)
 
 # Short, common words: each is a single token in the usual BPE vocabularies.
 _WORD_TEXT = """the of and to in is you that it he was for on are as with his they at be this have from or one
@@ -50,6 +57,7 @@ class Prompt:
     prompt_tokens: int
     output_len: int
     at_s: float | None = None  # a trace's send time, seconds after its first request (None: no trace)
+    session: int | None = None  # the conversation a multi-turn turn belongs to (None: independent)
 
 
 def draw_length(spec: int | LengthDist, rng: random.Random) -> int:
@@ -120,6 +128,9 @@ def make_prompts(workload: WorkloadSpec) -> Iterator[Prompt]:
     rng = random.Random(workload.seed)
     if isinstance(workload.dataset, ShareGPTDataset):
         requests = sharegpt_requests(workload.dataset)
+        if isinstance(workload.arrival, SessionsArrival):
+            yield from _sessions(requests, rng)
+            return
         rng.shuffle(requests)  # bench_serving samples the file at random; the seed fixes the order
         for r in itertools.cycle(requests):
             yield Prompt(text=r.text, input_ids=None, prompt_tokens=r.prompt_words, output_len=r.output_len)
@@ -182,3 +193,17 @@ def _trace(workload: WorkloadSpec, spec: TraceDataset, rng: random.Random) -> It
             words = [w for i in r.hash_ids for w in block(i)][: r.input_length]
             words += rng.choices(WORDS, k=r.input_length - len(words))
             yield Prompt(" ".join(words), None, r.input_length, r.output_length, at_s=lap * period + r.at_s)
+
+
+def _sessions(requests: list[DatasetRequest], rng: random.Random) -> Iterator[Prompt]:
+    """Whole conversations in a shuffled order, each one's turns in its own order; every pass over the
+    file numbers its sessions anew."""
+    by_conversation: dict[int, list[DatasetRequest]] = {}
+    for r in requests:
+        by_conversation.setdefault(r.conversation, []).append(r)
+    order = list(by_conversation)
+    rng.shuffle(order)
+    for lap in itertools.count():
+        for k, c in enumerate(order):
+            for r in by_conversation[c]:
+                yield Prompt(r.text, None, r.prompt_words, r.output_len, session=lap * len(order) + k)

@@ -27,6 +27,7 @@ class DatasetRequest:
     text: str
     prompt_words: int
     output_len: int
+    conversation: int = 0  # the conversation's place in the file
 
 
 def read_sharegpt(path: str | Path) -> list[list[tuple[str, str]]]:
@@ -107,7 +108,7 @@ def _pairs(obj: Any, where: str) -> list[tuple[str, str]]:
 def sharegpt_requests(spec: ShareGPTDataset) -> list[DatasetRequest]:
     """The requests ``spec`` yields from its file, after bench_serving's length filters, in file order."""
     out: list[DatasetRequest] = []
-    for pairs in read_sharegpt(spec.path):
+    for c, pairs in enumerate(read_sharegpt(spec.path)):
         history: list[str] = []
         for k, (human, reply) in enumerate(pairs):
             if spec.turns == "first" and k > 0:
@@ -121,7 +122,7 @@ def sharegpt_requests(spec: ShareGPTDataset) -> list[DatasetRequest]:
                 continue
             if prompt_words > spec.max_prompt_len or prompt_words + output_len > spec.max_total_len:
                 continue
-            out.append(DatasetRequest(text, prompt_words, output_len))
+            out.append(DatasetRequest(text, prompt_words, output_len, c))
     return out
 
 

@@ -84,7 +84,21 @@ class TraceArrival(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
 
 
-Arrival = Annotated[ClosedArrival | PoissonArrival | TraceArrival, Field(discriminator="kind")]
+class SessionsArrival(BaseModel):
+    """Multi-turn conversations (``dataset: {kind: sharegpt, turns: all}``): ``clients`` conversations at a
+    time, each sending its next turn ``think_time_s`` after the answer to the previous one ended, with
+    the conversation so far as its prompt (so a prefix cache sees the reuse real chat traffic has)."""
+
+    model_config = _STRICT
+
+    kind: Literal["sessions"]
+    clients: int = Field(default=1, ge=1, le=100_000)
+    think_time_s: float = Field(default=1.0, ge=0, le=3600)
+
+
+Arrival = Annotated[
+    ClosedArrival | PoissonArrival | TraceArrival | SessionsArrival, Field(discriminator="kind")
+]
 
 
 class ShareGPTDataset(BaseModel):
@@ -184,6 +198,12 @@ class WorkloadSpec(BaseModel):
         sources = [n for n in ("prompts_file", "random_ids_vocab", "dataset") if getattr(self, n) is not None]
         if len(sources) > 1:
             raise ValueError(f"{' and '.join(sources)} both say where prompts come from; keep one")
+        if isinstance(self.arrival, SessionsArrival) and not (
+            isinstance(self.dataset, ShareGPTDataset) and self.dataset.turns == "all"
+        ):
+            raise ValueError(
+                "arrival kind 'sessions' sends conversations turn by turn: set dataset {kind: sharegpt, turns: all, path: ...}"
+            )
         if isinstance(self.arrival, TraceArrival) and not isinstance(self.dataset, TraceDataset):
             raise ValueError(
                 "arrival kind 'trace' replays a trace's timestamps: set dataset {kind: trace, path: ...}"
