@@ -86,7 +86,14 @@ MIN_RATIO = 1.15
 # The shipped workload as it is: 64 requests (after 16 of warm-up) of 64 tokens in and 16 out, a closed
 # loop of 4 clients, 2-5 s of load per server, so start-up (20-60 s) dominates the file's wall time.
 WORKLOAD: dict[str, object] = {}
-STUDIES = ("sglang-flag", "sglang-kill", "sglang-proc", "sglang-proc-remeasure", "sglang-docker")
+STUDIES = (
+    "sglang-flag",
+    "sglang-kill",
+    "sglang-tok",
+    "sglang-proc",
+    "sglang-proc-remeasure",
+    "sglang-docker",
+)
 
 
 def _missing() -> str | None:
@@ -113,6 +120,21 @@ def _flags(space: SearchSpace, seed: str = DEFAULTS, **changes: object) -> dict[
     """The flags of one of the space's seeds, with some changed (flag names as keys)."""
     params = next(s.params for s in space.seed_trials if s.name == seed)
     return {**params_to_flags(space, params), **changes}
+
+
+# ---------------------------------------------------------------- exact prompt lengths
+
+
+def test_the_models_tokenizer_gives_the_lengths_sglang_counts(space: SearchSpace, tmp_path: Path) -> None:
+    """workload.tokenizer: prompts built to their length in the model's own tokens reach real SGLang with
+    that length (plus the BOS token its tokenizer adds), where words drift from it."""
+    exact = space.model_copy(update={"workload": space.workload.model_copy(
+        update={"tokenizer": str(MODEL), "num_requests": 16, "warmup_requests": 2})})  # fmt: skip
+    outcome = ConfigRunner(exact, ProcessLauncher(), study="sglang-tok", log_dir=tmp_path).measure(
+        _flags(space), run_index=0
+    )
+    assert outcome.failure is None and outcome.metrics is not None, outcome.failure
+    assert 1.0 <= outcome.metrics["prompt_len_ratio"] <= 1.0 + 1.5 / 64, outcome.metrics["prompt_len_ratio"]
 
 
 # ---------------------------------------------------------------- (a) signatures, one server each

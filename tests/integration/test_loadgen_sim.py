@@ -198,3 +198,22 @@ async def test_conversations_go_turn_by_turn_with_think_time_and_reuse_their_his
     starts = sorted((rs[0].sent_ns, rs[-1].done_ns) for rs in turns.values())
     assert starts[2][0] >= min(starts[0][1], starts[1][1])
     assert hit_rate > 0.3  # a turn's prompt opens with the one before it
+
+
+async def test_prompt_lengths_the_server_counts_otherwise_are_measured(sim: str, tmp_path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from tuner.loadgen.prompts import WORDS
+
+    words = await run_benchmark(sim, spec(num_requests=6))
+    assert words.prompt_len_ratio == 1.0  # the simulator counts one token per word, as the words were built
+    # exact lengths in a subword tokenizer's tokens: the simulator (words) counts fewer
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tok.train_from_iterator(
+        [" ".join(WORDS)] * 5, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"])
+    )
+    tok.save(str(tmp_path / "tokenizer.json"))
+    exact = await run_benchmark(sim, spec(num_requests=6, input_len=60, tokenizer=str(tmp_path)))
+    assert exact.completed == 6 and exact.prompt_len_ratio < 0.7
+    assert exact.flat()["prompt_len_ratio"] == exact.prompt_len_ratio

@@ -198,3 +198,37 @@ def test_sessions_keep_each_conversation_whole_and_in_order(tmp_path: Path) -> N
         WorkloadSpec(
             num_requests=4, arrival={"kind": "sessions"}, dataset={"kind": "sharegpt", "path": str(path)}
         )
+
+
+def _subword_tokenizer(path: Path) -> Path:
+    """A small BPE tokenizer trained here (no download) that splits most words into several tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from tuner.loadgen.prompts import WORDS
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(
+        [" ".join(WORDS)] * 5, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"])
+    )
+    tok.save(str(path / "tokenizer.json"))
+    return path
+
+
+def test_a_tokenizer_gives_prompts_of_exactly_their_length_in_its_tokens(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    folder = _subword_tokenizer(tmp_path)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    for dataset in (None, {"kind": "shared_prefix", "groups": 2, "prefix_len": 40}):
+        workload = WorkloadSpec(num_requests=5, input_len={"dist": "uniform", "low": 20, "high": 90},
+                                tokenizer=str(folder), dataset=dataset)  # fmt: skip
+        prompts = [p for p, _ in zip(make_prompts(workload), range(20), strict=False)]
+        counts = [len(tok.encode(p.text or "", add_special_tokens=False).ids) for p in prompts]
+        assert counts == [p.prompt_tokens for p in prompts]
+        assert sum(len((p.text or "").split()) for p in prompts) < 0.7 * sum(counts)  # words != tokens here
+    with pytest.raises(ConfigError, match=r"workload\.tokenizer: cannot load .*nowhere.*as a tokenizer"):
+        from tuner.space.datasets import check_dataset
+
+        check_dataset(WorkloadSpec(num_requests=1, tokenizer=str(tmp_path / "nowhere")), source="s.yaml")

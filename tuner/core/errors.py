@@ -33,6 +33,7 @@ class ConfigError(TunerError):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None) -> None:
         where = ": ".join(p for p in (source, field) if p)
         super().__init__(f"{where}: {message}" if where else message)
+        self.message = message  # without the source and field
         self.source = source
         self.field = field
 

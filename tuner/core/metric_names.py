@@ -18,6 +18,7 @@ FLAT_METRICS: tuple[str, ...] = (
     "completed",
     "failed",
     "duration_s",
+    "prompt_len_ratio",
 )
 
 #: A benchmark's metrics, a capacity search's result, and the GPU figures the trial runner adds.

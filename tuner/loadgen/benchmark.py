@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -65,6 +67,7 @@ class _Run:
         self.on_progress = on_progress
         self.prompts: Iterator[Prompt] = make_prompts(workload)
         self.next_index = 0
+        self.intended: dict[int, int] = {}  # request index -> the prompt length it was built to have
         self.started: list[RequestRecord] = []
         self.finished: list[RequestRecord] = []  # measured requests only, in completion order
         self.in_flight: set[int] = set()
@@ -105,6 +108,7 @@ class _Run:
     async def execute(self, job: _Job) -> None:
         """Send one request, keeping the in-flight set and progress clock current."""
         assert self.session is not None
+        self.intended[job.index] = job.prompt.prompt_tokens
         record = RequestRecord(
             index=job.index,
             prompt_tokens=job.prompt.prompt_tokens,
@@ -309,10 +313,21 @@ def _finish(run: _Run, end_ns: int) -> BenchResult:
         stopped_early=run.stop_reason in (_Stop.EARLY, _Stop.DEADLINE),
         over_deadline=run.stop_reason is _Stop.DEADLINE,
         windows=tuple(run.windows),
+        prompt_len_ratio=_length_ratio(records, run.intended),
     )
     if run.on_progress is not None:
         run.on_progress(result.completed + result.failed, run.workload.num_requests, result.flat())
     return result
+
+
+def _length_ratio(records: list[RequestRecord], intended: dict[int, int]) -> float:
+    """Median of server-counted / intended prompt tokens over the measured requests that succeeded."""
+    ratios = [
+        r.prompt_tokens / intended[r.index]
+        for r in records
+        if r.ok and not r.warmup and intended.get(r.index)
+    ]
+    return float(statistics.median(ratios)) if ratios else math.nan
 
 
 def _trace_time(job: _Job) -> float:

@@ -108,6 +108,9 @@ class BenchResult:
     stopped_early: bool = False
     over_deadline: bool = False  # stopped early because the measured phase outlasted its deadline
     windows: tuple[dict[str, float], ...] = ()
+    # the server's prompt token counts over the intended lengths (median over measured requests): 1.0
+    # when it counts what was meant; words on a real tokenizer drift from it (workload.tokenizer fixes that)
+    prompt_len_ratio: float = math.nan
 
     def flat(self) -> dict[str, float]:
         """The metrics under the names used everywhere (objectives, constraints, storage)."""
@@ -127,6 +130,7 @@ class BenchResult:
         out["completed"] = self.completed
         out["failed"] = self.failed
         out["duration_s"] = self.duration_s
+        out["prompt_len_ratio"] = self.prompt_len_ratio
         return out
 
     def errors(self) -> dict[str, int]:

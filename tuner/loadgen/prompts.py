@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.core.errors import ConfigError
-from tuner.space.datasets import DatasetRequest, read_trace, sharegpt_requests
+from tuner.space.datasets import DatasetRequest, TokenCounter, read_trace, sharegpt_requests
 from tuner.space.workload import (
     LengthDist,
     SessionsArrival,
@@ -126,8 +126,9 @@ def make_prompts(workload: WorkloadSpec) -> Iterator[Prompt]:
     from ``workload.output_len``.
     """
     rng = random.Random(workload.seed)
+    counter = TokenCounter(workload.tokenizer) if workload.tokenizer is not None else None
     if isinstance(workload.dataset, ShareGPTDataset):
-        requests = sharegpt_requests(workload.dataset)
+        requests = sharegpt_requests(workload.dataset, counter)
         if isinstance(workload.arrival, SessionsArrival):
             yield from _sessions(requests, rng)
             return
@@ -136,10 +137,10 @@ def make_prompts(workload: WorkloadSpec) -> Iterator[Prompt]:
             yield Prompt(text=r.text, input_ids=None, prompt_tokens=r.prompt_words, output_len=r.output_len)
         return
     if isinstance(workload.dataset, SharedPrefixDataset):
-        yield from _shared_prefix(workload, workload.dataset, rng)
+        yield from _shared_prefix(workload, workload.dataset, rng, counter)
         return
     if isinstance(workload.dataset, TraceDataset):
-        yield from _trace(workload, workload.dataset, rng)
+        yield from _trace(workload, workload.dataset, rng, counter)
         return
     if workload.prompts_file is not None:
         entries = load_prompts_file(workload.prompts_file)
@@ -154,27 +155,41 @@ def make_prompts(workload: WorkloadSpec) -> Iterator[Prompt]:
             ids = tuple(rng.randrange(workload.random_ids_vocab) for _ in range(n_in))
             yield Prompt(text=None, input_ids=ids, prompt_tokens=n_in, output_len=n_out)
         else:
-            text = " ".join(rng.choices(WORDS, k=n_in))
+            text = _words(rng, n_in, counter)
             yield Prompt(text=text, input_ids=None, prompt_tokens=n_in, output_len=n_out)
 
 
-def _shared_prefix(workload: WorkloadSpec, spec: SharedPrefixDataset, rng: random.Random) -> Iterator[Prompt]:
+def _words(rng: random.Random, n: int, counter: TokenCounter | None) -> str:
+    """``n`` words, or with a tokenizer words cut to exactly ``n`` of its tokens."""
+    text = " ".join(rng.choices(WORDS, k=n))
+    if counter is None:
+        return text
+    return counter.exact(text, n, lambda: " ".join(rng.choices(WORDS, k=max(8, n // 4))))
+
+
+def _shared_prefix(
+    workload: WorkloadSpec, spec: SharedPrefixDataset, rng: random.Random, counter: TokenCounter | None
+) -> Iterator[Prompt]:
     """``spec.groups`` system prompts (drawn once, from their own seed) before ``spec.share`` of the
-    requests; each request's own part is ``input_len`` words as usual."""
+    requests; each request's own part is ``input_len`` words as usual (tokens, with a tokenizer)."""
     prefix_rng = random.Random(f"{workload.seed}:prefixes")
-    prefixes = [" ".join(prefix_rng.choices(WORDS, k=spec.prefix_len)) for _ in range(spec.groups)]
+    prefixes = [_words(prefix_rng, spec.prefix_len, counter) for _ in range(spec.groups)]
     while True:
         n_in = draw_length(workload.input_len, rng)
         n_out = draw_length(workload.output_len, rng)
-        question = " ".join(rng.choices(WORDS, k=n_in))
+        question = _words(rng, n_in, counter)
         if rng.random() < spec.share:
-            text, n = f"{prefixes[rng.randrange(spec.groups)]}\n{question}", spec.prefix_len + n_in
+            text = f"{prefixes[rng.randrange(spec.groups)]}\n{question}"
+            # the joint may tokenize differently from its parts: count the whole with a tokenizer
+            n = counter.count(text) if counter is not None else spec.prefix_len + n_in
         else:
             text, n = question, n_in
         yield Prompt(text=text, input_ids=None, prompt_tokens=n, output_len=n_out)
 
 
-def _trace(workload: WorkloadSpec, spec: TraceDataset, rng: random.Random) -> Iterator[Prompt]:
+def _trace(
+    workload: WorkloadSpec, spec: TraceDataset, rng: random.Random, counter: TokenCounter | None
+) -> Iterator[Prompt]:
     """The trace's requests in order, again and again, each pass after the last one ended (one mean gap
     later). A prompt is the words of its ``hash_ids`` blocks (the same id, the same words: shared
     prefixes stay shared), cut or filled with fresh words to ``input_length``."""
@@ -192,7 +207,10 @@ def _trace(workload: WorkloadSpec, spec: TraceDataset, rng: random.Random) -> It
         for r in requests:
             words = [w for i in r.hash_ids for w in block(i)][: r.input_length]
             words += rng.choices(WORDS, k=r.input_length - len(words))
-            yield Prompt(" ".join(words), None, r.input_length, r.output_length, at_s=lap * period + r.at_s)
+            text = " ".join(words)
+            if counter is not None:  # the trace's lengths are tokens: cut the words to them exactly
+                text = counter.exact(text, r.input_length, lambda: " ".join(rng.choices(WORDS, k=64)))
+            yield Prompt(text, None, r.input_length, r.output_length, at_s=lap * period + r.at_s)
 
 
 def _sessions(requests: list[DatasetRequest], rng: random.Random) -> Iterator[Prompt]:

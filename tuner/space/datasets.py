@@ -8,6 +8,7 @@ generator (``tuner.loadgen.prompts``), which turns the surviving turns into requ
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,10 @@ def _pairs(obj: Any, where: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def sharegpt_requests(spec: ShareGPTDataset) -> list[DatasetRequest]:
-    """The requests ``spec`` yields from its file, after bench_serving's length filters, in file order."""
+def sharegpt_requests(spec: ShareGPTDataset, counter: TokenCounter | None = None) -> list[DatasetRequest]:
+    """The requests ``spec`` yields from its file, after bench_serving's length filters, in file order;
+    lengths in words, or in ``counter``'s tokens."""
+    length = counter.count if counter is not None else (lambda text: len(text.split()))
     out: list[DatasetRequest] = []
     for c, pairs in enumerate(read_sharegpt(spec.path)):
         history: list[str] = []
@@ -115,8 +118,8 @@ def sharegpt_requests(spec: ShareGPTDataset) -> list[DatasetRequest]:
                 break
             text = "\n".join([*history, human])
             history += [human, reply]
-            prompt_words = len(text.split())
-            reply_words = len(reply.split())
+            prompt_words = length(text)
+            reply_words = length(reply)
             output_len = spec.output_len or reply_words
             if prompt_words < spec.min_len or reply_words < spec.min_len:
                 continue
@@ -185,8 +188,46 @@ def read_trace(path: str | Path) -> list[TraceRequest]:
     return out
 
 
+class TokenCounter:
+    """A model's tokenizer (``tokenizer.json`` through the ``tokenizers`` package): exact lengths."""
+
+    def __init__(self, path: str | Path) -> None:
+        file = Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ConfigError(
+                "exact token lengths need the tokenizers package: pip install 'sglang-tuner[tokenizer]'",
+                field="workload.tokenizer",
+            ) from None
+        try:
+            self.tokenizer = Tokenizer.from_file(str(file))
+        except Exception as e:  # the library's own errors (missing file, bad JSON) vary
+            raise ConfigError(
+                f"cannot load {file} as a tokenizer ({str(e)[:200]})", field="workload.tokenizer"
+            ) from None
+
+    def ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count(self, text: str) -> int:
+        return len(self.ids(text))
+
+    def exact(self, text: str, n: int, more: Callable[[], str]) -> str:
+        """``text`` cut (or extended with ``more()``) to exactly ``n`` tokens, as text."""
+        ids = self.ids(text)
+        while len(ids) < n:
+            ids = self.ids(f"{self.tokenizer.decode(ids)} {more()}")
+        return str(self.tokenizer.decode(ids[:n]))
+
+
 def check_dataset(workload: WorkloadSpec, *, source: str) -> None:
     """Read the workload's dataset once: its errors name the file; no request left is an error too."""
+    if workload.tokenizer is not None:
+        try:
+            TokenCounter(workload.tokenizer)
+        except ConfigError as e:
+            raise ConfigError(e.message, source=source, field=e.field) from None
     spec = workload.dataset
     if isinstance(spec, TraceDataset):
         read_trace(spec.path)

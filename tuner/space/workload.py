@@ -174,6 +174,8 @@ class WorkloadSpec(BaseModel):
     output_len: Length = 128
     prompts_file: str | None = None
     dataset: Dataset | None = None  # ShareGPT conversations or shared system prompts (instead of words)
+    # the model's tokenizer.json (or its folder): prompt lengths in its tokens, not words (extra: tokenizer)
+    tokenizer: str | None = Field(default=None, min_length=1)
     # For /generate only: send random token ids in [0, random_ids_vocab) instead of words
     # (SGLang's random-ids dataset); exact prompt lengths on a real tokenizer.
     random_ids_vocab: int | None = Field(default=None, ge=2)

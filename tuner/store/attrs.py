@@ -44,6 +44,7 @@ class TrialAttr(StrEnum):
     )
     LEARNED = "learned"  # pruned before launch by a learned constraint: its description
     PREDICTED_CRASH = "predicted_crash"  # the feasibility model's crash probability for this proposal
+    PROMPT_LENGTHS = "prompt_lengths"  # the server counted prompts >10 % off their intended length: its ratio
 
 
 class StudyAttr(StrEnum):

@@ -195,6 +195,7 @@ class TrialRunner:
         trial.set_user_attr(TrialAttr.TIMINGS, {k: round(v, 3) for k, v in outcome.timings.items()})
         if outcome.metrics is not None:
             trial.set_user_attr(TrialAttr.METRICS, {k: _json_float(v) for k, v in outcome.metrics.items()})
+            self._check_lengths(trial, outcome.metrics.get("prompt_len_ratio"))
         if outcome.capacity is not None:
             trial.set_user_attr(TrialAttr.CAPACITY, outcome.capacity)
         if errors := request_errors(outcome.bench):
@@ -231,6 +232,19 @@ class TrialRunner:
         self._end(f"COMPLETE {shown}{slo}", best=values[0] if constraints.feasible else None)
         return values[0] if len(values) == 1 else values
 
+    def _check_lengths(self, trial: optuna.Trial, ratio: float | None) -> None:
+        """Record (and say once a study) that the server counts the prompts' tokens otherwise than meant."""
+        if ratio is None or ratio != ratio or abs(ratio - 1) <= LENGTH_TOLERANCE:
+            return
+        trial.set_user_attr(TrialAttr.PROMPT_LENGTHS, round(ratio, 3))
+        earlier = any(TrialAttr.PROMPT_LENGTHS in t.user_attrs for t in trial.study.get_trials(deepcopy=False)
+                      if t.number != trial.number)  # fmt: skip
+        if not earlier and self.runner.progress is not None:
+            fix = "" if self.space.workload.tokenizer else "; set workload.tokenizer for exact lengths"
+            self.runner.progress.note(
+                f"           the server counted {ratio:.2f}x the intended prompt tokens (median){fix}"
+            )
+
     def _queue_local(self, trial: optuna.Trial) -> None:
         """After a trial that ran: the guide's local move from a top trial, when it is its turn."""
         if self.guide is None or len(self.space.objectives) != 1:
@@ -251,6 +265,9 @@ class TrialRunner:
             better = max if self.space.objectives[0].direction == "maximize" else min
             progress.best = best if progress.best is None else better(progress.best, best)
         progress.end_trial(text)
+
+
+LENGTH_TOLERANCE = 0.1  # server-counted prompt tokens this far off the intended length are reported
 
 
 def _label(trial: optuna.Trial) -> str:
