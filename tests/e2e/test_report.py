@@ -65,6 +65,10 @@ def test_single_objective_report(url: str, tmp_path: Path) -> None:
     share = 100 * 1000 / best.user_attrs["metrics"]["tpot_median_ms"] / bound
     assert f"- Decode speed of the best: {share:.1f} % of the estimated bound 1.792 TB/s / " in answer
     assert "decode_bound_pct" in md
+    # the load the best was measured under: its source and the lengths its measured requests had
+    workload = md.split(f"## Workload (trial #{best.number}'s measured requests)", 1)[1].split("\n## ", 1)[0]
+    assert "Prompts: synthetic words (lengths in words); arrival: closed; fingerprint `" in workload
+    assert "| tokens | p10 | p50 | p90 | max |" in workload and "| prompt_tokens |" in workload
     launch = (out / "best-launch.sh").read_text()
     assert "sglang.launch_server --model-path Qwen/Qwen3-32B-AWQ" in launch
     assert f"--schedule-policy {best.params['schedule-policy']}" in launch
@@ -73,7 +77,13 @@ def test_single_objective_report(url: str, tmp_path: Path) -> None:
     assert f"quantization: {best.params['quantization']}" in (out / "best-flags.yaml").read_text()
 
     page = (out / "report.html").read_text()
-    for title in ("Optimisation history", "Parameter importance", "Failures by kind", "Latency distribution"):
+    for title in (
+        "Optimisation history",
+        "Parameter importance",
+        "Failures by kind",
+        "Workload",
+        "Latency distribution",
+    ):
         assert f"<h2>{title}</h2>" in page
     assert "Pareto front" not in page
     # the text rendered (tables, lists), not Markdown in a <pre>, and before the first figure

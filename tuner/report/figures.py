@@ -290,3 +290,34 @@ def capacity_figure(cap: pd.DataFrame) -> go.Figure | None:
     fig.update_xaxes(title_text="offered rate (requests/s, Poisson)")
     fig.update_yaxes(type="log")
     return fig
+
+
+def workload_figure(requests: pd.DataFrame) -> go.Figure | None:
+    """The load one trial was measured under: prompt and output lengths (histograms) and the requests
+    sent per second over the run (the offered load: flat for a closed loop, the trace's shape for a
+    replayed trace)."""
+    measured = requests[~requests["warmup"].astype(bool)] if not requests.empty else requests
+    if measured.empty:
+        return None
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=["prompt tokens", "output tokens", "requests sent per second"]
+    )
+    fig.add_trace(
+        go.Histogram(x=measured["prompt_tokens"], name="prompt tokens", showlegend=False), row=1, col=1
+    )
+    fig.add_trace(
+        go.Histogram(x=measured["output_tokens"], name="output tokens", showlegend=False), row=1, col=2
+    )
+    sent = (measured["sent_ns"] - measured["sent_ns"].min()) / 1e9
+    span = float(sent.max())
+    width = max(0.25, span / 40) if span > 0 else 1.0  # about 40 bins over the run
+    counts = (sent // width).value_counts().sort_index()
+    fig.add_trace(
+        go.Scatter(x=counts.index * width, y=counts.values / width, mode="lines+markers", showlegend=False,
+                   line={"shape": "hv"}, hovertemplate="%{x:.1f} s: %{y:.2f} req/s<extra></extra>"),
+        row=1, col=3,
+    )  # fmt: skip
+    fig.update_xaxes(title_text="seconds since the first measured request", row=1, col=3)
+    trial = int(measured["trial_number"].iloc[0])
+    fig.update_layout(title=f"Workload of trial #{trial} (measured requests)", height=320)
+    return fig

@@ -33,7 +33,7 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 from markdown_it import MarkdownIt
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.core.cli import run_cli
 from tuner.core.errors import StorageError
@@ -46,6 +46,7 @@ from tuner.report.figures import (
     importance_figure,
     latency_figure,
     pareto_figure,
+    workload_figure,
 )
 from tuner.report.frames import baseline_trial, capacity_frame, latency_frame, trials_frame
 from tuner.report.roofline import DecodeBound, decode_bound
@@ -131,6 +132,16 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
         cap_fig = capacity_figure(cap)
         if cap_fig is not None:
             figures.append(("Latency against load (capacity probes)", cap_fig))
+    load = pd.DataFrame()
+    # the best trial's load; with no feasible one, the last trial that completed its benchmark
+    measured = ranked[0] if ranked else next(
+        (t for t in reversed(study.get_trials(deepcopy=False)) if t.state is TrialState.COMPLETE), None)  # fmt: skip
+    if measured is not None:
+        with TunerStore(storage_url) as store:
+            load = store.requests_frame(study.study_name, [measured.number])
+        load_fig = workload_figure(load)
+        if load_fig is not None:
+            figures.append(("Workload", load_fig))
     lat = pd.DataFrame()
     if ranked and baseline is not None:
         with TunerStore(storage_url) as store:
@@ -155,7 +166,7 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
         with TunerStore(storage_url) as store:
             prov = store.read_provenance(study.study_name, ranked[0].number) if ranked else None
         bound = decode_bound(space, prov.gpu_name if prov else None)
-    md = markdown_report(study, frame, ranked, best, lat, notes, cap, learned, bound)
+    md = markdown_report(study, frame, ranked, best, lat, notes, cap, learned, bound, load, space)
     written.append(out / "report.md")
     written[-1].write_text(md)
     written.append(out / "report.html")
@@ -202,6 +213,8 @@ def markdown_report(
     cap: pd.DataFrame | None = None,
     learned: Sequence[LearnedConstraint] = (),
     bound: DecodeBound | None = None,
+    load: pd.DataFrame | None = None,
+    space: SearchSpace | None = None,
 ) -> str:
     """The report's text: the answer first (best against the baselines, with intervals where the study
     confirmed them; how far from the hardware's bound; what the crashes taught), then counts,
@@ -239,6 +252,8 @@ def markdown_report(
             out.append(
                 f"\n`decode_bound_pct`: 1000 / median TPOT against the estimated bound {bound.formula()}.\n"
             )
+    if load is not None and not load.empty:
+        out += workload_section(load, space)
     if not lat.empty:
         out.append("\n## Latency of best against baseline (measured requests)\n")
         q = lat.groupby("label")[["ttft_ms", "e2e_ms"]].quantile([0.5, 0.9, 0.99]).unstack()
@@ -268,7 +283,7 @@ def answer_section(
     """``## Answer``: the best trial; against the space's seed trials (confirmed, with intervals, where
     the study confirmed them; else one measurement each); its share of the hardware bound; crash findings."""
     if not ranked:
-        return ["\n## Answer\n\nNo trial produced a feasible measurement: see the failures below.\n"]
+        return ["\n## Answer\n\nNo trial produced a feasible measurement (each crashed, or broke an SLO): see the failures and the top of the trials table below.\n"]
     best = ranked[0]
     shown = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, best.values, strict=True))
     seed = best.user_attrs.get(TrialAttr.SEED_NAME)
@@ -291,6 +306,33 @@ def answer_section(
         out.append(
             f"- Learned from crashes: {len(learned)} crash region(s), listed below with their trials.\n"
         )
+    return out
+
+
+def workload_section(load: pd.DataFrame, space: SearchSpace | None) -> list[str]:
+    """``## Workload``: where the prompts came from, how they were sent, and the lengths the best trial's
+    measured requests had (the server's own prompt counts where it reports them)."""
+    measured = load[~load["warmup"].astype(bool)]
+    out = [f"\n## Workload (trial #{int(load['trial_number'].iloc[0])}'s measured requests)\n\n"]
+    if space is not None:
+        w = space.workload
+        source = (
+            f"dataset {w.dataset.kind}"
+            + (f" `{Path(p).name}`" if (p := getattr(w.dataset, "path", None)) else "")
+            if w.dataset is not None
+            else f"prompts file `{Path(w.prompts_file).name}`"
+            if w.prompts_file
+            else "random token ids"
+            if w.random_ids_vocab
+            else "synthetic words"
+        )
+        lengths = f"lengths in the tokens of `{w.tokenizer}`" if w.tokenizer else "lengths in words"
+        out.append(
+            f"Prompts: {source} ({lengths}); arrival: {w.arrival.kind}; fingerprint `{w.fingerprint()}`.\n\n"
+        )
+    q = measured[["prompt_tokens", "max_new_tokens", "output_tokens"]].quantile([0.1, 0.5, 0.9, 1.0]).T
+    q.columns = ["p10", "p50", "p90", "max"]
+    out.append(markdown_table(q.reset_index().rename(columns={"index": "tokens"})))
     return out
 
 
