@@ -283,7 +283,9 @@ def answer_section(
     """``## Answer``: the best trial; against the space's seed trials (confirmed, with intervals, where
     the study confirmed them; else one measurement each); its share of the hardware bound; crash findings."""
     if not ranked:
-        return ["\n## Answer\n\nNo trial produced a feasible measurement (each crashed, or broke an SLO): see the failures and the top of the trials table below.\n"]
+        return [
+            "\n## Answer\n\nNo trial produced a feasible measurement (each crashed, or broke an SLO): see the failures and the top of the trials table below.\n"
+        ]
     best = ranked[0]
     shown = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, best.values, strict=True))
     seed = best.user_attrs.get(TrialAttr.SEED_NAME)
