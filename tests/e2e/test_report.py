@@ -181,3 +181,26 @@ def test_report_of_a_real_study_run(real_study: tuple[str, str, Path]) -> None:
         f"best (#{best.number})" in md
         and "<h2>Latency distribution</h2>" in (out / "report.html").read_text()
     )
+
+
+def test_a_confirmed_study_answers_with_its_intervals(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'conf.db'}"
+    study = populate_demo_study(url, "conf", space=load_space(SPACE).model_dump(mode="json"))
+    ranked = ranked_trials(study)
+    best, base = ranked[0].number, baseline_trial(study).number  # type: ignore[union-attr]
+    study.set_user_attr("confirmation", {
+        "metric": "output_throughput", "repeats": 4, "verdict": f"trial #{best} wins",
+        "candidates": [
+            {"trial": best, "ci": {"mean": 50.0, "low": 48.0, "high": 52.0}, "stable": True},
+            {"trial": base, "baseline": "baseline", "ci": {"mean": 30.0, "low": 29.0, "high": 31.0}, "stable": True,
+             "vs_winner": {"estimate": 1.667, "low": 1.6, "high": 1.73, "confidence": 0.95, "n": 4,
+                           "method": "rounds paired"}},
+        ],
+    })  # fmt: skip
+    assert report(url, "conf", tmp_path / "r").returncode == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    answer = md.split("## Answer", 1)[1].split("\n## ", 1)[0]
+    assert "- Confirmed best / baseline: 1.667 [1.600, 1.730]" in answer
+    assert f"- Verdict: trial #{best} wins" in answer
+    assert "Best / baseline (#" not in answer  # confirmed: no one-measurement ratio beside it
+    assert f"| {best} |  | 50.000 | 48.000 | 52.000 | yes |" in answer  # the confirmation's table

@@ -294,7 +294,10 @@ def answer_section(
     confirmation = study.user_attrs.get(StudyAttr.CONFIRMATION)
     confirmed: set[str] = set()
     if confirmation:
-        out += [f"- {line.strip()}\n" for line in confirmation_lines(confirmation)]
+        lines = [
+            x for x in confirmation_lines(confirmation) if x.startswith(("confirmed best / ", "verdict: "))
+        ]
+        out += [f"- {x[0].upper()}{x[1:]}\n" for x in lines]
         confirmed = {c.get("baseline") for c in confirmation.get("candidates", []) if c.get("baseline")}
     for t in ranked:
         name = t.user_attrs.get(TrialAttr.SEED_NAME)
@@ -308,6 +311,17 @@ def answer_section(
         out.append(
             f"- Learned from crashes: {len(learned)} crash region(s), listed below with their trials.\n"
         )
+    if confirmation and confirmation.get("candidates"):
+        out.append(f"\n### Confirmation ({confirmation['repeats']} fresh measurements each, interleaved)\n\n")
+        rows = [
+            {"trial": c["trial"], "seed": c.get("baseline") or "",
+             f"mean {confirmation['metric']}": c["ci"]["mean"] if c.get("ci") else None,
+             "95 % CI low": c["ci"]["low"] if c.get("ci") else None,
+             "95 % CI high": c["ci"]["high"] if c.get("ci") else None,
+             "stable": "yes" if c.get("stable") else "no"}
+            for c in confirmation["candidates"]
+        ]  # fmt: skip
+        out.append(markdown_table(pd.DataFrame(rows)))
     return out
 
 
