@@ -300,3 +300,45 @@ def test_transformers_serve_gpu(tf_python: Path, tmp_path: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover - lets the device machine run just this file
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+@pytest.mark.llamacpp
+def test_quality_gate_catches_a_q4_0_kv_cache_that_changes_the_answers(gguf: Path, tmp_path: Path) -> None:
+    """The output-quality gate on a real engine: f16 KV cache (the reference) against q4_0 K and V, the
+    same flash attention for both, 8 greedy probes of 32 tokens each."""
+    import optuna
+
+    from tuner.trial.objective import TrialRunner
+
+    f16 = {"parallel": 1, "cont-batching": True, "threads": None, "poll": None, "flash-attn": "on",
+           "cache-type-k": None, "cache-type-v": None}  # fmt: skip
+    q4 = {**f16, "cache-type-k": "q4_0", "cache-type-v": "q4_0"}  # -ctk q4_0 -ctv q4_0
+    q8 = {**f16, "cache-type-k": "q8_0", "cache-type-v": "q8_0"}
+    seeds = [{"name": "f16", "params": f16}, {"name": "q4_0", "params": q4}, {"name": "q8_0", "params": q8}]
+    params = yaml.safe_load(LLAMA_SPACE.read_text())["parameters"]
+    params["cache-type-k"]["choices"] = [None, "q8_0", "q4_0"]
+    quality = {"reference": "f16", "probes": 8, "max_tokens": 32}
+    space = _llama_space(gguf, parameters=params, seed_trials=seeds, quality=quality)
+    study = optuna.create_study(direction="maximize")
+    for s in seeds:
+        study.enqueue_trial(s["params"], user_attrs={"seed_name": s["name"]})
+    launcher = ProcessLauncher()
+    try:
+        runner = TrialRunner(ConfigRunner(space, launcher, study="test-quality", log_dir=tmp_path))
+        study.optimize(runner, n_trials=3)
+    finally:
+        launcher.close()
+    ref, lossy, q8_trial = study.trials
+    assert (
+        ref.user_attrs["quality"]["agreement"] == 1.0 and ref.constraints["quality"] <= 0
+    )  # the reference itself
+    answers = ref.user_attrs["probe_answers"]
+    assert len(answers) == 8 and all(a and a.split() for a in answers), answers
+    verdict = lossy.user_attrs["quality"]
+    print("q4_0 KV against f16:", verdict, "\nq8_0 KV against f16:", q8_trial.user_attrs["quality"])
+    assert verdict["agreement"] < 0.9 and verdict["divergences"], verdict  # the answers changed
+    assert study.best_trial.number == ref.number  # the lossy configuration cannot be crowned
+    from tuner.report.study_report import quality_section
+
+    table = "".join(quality_section(study, ["output_throughput"]))
+    assert f"| {lossy.number} | q4_0 |" in table and table.count("| no |") >= 1, table

@@ -87,8 +87,9 @@ def test_goodput_is_per_request() -> None:
 def test_flat_names_and_empty_run() -> None:
     failed = RequestRecord(index=0, prompt_tokens=1, max_new_tokens=1, sent_ns=0, error="boom")
     flat = compute_metrics([failed], 1.0).flat()
-    assert tuple(flat) == FLAT_METRICS and len(FLAT_METRICS) == 34
+    assert tuple(flat) == FLAT_METRICS and len(FLAT_METRICS) == 35
     assert flat["completed"] == 0 and flat["failed"] == 1 and flat["error_rate"] == 1.0
+    assert math.isnan(flat["prompt_len_ratio"])  # set by the benchmark, which knows the intended lengths
     assert flat["output_throughput"] == 0 and math.isnan(flat["ttft_p99_ms"])
 
 

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.core.cli import run_cli
 from tuner.core.errors import StorageError
-from tuner.objective.ranking import ranked_trials
+from tuner.objective.ranking import is_feasible, ranked_trials
 from tuner.report.best import BestConfig, best_config, objective_names
 from tuner.report.figures import (
     capacity_figure,
@@ -252,6 +252,7 @@ def markdown_report(
             out.append(
                 f"\n`decode_bound_pct`: 1000 / median TPOT against the estimated bound {bound.formula()}.\n"
             )
+    out += quality_section(study, names)
     if load is not None and not load.empty:
         out += workload_section(load, space)
     if not lat.empty:
@@ -323,6 +324,28 @@ def answer_section(
         ]  # fmt: skip
         out.append(markdown_table(pd.DataFrame(rows)))
     return out
+
+
+def quality_section(study: optuna.Study, names: Sequence[str]) -> list[str]:
+    """``## Output quality``: each configuration that answered the probes, its agreement with the
+    reference beside its speed (the quality gate's evidence: the first different word)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        q = t.user_attrs.get(TrialAttr.QUALITY)
+        if not isinstance(q, dict):
+            continue
+        first = (q.get("divergences") or [{}])[0]
+        rows.append({
+            "trial": t.number, "seed": t.user_attrs.get(TrialAttr.SEED_NAME) or "", names[0]: t.values[0],
+            "agreement": q.get("agreement"), "exact": q.get("exact"),
+            "first difference": f"probe {first['probe']} word {first['at_word']}: {first['reference']!r} -> "
+                                f"{first['answer']!r}" if first else "",
+            "feasible": "yes" if is_feasible(t) else "no",
+        })  # fmt: skip
+    if not rows:
+        return []
+    text = ["\n## Output quality (greedy probes against the reference seed's answers)\n\n"]
+    return [*text, markdown_table(pd.DataFrame(rows).sort_values("agreement", ascending=False))]
 
 
 def workload_section(load: pd.DataFrame, space: SearchSpace | None) -> list[str]:

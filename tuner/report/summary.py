@@ -113,6 +113,13 @@ def answer_lines(
             lines.append(
                 f"  best / {name}: {best.values[0] / t.values[0]:.3f}x on {metrics[0]} (one measurement each)"
             )
+    if space.quality is not None:
+        changed = [t.number for t in study.get_trials(deepcopy=False)
+                   if (q := t.user_attrs.get(TrialAttr.QUALITY)) and q["agreement"] < space.quality.min_agreement]  # fmt: skip
+        if changed:
+            lines.append(f"  quality gate: {len(changed)} configuration(s) changed the answers (agreement with "
+                         f"{space.quality.reference} < {space.quality.min_agreement}) and cannot win: "
+                         + ", ".join(f"#{n}" for n in changed))  # fmt: skip
     bound = decode_bound(space, gpu_name)
     share = bound.share(best.user_attrs.get(TrialAttr.METRICS)) if bound is not None else None
     if bound is not None and share is not None:

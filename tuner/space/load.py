@@ -144,6 +144,14 @@ def _check_semantics(space: SearchSpace, source: str) -> None:
                 field=f"confirm.baselines.{i}",
             )
 
+    if space.quality is not None and space.quality.reference not in seed_names:
+        raise ConfigError(
+            f"{space.quality.reference!r} is not a seed trial (the reference answers come from one); "
+            f"seed_trials: {', '.join(seed_names) or 'none'}",
+            source=source,
+            field="quality.reference",
+        )
+
     sizes = [math.prod(len(v) for v in tier.values()) for tier in space.warm_start]
     if sum(sizes) > MAX_WARM_START:
         biggest = max(range(len(sizes)), key=sizes.__getitem__)

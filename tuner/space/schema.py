@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuner.core.net import host_problem
-from tuner.space.sections import CapacitySpec, ConfirmSpec, PruningSpec
+from tuner.space.sections import CapacitySpec, ConfirmSpec, PruningSpec, QualitySpec
 from tuner.space.targets import Target
 from tuner.space.workload import SLOs, WorkloadSpec
 
@@ -179,6 +179,7 @@ class SearchSpace(_Strict):
     capacity: CapacitySpec | None = None
     pruning: PruningSpec = PruningSpec()  # used with --prune: stop clearly worse trials between windows
     confirm: ConfirmSpec | None = None  # re-measure the final top candidates with repeats (intervals)
+    quality: QualitySpec | None = None  # probes answered by every trial, compared with a reference seed's
 
     @field_validator("fixed_flags", mode="after")
     @classmethod

@@ -61,7 +61,30 @@ class ConfirmSpec(BaseModel):
     baselines: list[str] = Field(default_factory=list)
 
 
-__all__ = ["ConfirmSpec", "PrunerName", "PruningSpec"]
+class QualitySpec(BaseModel):
+    """The space file's ``quality:`` section: no configuration that changes the answers is crowned.
+
+    Every trial that completes its benchmark also answers ``probes`` fixed prompts (``probe_len`` words,
+    drawn from the workload's seed) greedily, ``max_tokens`` each; the seed trial ``reference`` (run
+    first, as seeds are) gives the reference answers. A trial's *agreement* is the mean, over probes,
+    of the share of the reference answer's words it reproduces before the first difference; below
+    ``min_agreement`` it violates the ``quality`` constraint and cannot win, with the evidence (which
+    probes, the first different word) on the trial.
+
+    >>> QualitySpec(reference="defaults").min_agreement
+    0.9
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    reference: str = Field(min_length=1)  # a seed trial's name
+    probes: int = Field(default=8, ge=1, le=256)
+    probe_len: int = Field(default=48, ge=1, le=100_000)
+    max_tokens: int = Field(default=32, ge=1, le=100_000)
+    min_agreement: float = Field(default=0.9, gt=0, le=1)
+
+
+__all__ = ["ConfirmSpec", "PrunerName", "PruningSpec", "QualitySpec"]
 
 
 class CapacitySpec(BaseModel):

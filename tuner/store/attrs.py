@@ -44,6 +44,8 @@ class TrialAttr(StrEnum):
     )
     LEARNED = "learned"  # pruned before launch by a learned constraint: its description
     PREDICTED_CRASH = "predicted_crash"  # the feasibility model's crash probability for this proposal
+    PROBE_ANSWERS = "probe_answers"  # the quality gate's probes as this configuration answered them
+    QUALITY = "quality"  # its verdict against the reference seed's answers: agreement, exact, divergences
     PROMPT_LENGTHS = "prompt_lengths"  # the server counted prompts >10 % off their intended length: its ratio
 
 

@@ -26,6 +26,7 @@ from tuner.launch.readiness import ProbeFailed, crash_of, wait_ready
 from tuner.launch.simulator import simulator_program
 from tuner.loadgen.benchmark import ShouldStop, run_benchmark
 from tuner.loadgen.metrics import BenchResult
+from tuner.loadgen.probes import answer_probes, probe_prompts
 from tuner.loadgen.telemetry import GpuMonitor, ServerMemoryMonitor, current_memory_mib, wait_memory_baseline
 from tuner.objective.capacity import find_capacity
 from tuner.objective.capacity_result import StopReason
@@ -55,6 +56,9 @@ class Outcome:
     stop_reason: str = "slow"  # why a measurement stopped early: window pruning, or the capacity search
     capacity: dict[str, Any] | None = None  # every probe of a capacity search (rate, latencies, verdict)
     docker_command: str | None = None
+    probe_answers: list[str | None] | None = (
+        None  # the quality gate's probes, answered (quality: in the space)
+    )
 
 
 class ConfigRunner:
@@ -258,6 +262,18 @@ class ConfigRunner:
                 )
             )
         rate = metrics.get("error_rate", 0.0)
+        quality = self.space.quality
+        if (
+            quality is not None
+            and not outcome.stopped_early
+            and rate <= self.space.failure.error_rate_threshold
+        ):
+            self._phase("probing", f"{quality.probes} quality probes, greedy")
+            prompts = probe_prompts(quality.probes, quality.probe_len, w.seed)
+            outcome.probe_answers = await self._watching(
+                handle,
+                answer_probes(handle.base_url, w.api, prompts, quality.max_tokens, None, w.request_timeout_s),
+            )
         if rate > self.space.failure.error_rate_threshold:
             failed = bench.records if bench is not None else ()
             errors = tuple(sorted({r.error or f"HTTP {r.status}" for r in failed if not r.ok}))[:5]

@@ -17,6 +17,7 @@ from tuner.core.errors import TunerError
 from tuner.core.failures import Failure, FailureKind, Phase
 from tuner.loadgen.metrics import BenchResult
 from tuner.objective import constraints_for_crash, constraints_for_metrics, objective_values
+from tuner.objective.quality import QualityVerdict, compare
 from tuner.objective.ranking import feasible_complete
 from tuner.search.guide import SearchGuide
 from tuner.space.sample import params_to_flags, sample_params
@@ -208,6 +209,8 @@ class TrialRunner:
             trial.set_user_attr(TrialAttr.FAILURE, failure.to_attrs())
             for key, value in constraints_for_crash(self.space.slos).values.items():
                 trial.set_constraint(key, value)
+            if self.space.quality is not None:
+                trial.set_constraint("quality", 0.0)  # every trial carries the same constraint keys
             self._end(f"PRUNED {failure.kind.value}: {shorten(failure.summary(), 160)}")
             if self.guide is not None and failure.phase is not Phase.PRECHECK:
                 repair = self.guide.after_crash(trial, trial.params, failure)
@@ -218,6 +221,7 @@ class TrialRunner:
         constraints = constraints_for_metrics(outcome.metrics, self.space.slos)
         for key, value in constraints.values.items():
             trial.set_constraint(key, value)
+        verdict = self._quality(trial, outcome.probe_answers)
         if outcome.stopped_early:
             self._queue_local(trial)
             trial.set_user_attr(TrialAttr.PRUNED_BY, outcome.stop_reason)
@@ -229,8 +233,33 @@ class TrialRunner:
         values = objective_values(outcome.metrics, self.space.objectives)
         shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
         slo = "" if constraints.feasible else f"  SLO violated: {', '.join(constraints.violated())}"
-        self._end(f"COMPLETE {shown}{slo}", best=values[0] if constraints.feasible else None)
+        if verdict is not None and verdict.agreement < self.space.quality.min_agreement:  # type: ignore[union-attr]
+            slo += f"  QUALITY: {verdict.describe()}"
+        feasible = constraints.feasible and "QUALITY" not in slo
+        self._end(f"COMPLETE {shown}{slo}", best=values[0] if feasible else None)
         return values[0] if len(values) == 1 else values
+
+    def _quality(self, trial: optuna.Trial, answers: list[str | None] | None) -> QualityVerdict | None:
+        """With ``quality:`` in the space: this trial's answers against the reference seed's, as the
+        ``quality`` constraint (0 while there is no reference yet); the verdict, or None."""
+        spec = self.space.quality
+        if spec is None:
+            return None
+        verdict = None
+        if answers is not None:
+            trial.set_user_attr(TrialAttr.PROBE_ANSWERS, answers)
+            reference = answers if trial.user_attrs.get(TrialAttr.SEED_NAME) == spec.reference else next(
+                (t.user_attrs[TrialAttr.PROBE_ANSWERS] for t in trial.study.get_trials(deepcopy=False)
+                 if t.user_attrs.get(TrialAttr.SEED_NAME) == spec.reference and TrialAttr.PROBE_ANSWERS in t.user_attrs),
+                None,
+            )  # fmt: skip
+            if reference is not None:
+                verdict = compare(reference, answers)
+                trial.set_user_attr(TrialAttr.QUALITY, verdict.to_attrs())
+        trial.set_constraint(
+            "quality", verdict.constraint(spec.min_agreement) if verdict is not None else 0.0
+        )
+        return verdict
 
     def _check_lengths(self, trial: optuna.Trial, ratio: float | None) -> None:
         """Record (and say once a study) that the server counts the prompts' tokens otherwise than meant."""
