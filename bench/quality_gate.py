@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -68,7 +69,7 @@ def main() -> int:
                     launcher.close()
                 assert outcome.probe_answers is not None, outcome.failure
                 answers[(name, seed)] = outcome.probe_answers
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in CONFIGS:
         verdicts = [compare(answers[("f16", s)], answers[(name, s)]) for s in SEEDS]
         rows.append({
