@@ -9,7 +9,7 @@ winner is measured again under both workloads in interleaved rounds (each a fres
 "the synthetic winner under shared prefixes" and "the shared-prefix winner under shared prefixes" are
 compared side by side, with paired bootstrap intervals (``tuner.core.stats.paired_ratio_ci``).
 
-The shared-prefix workload: 4 system prompts of 1,000 words before 90 % of the requests, 64 words of
+The shared-prefix workload: 4 system prompts of 320 words before 90 % of the requests, 64 words of
 question each (SGLang's ``generated-shared-prefix`` shape): what a radix cache and longest-prefix-match
 scheduling are for. The synthetic one is the space's own (128-384 words, no reuse).
 """
@@ -41,7 +41,7 @@ from tuner.trial.measure import ConfigRunner  # noqa: E402
 
 SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
 RESULTS = ROOT / "bench" / "results"
-SHARED = {"kind": "shared_prefix", "groups": 4, "prefix_len": 1000, "share": 0.9}
+SHARED = {"kind": "shared_prefix", "groups": 4, "prefix_len": 320, "share": 0.9}
 WORKLOADS: dict[str, dict[str, Any]] = {
     "synthetic": {},
     "shared-prefix": {"dataset": SHARED, "input_len": 64},
@@ -113,7 +113,7 @@ def render(winners: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict
         f"{', '.join(map(str, meta['seeds']))} (confirmation off); then every distinct winner measured under both "
         f"workloads in {meta['rounds']} interleaved rounds, a fresh server each.",
         "",
-        "Shared-prefix workload: 4 system prompts of 1,000 words before 90 % of the requests, 64 words of question "
+        "Shared-prefix workload: 4 system prompts of 320 words before 90 % of the requests, 64 words of question "
         "each; synthetic: the space's own (128-384 random words, no reuse).",
         "",
         "## Winners",
