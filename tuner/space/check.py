@@ -47,9 +47,26 @@ def describe(space: SearchSpace, source: str) -> list[str]:
         lines.append(f"    {c.name}: {what}" + (f" - {c.reason}" if c.reason else ""))
     w = space.workload
     size_text = f"{w.num_requests} requests" if w.num_requests is not None else f"{w.duration_s:g} s"
+    if (
+        w.dataset is not None
+    ):  # the data says the lengths (read and filtered above: requests_from counts them)
+        source = f"dataset {w.dataset.kind}" + (f" {path}" if (path := getattr(w.dataset, "path", None)) else "")
+        if w.dataset.kind == "shared_prefix":
+            source += f" ({w.dataset.groups} x {w.dataset.prefix_len} words, share {w.dataset.share:g}), input {w.input_len}"
+    elif w.prompts_file is not None:
+        source = f"prompts file {w.prompts_file}"
+    else:
+        source = f"input {w.input_len}"
+    answer = f"output {w.output_len}" if not (w.dataset and w.dataset.kind in ("sharegpt", "trace")) else ""
     lines.append(
-        f"  workload: {w.api}, {size_text}, {w.arrival.kind} arrivals, input {w.input_len}, output {w.output_len}"
-    )
+        f"  workload: {w.api}, {size_text}, {w.arrival.kind} arrivals, {source}" + (f", {answer}" if answer else "")
+        + (f"; lengths in the tokens of {w.tokenizer}" if w.tokenizer else "")
+    )  # fmt: skip
+    if space.quality is not None:
+        q = space.quality
+        lines.append(
+            f"  quality gate: {q.probes} probes against seed {q.reference!r}, min agreement {q.min_agreement:g}"
+        )
     lines.append("  objectives: " + ", ".join(f"{o.metric} ({o.direction})" for o in space.objectives))
     if (confirm := space.confirm) is not None:
         against = f", against {', '.join(confirm.baselines)}" if confirm.baselines else ""
