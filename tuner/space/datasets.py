@@ -229,12 +229,16 @@ def check_dataset(workload: WorkloadSpec, *, source: str) -> None:
         except ConfigError as e:
             raise ConfigError(e.message, source=source, field=e.field) from None
     spec = workload.dataset
-    if isinstance(spec, TraceDataset):
-        read_trace(spec.path)
-        return
-    if not isinstance(spec, ShareGPTDataset):
-        return
-    if not sharegpt_requests(spec):
+    try:
+        if isinstance(spec, TraceDataset):
+            read_trace(spec.path)
+            return
+        if not isinstance(spec, ShareGPTDataset):
+            return
+        requests = sharegpt_requests(spec)
+    except ConfigError as e:  # the space file and its field first, then the data file's own place
+        raise ConfigError(str(e), source=source, field="workload.dataset") from None
+    if not requests:
         raise ConfigError(
             f"{spec.path}: no {'first ' if spec.turns == 'first' else ''}turn within the length limits "
             f"(prompt and reply >= {spec.min_len} words, prompt <= {spec.max_prompt_len}, prompt + reply "
