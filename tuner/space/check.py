@@ -47,10 +47,10 @@ def describe(space: SearchSpace, source: str) -> list[str]:
         lines.append(f"    {c.name}: {what}" + (f" - {c.reason}" if c.reason else ""))
     w = space.workload
     size_text = f"{w.num_requests} requests" if w.num_requests is not None else f"{w.duration_s:g} s"
-    if (
-        w.dataset is not None
-    ):  # the data says the lengths (read and filtered above: requests_from counts them)
-        source = f"dataset {w.dataset.kind}" + (f" {path}" if (path := getattr(w.dataset, "path", None)) else "")
+    if w.dataset is not None:  # ShareGPT files and traces carry their own lengths
+        source = f"dataset {w.dataset.kind}" + (
+            f" {path}" if (path := getattr(w.dataset, "path", None)) else ""
+        )
         if w.dataset.kind == "shared_prefix":
             source += f" ({w.dataset.groups} x {w.dataset.prefix_len} words, share {w.dataset.share:g}), input {w.input_len}"
     elif w.prompts_file is not None:
