@@ -218,7 +218,15 @@ class TokenCounter:
         ids = self.ids(text)
         while len(ids) < n:
             ids = self.ids(f"{self.tokenizer.decode(ids)} {more()}")
-        return str(self.tokenizer.decode(ids[:n]))
+        out = str(self.tokenizer.decode(ids[:n]))
+        for _ in range(4):  # decoding and encoding again can merge or split a token at the cut
+            got = self.ids(out)
+            if len(got) == n:
+                break
+            if len(got) < n:
+                got = self.ids(f"{out} {more()}")
+            out = str(self.tokenizer.decode(got[:n]))
+        return out
 
 
 def check_dataset(workload: WorkloadSpec, *, source: str) -> None:
