@@ -43,7 +43,8 @@ def test_twenty_kills_lose_no_configuration_and_leave_nothing_running(tmp_path: 
     states = Counter(t.state for t in trials)
     assert states[TrialState.RUNNING] == 0
     waiting = [t for t in trials if t.state is TrialState.WAITING]
-    assert all({"repair", "neighbour_of", "near"} & set(t.user_attrs) for t in waiting)  # queued by the last trials
+    queued = {"repair", "neighbour_of", "near"}  # repairs, duplicates' neighbours, local moves
+    assert all(queued & set(t.user_attrs) for t in waiting)  # queued by the last trials
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == TOTAL
     configs = Counter(json.dumps(t.user_attrs["flags"], sort_keys=True) for t in finished)

@@ -21,6 +21,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.core import interrupts
 from tuner.core.cli import ExitCode
 from tuner.core.errors import ConfigError
 from tuner.launch.base import Launcher
@@ -77,12 +78,15 @@ def interrupts_stop_the_trial() -> Iterator[None]:
                   file=sys.stderr, flush=True)  # fmt: skip
             os._exit(ExitCode.INTERRUPTED)
         seen.append(signum)
+        interrupts.mark()  # if the raise below lands where Python ignores exceptions, the trial runner acts on it
         raise KeyboardInterrupt
 
+    interrupts.clear()
     previous: dict[int, Any] = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
+        interrupts.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

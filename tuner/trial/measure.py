@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tuner.core import interrupts
 from tuner.core.errors import LaunchError, ServerCrash
 from tuner.core.failures import Failure, FailureKind, Phase
 from tuner.core.records import GpuSample
@@ -323,5 +324,6 @@ class ConfigRunner:
             raise ProbeFailed(errors[0] if errors else "no response")
 
     def _phase(self, name: str, detail: str = "") -> None:
+        interrupts.check()  # a Ctrl-C the interpreter swallowed (tuner.core.interrupts) stops the trial here
         if self.progress is not None:
             self.progress.phase(name, detail)
