@@ -133,3 +133,26 @@ def test_crash_halves_of_a_flat_rate_is_not_learning() -> None:
     assert not h.learned
     empty = crash_rate_by_half([])
     assert empty.p_value == 1.0 and math.isnan(empty.first.crash_rate)
+
+
+def test_a_swallowed_interrupt_stops_the_trial_at_its_next_phase(tmp_path) -> None:
+    """The handler's KeyboardInterrupt can land in a hook whose exceptions Python ignores (logging's
+    at-fork handler while a server is launched); the mark it leaves stops the trial at the next phase."""
+    import pytest
+
+    from tuner.core import interrupts
+    from tuner.launch.process import ProcessLauncher
+    from tuner.space import load_space
+    from tuner.testing import ROOT
+    from tuner.trial.measure import ConfigRunner
+
+    space = load_space(ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml")
+    runner = ConfigRunner(space, ProcessLauncher(), study="t", log_dir=tmp_path)
+    runner._phase("warming")  # nothing pending: goes on
+    interrupts.mark()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner._phase("measuring")
+    finally:
+        interrupts.clear()
+    runner._phase("measuring")
