@@ -342,3 +342,30 @@ def test_quality_gate_catches_a_q4_0_kv_cache_that_changes_the_answers(gguf: Pat
 
     table = "".join(quality_section(study, ["output_throughput"]))
     assert f"| {lossy.number} | q4_0 |" in table and table.count("| no |") >= 1, table
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize(
+    ("dataset", "arrival"),
+    [
+        ({"kind": "sharegpt", "path": str(ROOT / "search_spaces/data/sharegpt-small.json"), "output_len": 8},
+         {"kind": "closed", "clients": 4}),
+        ({"kind": "sharegpt", "path": str(ROOT / "search_spaces/data/sharegpt-small.json"), "turns": "all",
+          "output_len": 8}, {"kind": "sessions", "clients": 2, "think_time_s": 0.1}),
+        ({"kind": "shared_prefix", "groups": 2, "prefix_len": 200}, {"kind": "closed", "clients": 4}),
+        ({"kind": "trace", "path": str(ROOT / "search_spaces/data/trace-small.jsonl"), "block_size": 64},
+         {"kind": "trace", "speed": 8.0}),
+    ],
+    ids=["sharegpt", "sessions", "shared_prefix", "trace"],
+)  # fmt: skip
+def test_llamacpp_serves_each_dataset_kind(
+    gguf: Path, tmp_path: Path, dataset: dict[str, Any], arrival: dict[str, Any]
+) -> None:
+    """Every workload kind against a real engine: all requests served, the server counting the prompts."""
+    small = {"num_requests": 8, "warmup_requests": 1, "output_len": 8, "dataset": dataset, "arrival": arrival}
+    space = _space(LLAMA_SPACE, model=str(gguf), workload=small)
+    outcome = _measure(space, params_to_flags(space, space.seed_trials[0].params), tmp_path)
+    assert outcome.failure is None and outcome.metrics is not None, outcome.failure
+    assert outcome.metrics["completed"] == 8, outcome.bench.errors() if outcome.bench else None
+    ratio = outcome.metrics["prompt_len_ratio"]
+    assert 0.5 < ratio < 4, ratio  # words on llama.cpp's own tokenizer: counted, and roughly the size meant
