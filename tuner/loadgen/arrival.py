@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 from tuner.space.workload import ClosedArrival, PoissonArrival, SessionsArrival, TraceArrival
 
@@ -44,6 +44,23 @@ async def closed_loop(
             tg.create_task(worker())
 
 
+def capped(
+    execute: Callable[[Job], Awaitable[None]], max_concurrency: int | None
+) -> Callable[[Job], Coroutine[Any, Any, None]]:
+    """``execute`` with at most ``max_concurrency`` jobs inside it at once (None: no cap); the slot is
+    taken inside the job's task, so the arrival times stay as the process drew them."""
+    slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+
+    async def gated(job: Job) -> None:
+        if slots is None:
+            await execute(job)
+            return
+        async with slots:
+            await execute(job)
+
+    return gated
+
+
 async def poisson(
     arrival: PoissonArrival,
     rng: random.Random,
@@ -56,14 +73,7 @@ async def poisson(
     (SGLang's ``--request-rate`` with ``--max-concurrency``).
     """
     loop = asyncio.get_running_loop()
-    slots = asyncio.Semaphore(arrival.max_concurrency) if arrival.max_concurrency else None
-
-    async def gated(job: Job) -> None:
-        if slots is None:
-            await execute(job)
-            return
-        async with slots:
-            await execute(job)
+    gated = capped(execute, arrival.max_concurrency)
 
     start = loop.time()
     async with asyncio.TaskGroup() as tg:
@@ -85,14 +95,7 @@ async def replay(
 ) -> None:
     """Start each job at its trace time (relative to the phase's first job) divided by ``speed``."""
     loop = asyncio.get_running_loop()
-    slots = asyncio.Semaphore(arrival.max_concurrency) if arrival.max_concurrency else None
-
-    async def gated(job: Job) -> None:
-        if slots is None:
-            await execute(job)
-            return
-        async with slots:
-            await execute(job)
+    gated = capped(execute, arrival.max_concurrency)
 
     start = loop.time()
     first: float | None = None
