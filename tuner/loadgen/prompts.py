@@ -10,14 +10,20 @@ from one ``random.Random(seed)``, so the same workload gives the same prompts in
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.core.errors import ConfigError
-from tuner.space.datasets import DatasetRequest, TokenCounter, read_trace, sharegpt_requests
+from tuner.space.datasets import (
+    DatasetRequest,
+    TokenCounter,
+    jsonl_objects,
+    read_data_file,
+    read_trace,
+    sharegpt_requests,
+)
 from tuner.space.workload import (
     LengthDist,
     SessionsArrival,
@@ -83,21 +89,8 @@ def load_prompts_file(path: str | Path) -> list[tuple[str, int | None]]:
     Blank lines are skipped. Raises ConfigError naming the file and line of the first bad entry.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"cannot read prompts file ({e.strerror}); check the path", source=str(path)) from e
-    except UnicodeDecodeError as e:
-        raise ConfigError("prompts file is not UTF-8 text", source=str(path)) from e
     entries: list[tuple[str, int | None]] = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"not valid JSON ({e.msg}); write one JSON object a line", source=where) from e
+    for where, obj in jsonl_objects(path, read_data_file(path, "prompts file")):
         if not isinstance(obj, dict):
             raise ConfigError('each line must be a JSON object like {"prompt": "..."}', source=where)
         unknown = sorted(set(obj) - {"prompt", "output_len"})

@@ -40,18 +40,7 @@ def read_sharegpt(path: str | Path) -> list[list[tuple[str, str]]]:
     last turn is dropped. Raises ConfigError naming the file and the line or entry.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ConfigError(
-                f"dataset file is {size / 1024**3:.1f} GiB; the limit is 2 GiB", source=str(path)
-            )
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read dataset file ({e.strerror}); check the path", source=str(path)) from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"dataset file is not UTF-8 text (byte {e.start})", source=str(path)) from e
-    entries: list[tuple[str, Any]] = []
+    text = read_data_file(path, "dataset file")
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -59,18 +48,38 @@ def read_sharegpt(path: str | Path) -> list[list[tuple[str, str]]]:
             raise ConfigError(f"not valid JSON ({e.msg})", source=f"{path}:{e.lineno}") from None
         entries = [(f"{path}: entry {i}", obj) for i, obj in enumerate(data)]
     else:
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    entries.append((f"{path}:{lineno}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise ConfigError(
-                        f"not valid JSON ({e.msg}); write a JSON array or one JSON object a line",
-                        source=f"{path}:{lineno}",
-                    ) from None
+        entries = jsonl_objects(path, text, hint="write a JSON array or one JSON object a line")
     if not entries:
         raise ConfigError("dataset file holds no conversations", source=str(path))
     return [_pairs(obj, where) for where, obj in entries]
+
+
+def read_data_file(path: Path, what: str) -> str:
+    """A data file's text (at most 2 GiB); ConfigError naming the file when it cannot be read or is not UTF-8."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{what} is {size / 1024**3:.1f} GiB; the limit is 2 GiB", source=str(path))
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} ({e.strerror}); check the path", source=str(path)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} is not UTF-8 text (byte {e.start})", source=str(path)) from e
+
+
+def jsonl_objects(
+    path: Path, text: str, *, hint: str = "write one JSON object a line"
+) -> list[tuple[str, Any]]:
+    """``(path:line, value)`` of each non-blank line; ConfigError naming the line of the first that is
+    not JSON."""
+    out: list[tuple[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append((f"{path}:{lineno}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"not valid JSON ({e.msg}); {hint}", source=f"{path}:{lineno}") from None
+    return out
 
 
 def _pairs(obj: Any, where: str) -> list[tuple[str, str]]:
@@ -142,24 +151,9 @@ class TraceRequest:
 def read_trace(path: str | Path) -> list[TraceRequest]:
     """A JSONL trace in time order; ConfigError naming the file and line of the first bad one."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"cannot read trace file ({e.strerror}); check the path", source=str(path)) from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"trace file is not UTF-8 text (byte {e.start})", source=str(path)) from e
     out: list[TraceRequest] = []
     first: float | None = None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(
-                f"not valid JSON ({e.msg}); write one JSON object a line", source=where
-            ) from None
+    for where, obj in jsonl_objects(path, read_data_file(path, "trace file")):
         if not isinstance(obj, dict):
             raise ConfigError(
                 'each line must be an object like {"timestamp": 0, "input_length": 512, ...}', source=where
