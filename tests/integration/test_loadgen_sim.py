@@ -46,6 +46,15 @@ def sim() -> Iterator[str]:
 
 
 @pytest.fixture
+def metrics_sim() -> Iterator[str]:
+    """A simulator with /metrics (as SGLang, only with --enable-metrics): its prefix-cache hit rate."""
+    proc, url = _start_sim("--enable-metrics")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
 def hanging_sim() -> Iterator[str]:
     proc, url = _start_sim("--sim-inject", "hang-under-load")
     yield url
@@ -117,16 +126,8 @@ async def test_sharegpt_turns_reach_the_server_with_the_lengths_intended(sim: st
     assert len({p.prompt_tokens for p in intended}) > 3  # the file's lengths, not one synthetic length
 
 
-async def test_shared_system_prompts_are_what_the_prefix_cache_reuses() -> None:
-    proc, sim = _start_sim("--enable-metrics")  # /metrics, as SGLang, only with --enable-metrics
-    try:
-        await _shared_prefix_reuse(sim)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-async def _shared_prefix_reuse(sim: str) -> None:
+async def test_shared_system_prompts_are_what_the_prefix_cache_reuses(metrics_sim: str) -> None:
+    sim = metrics_sim
     words = await run_benchmark(sim, spec(num_requests=24, input_len=16))
     assert _cache_hit_rate(sim) < 0.1  # random words share (almost) nothing
     shared = {"kind": "shared_prefix", "groups": 2, "prefix_len": 400, "share": 1.0}
@@ -136,22 +137,17 @@ async def _shared_prefix_reuse(sim: str) -> None:
     assert _cache_hit_rate(sim) > 0.6
 
 
-async def test_a_trace_is_replayed_at_its_own_times_scaled(tmp_path) -> None:
+async def test_a_trace_is_replayed_at_its_own_times_scaled(metrics_sim: str, tmp_path) -> None:
     import json as _json
 
     rows = [(0, 40), (400, 40), (500, 40), (1600, 40), (2000, 40)]  # ms, words
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(_json.dumps({"timestamp": t, "input_length": n, "output_length": 4, "hash_ids": [1]})
                             + "\n" for t, n in rows))  # fmt: skip
-    proc, sim = _start_sim("--enable-metrics")
-    try:
-        workload = spec(num_requests=5, dataset={"kind": "trace", "path": str(path), "block_size": 32},
-                        arrival={"kind": "trace", "speed": 2.0})  # fmt: skip
-        result = await run_benchmark(sim, workload)
-        hit_rate = _cache_hit_rate(sim)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    workload = spec(num_requests=5, dataset={"kind": "trace", "path": str(path), "block_size": 32},
+                    arrival={"kind": "trace", "speed": 2.0})  # fmt: skip
+    result = await run_benchmark(metrics_sim, workload)
+    hit_rate = _cache_hit_rate(metrics_sim)
     assert result.completed == 5, result.errors()
     sent = sorted(r.sent_ns for r in result.records)
     offsets = [(s - sent[0]) / 1e9 for s in sent]
@@ -160,7 +156,9 @@ async def test_a_trace_is_replayed_at_its_own_times_scaled(tmp_path) -> None:
     assert hit_rate > 0.4  # every prompt opens with block 1: 32 of its 40 words come from the cache
 
 
-async def test_conversations_go_turn_by_turn_with_think_time_and_reuse_their_history(tmp_path) -> None:
+async def test_conversations_go_turn_by_turn_with_think_time_and_reuse_their_history(
+    metrics_sim: str, tmp_path
+) -> None:
     import json as _json
 
     from tuner.loadgen.prompts import make_prompts
@@ -176,13 +174,8 @@ async def test_conversations_go_turn_by_turn_with_think_time_and_reuse_their_his
     path.write_text(_json.dumps([conv(i, 3) for i in range(4)]))
     workload = spec(num_requests=12, dataset={"kind": "sharegpt", "path": str(path), "turns": "all"},
                     arrival={"kind": "sessions", "clients": 2, "think_time_s": 0.3})  # fmt: skip
-    proc, sim = _start_sim("--enable-metrics")
-    try:
-        result = await run_benchmark(sim, workload)
-        hit_rate = _cache_hit_rate(sim)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    result = await run_benchmark(metrics_sim, workload)
+    hit_rate = _cache_hit_rate(metrics_sim)
     assert result.completed == 12, result.errors()
     prompts = [p for p, _ in zip(make_prompts(workload), range(12), strict=False)]
     session_of = {p.text: p.session for p in prompts}
