@@ -338,7 +338,7 @@ def test_quality_gate_catches_a_q4_0_kv_cache_that_changes_the_answers(gguf: Pat
     print("q4_0 KV against f16:", verdict, "\nq8_0 KV against f16:", q8_trial.user_attrs["quality"])
     assert verdict["agreement"] < 0.9 and verdict["divergences"], verdict  # the answers changed
     assert study.best_trial.number == ref.number  # the lossy configuration cannot be crowned
-    from tuner.report.study_report import quality_section
+    from tuner.report.sections import quality_section
 
     table = "".join(quality_section(study, ["output_throughput"]))
     assert f"| {lossy.number} | q4_0 |" in table and table.count("| no |") >= 1, table

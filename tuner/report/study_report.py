@@ -27,7 +27,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pandas as pd
@@ -37,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.core.cli import run_cli
 from tuner.core.errors import StorageError
-from tuner.objective.ranking import is_feasible, ranked_trials
+from tuner.objective.ranking import ranked_trials
 from tuner.report.best import BestConfig, best_config, objective_names
 from tuner.report.figures import (
     capacity_figure,
@@ -50,7 +49,8 @@ from tuner.report.figures import (
 )
 from tuner.report.frames import baseline_trial, capacity_frame, latency_frame, trials_frame
 from tuner.report.roofline import DecodeBound, decode_bound
-from tuner.report.summary import confirmation_lines, write_learned
+from tuner.report.sections import answer_section, markdown_table, pct, quality_section, workload_section
+from tuner.report.summary import write_learned
 from tuner.search.learned import LearnedConstraint, learned_constraints
 from tuner.space.schema import SearchSpace
 from tuner.store import DEFAULT_URL, TunerStore, make_optuna_storage, mask_url, storage_errors
@@ -132,25 +132,27 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
         cap_fig = capacity_figure(cap)
         if cap_fig is not None:
             figures.append(("Latency against load (capacity probes)", cap_fig))
-    load = pd.DataFrame()
-    # the best trial's load; with no feasible one, the last trial that completed its benchmark
+    # the best trial's load (with no feasible trial, the last one that completed its benchmark), the
+    # requests of best and baseline and the best's provenance: the tuner's own tables, one connection
     measured = ranked[0] if ranked else next(
         (t for t in reversed(study.get_trials(deepcopy=False)) if t.state is TrialState.COMPLETE), None)  # fmt: skip
-    if measured is not None:
-        with TunerStore(storage_url) as store:
+    load, lat, prov = pd.DataFrame(), pd.DataFrame(), None
+    with TunerStore(storage_url) as store:
+        if measured is not None:
             load = store.requests_frame(study.study_name, [measured.number])
-        load_fig = workload_figure(load)
-        if load_fig is not None:
-            figures.append(("Workload", load_fig))
-    lat = pd.DataFrame()
-    if ranked and baseline is not None:
-        with TunerStore(storage_url) as store:
+        if ranked and baseline is not None:
             pair = (
                 {"best": ranked[0]}
                 if baseline.number == ranked[0].number
                 else {"best": ranked[0], "baseline": baseline}
             )
             lat = latency_frame(store, study, pair)
+        if ranked:
+            prov = store.read_provenance(study.study_name, ranked[0].number)
+    load_fig = workload_figure(load)
+    if load_fig is not None:
+        figures.append(("Workload", load_fig))
+    if ranked and baseline is not None:
         lat_fig = latency_figure(lat)
         if lat_fig is not None:
             figures.append(("Latency distribution", lat_fig))
@@ -161,11 +163,7 @@ def write_report(storage_url: str, study_name: str, out: Path) -> ReportFiles:
     learned = learned_constraints(study.get_trials(deepcopy=False))
     if learned and space is not None:
         written.append(write_learned(learned, space, out))
-    bound = None
-    if space is not None:
-        with TunerStore(storage_url) as store:
-            prov = store.read_provenance(study.study_name, ranked[0].number) if ranked else None
-        bound = decode_bound(space, prov.gpu_name if prov else None)
+    bound = decode_bound(space, prov.gpu_name if prov else None) if space is not None else None
     md = markdown_report(study, frame, ranked, best, lat, notes, cap, learned, bound, load, space)
     written.append(out / "report.md")
     written[-1].write_text(md)
@@ -185,22 +183,6 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
             if len(kinds) > 1 or (kinds and not kinds <= {str}):
                 safe[col] = safe[col].map(lambda v: None if v is None else json.dumps(v, default=str))
     return safe
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of ``frame`` (floats to 3 decimals)."""
-
-    def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body]) + "\n"
 
 
 def markdown_report(
@@ -246,7 +228,7 @@ def markdown_report(
         table = top[cols + extra]
         if bound is not None:
             shares = {t.number: bound.share(t.user_attrs.get(TrialAttr.METRICS)) for t in ranked[:10]}
-            table = table.assign(decode_bound_pct=[_pct(shares.get(n)) for n in top["number"]])
+            table = table.assign(decode_bound_pct=[pct(shares.get(n)) for n in top["number"]])
         out.append(markdown_table(table))
         if bound is not None:
             out.append(
@@ -272,111 +254,6 @@ def markdown_report(
         out.append("\n## Notes\n")
         out.extend(f"- {n}\n" for n in notes)
     return "".join(out)
-
-
-def answer_section(
-    study: optuna.Study,
-    ranked: Sequence[FrozenTrial],
-    names: Sequence[str],
-    learned: Sequence[LearnedConstraint],
-    bound: DecodeBound | None,
-) -> list[str]:
-    """``## Answer``: the best trial; against the space's seed trials (confirmed, with intervals, where
-    the study confirmed them; else one measurement each); its share of the hardware bound; crash findings."""
-    if not ranked:
-        return [
-            "\n## Answer\n\nNo trial produced a feasible measurement (each crashed, or broke an SLO): see the failures and the top of the trials table below.\n"
-        ]
-    best = ranked[0]
-    shown = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, best.values, strict=True))
-    seed = best.user_attrs.get(TrialAttr.SEED_NAME)
-    out = ["\n## Answer\n\n", f"- Best: trial #{best.number}{f' ({seed})' if seed else ''}, {shown} "
-           "(one measurement).\n"]  # fmt: skip
-    confirmation = study.user_attrs.get(StudyAttr.CONFIRMATION)
-    confirmed: set[str] = set()
-    if confirmation:
-        lines = [
-            x for x in confirmation_lines(confirmation) if x.startswith(("confirmed best / ", "verdict: "))
-        ]
-        out += [f"- {x[0].upper()}{x[1:]}\n" for x in lines]
-        confirmed = {c.get("baseline") for c in confirmation.get("candidates", []) if c.get("baseline")}
-    for t in ranked:
-        name = t.user_attrs.get(TrialAttr.SEED_NAME)
-        if name and name not in confirmed and t.number != best.number and t.values[0]:
-            out.append(f"- Best / {name} (#{t.number}): {best.values[0] / t.values[0]:.3f}x on {names[0]} "
-                       "(one measurement each).\n")  # fmt: skip
-    if bound is not None and (share := bound.share(best.user_attrs.get(TrialAttr.METRICS))) is not None:
-        out.append(f"- Decode speed of the best: {_pct(share)} % of the estimated bound {bound.formula()} "
-                   "(1000 / median TPOT; an upper bound that ignores KV reads and overheads).\n")  # fmt: skip
-    if learned:
-        out.append(
-            f"- Learned from crashes: {len(learned)} crash region(s), listed below with their trials.\n"
-        )
-    if confirmation and confirmation.get("candidates"):
-        out.append(f"\n### Confirmation ({confirmation['repeats']} fresh measurements each, interleaved)\n\n")
-        rows = [
-            {"trial": c["trial"], "seed": c.get("baseline") or "",
-             f"mean {confirmation['metric']}": c["ci"]["mean"] if c.get("ci") else None,
-             "95 % CI low": c["ci"]["low"] if c.get("ci") else None,
-             "95 % CI high": c["ci"]["high"] if c.get("ci") else None,
-             "stable": "yes" if c.get("stable") else "no"}
-            for c in confirmation["candidates"]
-        ]  # fmt: skip
-        out.append(markdown_table(pd.DataFrame(rows)))
-    return out
-
-
-def quality_section(study: optuna.Study, names: Sequence[str]) -> list[str]:
-    """``## Output quality``: each configuration that answered the probes, its agreement with the
-    reference beside its speed (the quality gate's evidence: the first different word)."""
-    rows = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        q = t.user_attrs.get(TrialAttr.QUALITY)
-        if not isinstance(q, dict):
-            continue
-        first = (q.get("divergences") or [{}])[0]
-        rows.append({
-            "trial": t.number, "seed": t.user_attrs.get(TrialAttr.SEED_NAME) or "", names[0]: t.values[0],
-            "agreement": q.get("agreement"), "exact": q.get("exact"),
-            "first difference": f"probe {first['probe']} word {first['at_word']}: {first['reference']!r} -> "
-                                f"{first['answer']!r}" if first else "",
-            "feasible": "yes" if is_feasible(t) else "no",
-        })  # fmt: skip
-    if not rows:
-        return []
-    text = ["\n## Output quality (greedy probes against the reference seed's answers)\n\n"]
-    return [*text, markdown_table(pd.DataFrame(rows).sort_values("agreement", ascending=False))]
-
-
-def workload_section(load: pd.DataFrame, space: SearchSpace | None) -> list[str]:
-    """``## Workload``: where the prompts came from, how they were sent, and the lengths the best trial's
-    measured requests had (the server's own prompt counts where it reports them)."""
-    measured = load[~load["warmup"].astype(bool)]
-    out = [f"\n## Workload (trial #{int(load['trial_number'].iloc[0])}'s measured requests)\n\n"]
-    if space is not None:
-        w = space.workload
-        source = (
-            f"dataset {w.dataset.kind}"
-            + (f" `{Path(p).name}`" if (p := getattr(w.dataset, "path", None)) else "")
-            if w.dataset is not None
-            else f"prompts file `{Path(w.prompts_file).name}`"
-            if w.prompts_file
-            else "random token ids"
-            if w.random_ids_vocab
-            else "synthetic words"
-        )
-        lengths = f"lengths in the tokens of `{w.tokenizer}`" if w.tokenizer else "lengths in words"
-        out.append(
-            f"Prompts: {source} ({lengths}); arrival: {w.arrival.kind}; fingerprint `{w.fingerprint()}`.\n\n"
-        )
-    q = measured[["prompt_tokens", "max_new_tokens", "output_tokens"]].quantile([0.1, 0.5, 0.9, 1.0]).T
-    q.columns = ["p10", "p50", "p90", "max"]
-    out.append(markdown_table(q.reset_index().rename(columns={"index": "tokens"})))
-    return out
-
-
-def _pct(share: float | None) -> float | None:
-    return None if share is None else round(100 * share, 1)
 
 
 def html_report(study: optuna.Study, markdown: str, figures: Sequence[tuple[str, go.Figure]]) -> str:
