@@ -3,7 +3,8 @@
 Answers are compared word by word (the APIs return text, not token ids): a probe's *agreement* is the
 share of the reference answer's words reproduced before the first difference (1.0: identical; a
 configuration that answers nothing agrees 0). The trial's agreement is the mean over probes; below the
-space's ``min_agreement`` the ``quality`` constraint (``min_agreement - agreement``) is violated.
+space's ``min_agreement``, or with a share of probes answered word for word below its ``min_exact``, the
+``quality`` constraint (the larger shortfall) is violated.
 """
 
 from __future__ import annotations
@@ -30,9 +31,19 @@ class QualityVerdict:
     n: int  # probes compared
     divergences: list[Divergence] = field(default_factory=list)
 
-    def constraint(self, min_agreement: float) -> float:
-        """Optuna's convention: <= 0 feasible."""
-        return round(min_agreement - self.agreement, 6)
+    def constraint(self, min_agreement: float, min_exact: float | None = None) -> float:
+        """Optuna's convention: <= 0 feasible; the larger of the two shortfalls.
+
+        >>> QualityVerdict(0.95, 0.5, 8).constraint(0.9), QualityVerdict(0.95, 0.5, 8).constraint(0.9, 0.75)
+        (-0.05, 0.25)
+        """
+        short = min_agreement - self.agreement
+        if min_exact is not None:
+            short = max(short, min_exact - self.exact)
+        return round(short, 6)
+
+    def passes(self, min_agreement: float, min_exact: float | None = None) -> bool:
+        return self.constraint(min_agreement, min_exact) <= 0
 
     def to_attrs(self, limit: int = 8) -> dict[str, Any]:
         return {"agreement": round(self.agreement, 4), "exact": round(self.exact, 4), "probes": self.n,

@@ -115,10 +115,11 @@ def answer_lines(
             )
     if space.quality is not None:
         changed = [t.number for t in study.get_trials(deepcopy=False)
-                   if (q := t.user_attrs.get(TrialAttr.QUALITY)) and q["agreement"] < space.quality.min_agreement]  # fmt: skip
+                   if (q := t.user_attrs.get(TrialAttr.QUALITY))
+                   and not space.quality.accepts(q["agreement"], q.get("exact", 1.0))]  # fmt: skip
         if changed:
-            lines.append(f"  quality gate: {len(changed)} configuration(s) changed the answers (agreement with "
-                         f"{space.quality.reference} < {space.quality.min_agreement}) and cannot win: "
+            lines.append(f"  quality gate: {len(changed)} configuration(s) changed the answers (against "
+                         f"{space.quality.reference}, not {space.quality.threshold()}) and cannot win: "
                          + ", ".join(f"#{n}" for n in changed))  # fmt: skip
     bound = decode_bound(space, gpu_name)
     share = bound.share(best.user_attrs.get(TrialAttr.METRICS)) if bound is not None else None

@@ -65,7 +65,7 @@ def describe(space: SearchSpace, source: str) -> list[str]:
     if space.quality is not None:
         q = space.quality
         lines.append(
-            f"  quality gate: {q.probes} probes against seed {q.reference!r}, min agreement {q.min_agreement:g}"
+            f"  quality gate: {q.probes} probes against seed {q.reference!r}, passing at {q.threshold()}"
         )
     lines.append("  objectives: " + ", ".join(f"{o.metric} ({o.direction})" for o in space.objectives))
     if (confirm := space.confirm) is not None:

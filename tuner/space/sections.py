@@ -69,7 +69,8 @@ class QualitySpec(BaseModel):
     first, as seeds are) gives the reference answers. A trial's *agreement* is the mean, over probes,
     of the share of the reference answer's words it reproduces before the first difference; below
     ``min_agreement`` it violates the ``quality`` constraint and cannot win, with the evidence (which
-    probes, the first different word) on the trial.
+    probes, the first different word) on the trial. ``min_exact`` (optional) also asks that share of the
+    probes be answered word for word (an exact-match rate; 1.0: every probe identical).
 
     >>> QualitySpec(reference="defaults").min_agreement
     0.9
@@ -82,6 +83,16 @@ class QualitySpec(BaseModel):
     probe_len: int = Field(default=48, ge=1, le=100_000)
     max_tokens: int = Field(default=32, ge=1, le=100_000)
     min_agreement: float = Field(default=0.9, gt=0, le=1)
+    min_exact: float | None = Field(default=None, gt=0, le=1)
+
+    def accepts(self, agreement: float, exact: float) -> bool:
+        """Whether a verdict (``agreement``, ``exact`` as recorded on a trial) passes the gate."""
+        return agreement >= self.min_agreement and (self.min_exact is None or exact >= self.min_exact)
+
+    def threshold(self) -> str:
+        """``agreement >= 0.9`` (and ``exact >= 0.75`` with min_exact)."""
+        text = f"agreement >= {self.min_agreement:g}"
+        return text + (f", exact >= {self.min_exact:g}" if self.min_exact is not None else "")
 
 
 __all__ = ["ConfirmSpec", "PrunerName", "PruningSpec", "QualitySpec"]

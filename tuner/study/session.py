@@ -32,6 +32,7 @@ from tuner.report.summary import write_summary
 from tuner.search.guide import SearchGuide, configuration_key, configurations
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import warm_start_points
+from tuner.space.schema import SeedTrial
 from tuner.space.sections import PruningSpec
 from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.attrs import StudyAttr, TrialAttr
@@ -117,21 +118,31 @@ def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
     study.set_user_attr(StudyAttr.SPACE_FILE, str(opts.space))
     study.set_user_attr(StudyAttr.SPACE, space.model_dump(mode="json"))
     study.set_user_attr(StudyAttr.ENGINE, f"{space.engine} {space.engine_version}")
-    if opts.seed_trials:
+    if opts.seed_trials or space.quality is not None:
         # Workers starting together would each see no seed enqueued yet and enqueue all of them.
         with setup_lock(opts.storage):
             seeded = {t.user_attrs.get(TrialAttr.SEED_NAME) for t in study.get_trials(deepcopy=False)}
-            for seed in space.seed_trials:
+            for seed in seeds_to_enqueue(space, all_seeds=opts.seed_trials):
                 if seed.name not in seeded:
                     study.enqueue_trial(
                         dict(seed.params),
                         user_attrs={TrialAttr.SEED_NAME: seed.name, TrialAttr.SEED_NOTE: seed.note},
                         skip_if_exists=True,
                     )
-            for name, params in warm_start_points(space) if opts.warm_start else ():
+            for name, params in warm_start_points(space) if opts.warm_start and opts.seed_trials else ():
                 if name not in seeded:
                     study.enqueue_trial(params, user_attrs={TrialAttr.SEED_NAME: name}, skip_if_exists=True)
     return study
+
+
+def seeds_to_enqueue(space: SearchSpace, *, all_seeds: bool = True) -> list[SeedTrial]:
+    """The seed trials a new study queues, in order: with ``quality:`` the reference first (every later
+    trial's answers are compared with its answers, so a trial finished before it would go unjudged) and
+    even without ``all_seeds`` (``--no-seed-trials``), since the gate needs it.
+    """
+    ref = space.quality.reference if space.quality is not None else None
+    first = [s for s in space.seed_trials if s.name == ref]
+    return first + [s for s in space.seed_trials if s.name != ref] if all_seeds else first
 
 
 def fail_stale(study: optuna.Study) -> None:

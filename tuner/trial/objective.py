@@ -233,7 +233,7 @@ class TrialRunner:
         values = objective_values(outcome.metrics, self.space.objectives)
         shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
         slo = "" if constraints.feasible else f"  SLO violated: {', '.join(constraints.violated())}"
-        if verdict is not None and verdict.agreement < self.space.quality.min_agreement:  # type: ignore[union-attr]
+        if verdict is not None and not verdict.passes(self.space.quality.min_agreement, self.space.quality.min_exact):  # type: ignore[union-attr]
             slo += f"  QUALITY: {verdict.describe()}"
         feasible = constraints.feasible and "QUALITY" not in slo
         self._end(f"COMPLETE {shown}{slo}", best=values[0] if feasible else None)
@@ -257,7 +257,7 @@ class TrialRunner:
                 verdict = compare(reference, answers)
                 trial.set_user_attr(TrialAttr.QUALITY, verdict.to_attrs())
         trial.set_constraint(
-            "quality", verdict.constraint(spec.min_agreement) if verdict is not None else 0.0
+            "quality", verdict.constraint(spec.min_agreement, spec.min_exact) if verdict is not None else 0.0
         )
         return verdict
 
