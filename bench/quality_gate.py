@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = {
         p["engine"]: p
         for p in (json.loads(path.read_text()) if path.is_file() else [])
-        if isinstance(p, dict)
+        if isinstance(p, dict) and "engine" in p
     }
     runs = {"llamacpp": run_llamacpp, "sglang": run_sglang}
     for key in ("llamacpp", "sglang") if args.engine == "both" else (args.engine,):
