@@ -1,28 +1,42 @@
-"""Does the winner depend on the traffic? The default simulated RTX 5090 space tuned under its synthetic
-workload and under shared system prompts, each winner then measured under both.
+"""Does the winner depend on the traffic? A space tuned under its synthetic workload and under shared
+system prompts, each winner then measured under both.
 
-    .venv/bin/python bench/workload_winners.py      # ~10 min on 2 cores; writes bench/results/workload_winners.md
+    .venv/bin/python bench/workload_winners.py                       # the simulator, ~10 min on 2 cores
+    .venv/bin/python bench/workload_winners.py --landscape sglang-cpu --trials 6 --seeds 1 --parallel 1
+                                                                     # real SGLang on the CPU, ~35 min
 
-For each workload and seed: ``python -m tuner.study`` (the real command, the default space with that
+For each workload and seed: ``python -m tuner.study`` (the real command, the landscape's space with that
 workload, ``--trials`` trials, confirmation off) and its best feasible configuration. Then every
-winner is measured again under both workloads in interleaved rounds (each a fresh simulated server), so
-"the synthetic winner under shared prefixes" and "the shared-prefix winner under shared prefixes" are
+winner is measured again under both workloads in interleaved rounds (each a fresh server), so "the
+synthetic winner under shared prefixes" and "the shared-prefix winner under shared prefixes" are
 compared side by side, with paired bootstrap intervals (``tuner.core.stats.paired_ratio_ci``).
 
-The shared-prefix workload: 4 system prompts of 320 words before 90 % of the requests, 64 words of
-question each (SGLang's ``generated-shared-prefix`` shape): what a radix cache and longest-prefix-match
-scheduling are for. The synthetic one is the space's own (128-384 words, no reuse).
+Landscapes:
+
+* ``sim`` (``bench/results/workload_winners.md``): the default simulated RTX 5090 space. Shared
+  prefixes: 4 system prompts of 320 words before 90 % of the requests, 64 words of question each
+  (SGLang's ``generated-shared-prefix`` shape); synthetic: the space's own (128-384 words, no reuse).
+* ``sglang-cpu`` (``bench/results/workload_winners_sglang_cpu.md``): real SGLang 0.5.23 on the CPU
+  (``search_spaces/sglang-cpu-tiny.yaml``, the tiny random Llama) with float32, torch_native attention
+  and an 8192-token pool fixed, the search over the radix cache, scheduling policy, chunking, the running
+  batch, decode steps and overlap scheduling; seeds: SGLang's defaults and the same with the radix cache
+  off (the field report's choice). Lengths in the model's own tokens (``workload.tokenizer``). Shared
+  prefixes: 4 system prompts of 384 tokens before 90 % of the requests, 32 tokens of question;
+  synthetic: the space's own (64 tokens, random words).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,30 +53,79 @@ from tuner.objective.ranking import ranked_trials  # noqa: E402
 from tuner.space.load import load_space  # noqa: E402
 from tuner.trial.measure import ConfigRunner  # noqa: E402
 
-SPACE = ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml"
 RESULTS = ROOT / "bench" / "results"
-SHARED = {"kind": "shared_prefix", "groups": 4, "prefix_len": 320, "share": 0.9}
-WORKLOADS: dict[str, dict[str, Any]] = {
-    "synthetic": {},
-    "shared-prefix": {"dataset": SHARED, "input_len": 64},
-}
-SHOWN = ("quantization", "disable-radix-cache", "schedule-policy", "mem-fraction-static", "chunked-prefill-size",
-         "max-total-tokens", "num-continuous-decode-steps")  # fmt: skip
 
 
-def space_file(work: Path, workload: str) -> Path:
-    data = yaml.safe_load(SPACE.read_text())
-    data["workload"].update(WORKLOADS[workload])
+@dataclass(frozen=True)
+class Landscape:
+    space: Path
+    workloads: dict[str, dict[str, Any]]
+    shown: tuple[str, ...]
+    results: str  # file stem under bench/results
+    about: str
+    patch: Callable[[dict[str, Any]], None] = lambda raw: None
+
+
+def _sglang_cpu(raw: dict[str, Any]) -> None:
+    """The real SGLang space with this machine's model, the dtype/backend/pool fixed, two seeds."""
+    raw["model"] = str(SGLANG_MODEL)
+    raw["workload"]["tokenizer"] = str(SGLANG_MODEL)
+    for name, value in {"dtype": "float32", "attention-backend": "torch_native", "max-total-tokens": 8192,
+                        "stream-interval": None}.items():  # fmt: skip
+        del raw["parameters"][name]
+        if value is not None:
+            raw["fixed_flags"][name] = value
+    defaults = {k: v for k, v in raw["seed_trials"][0]["params"].items() if k in raw["parameters"]}
+    raw["seed_trials"] = [
+        {"name": "defaults", "params": defaults},
+        {"name": "radix-off", "note": "the field report's choice", "params": {**defaults, "disable-radix-cache": True}},
+    ]  # fmt: skip
+
+
+SGLANG_MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL") or Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner") / "models" / "sglang-tiny-llama")  # fmt: skip
+LANDSCAPES = {
+    "sim": Landscape(
+        space=ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml",
+        workloads={"synthetic": {}, "shared-prefix": {
+            "dataset": {"kind": "shared_prefix", "groups": 4, "prefix_len": 320, "share": 0.9}, "input_len": 64}},
+        shown=("quantization", "disable-radix-cache", "schedule-policy", "mem-fraction-static",
+               "chunked-prefill-size", "max-total-tokens", "num-continuous-decode-steps"),
+        results="workload_winners",
+        about="the simulated RTX 5090, Qwen3-32B-AWQ. Shared-prefix workload: 4 system prompts of 320 words "
+              "before 90 % of the requests, 64 words of question each; synthetic: the space's own (128-384 "
+              "random words, no reuse).",
+    ),
+    "sglang-cpu": Landscape(
+        space=ROOT / "search_spaces" / "sglang-cpu-tiny.yaml",
+        workloads={"synthetic": {}, "shared-prefix": {
+            "dataset": {"kind": "shared_prefix", "groups": 4, "prefix_len": 384, "share": 0.9}, "input_len": 32}},
+        shown=("disable-radix-cache", "schedule-policy", "chunked-prefill-size", "max-running-requests",
+               "num-continuous-decode-steps", "disable-overlap-schedule"),
+        results="workload_winners_sglang_cpu",
+        about="real SGLang 0.5.23 on the CPU (its CPU engine), the tiny random Llama in float32, torch_native "
+              "attention, an 8192-token pool; lengths in the model's own tokens. Shared-prefix workload: 4 "
+              "system prompts of 384 tokens before 90 % of the requests, 32 tokens of question each; "
+              "synthetic: the space's own (64 tokens of random words, no reuse), 64 requests after 16 of "
+              "warm-up, 4 clients in a closed loop.",
+        patch=_sglang_cpu,
+    ),
+}  # fmt: skip
+
+
+def space_file(land: Landscape, work: Path, workload: str) -> Path:
+    data = yaml.safe_load(land.space.read_text())
+    land.patch(data)
+    data["workload"].update(land.workloads[workload])
     data.pop("confirm", None)  # the cross-measurement below is the confirmation
     path = work / f"space-{workload}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def tune(work: Path, workload: str, seed: int, trials: int) -> dict[str, Any]:
+def tune(land: Landscape, work: Path, workload: str, seed: int, trials: int) -> dict[str, Any]:
     name = f"{workload}-{seed}"
     db = f"sqlite:///{work}/{name}.db"
-    cmd = [sys.executable, "-m", "tuner.study", "--space", str(space_file(work, workload)), "--storage", db,
+    cmd = [sys.executable, "-m", "tuner.study", "--space", str(space_file(land, work, workload)), "--storage", db,
            "--study", name, "--trials", str(trials), "--seed", str(seed), "--out", str(work / name)]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
@@ -75,7 +138,7 @@ def tune(work: Path, workload: str, seed: int, trials: int) -> dict[str, Any]:
             "flags": best.user_attrs["flags"], "minutes": (time.perf_counter() - t0) / 60}  # fmt: skip
 
 
-def cross(work: Path, winners: list[dict[str, Any]], rounds: int) -> list[dict[str, Any]]:
+def cross(land: Landscape, work: Path, winners: list[dict[str, Any]], rounds: int) -> list[dict[str, Any]]:
     """Every distinct winner under every workload, ``rounds`` interleaved rounds (rotated order)."""
     distinct: dict[str, dict[str, Any]] = {}
     for w in winners:
@@ -84,8 +147,8 @@ def cross(work: Path, winners: list[dict[str, Any]], rounds: int) -> list[dict[s
         ].append(f"{w['workload']} seed {w['seed']}")
     keys = list(distinct)
     rows = []
-    for workload in WORKLOADS:
-        space = load_space(space_file(work, workload))
+    for workload in land.workloads:
+        space = load_space(space_file(land, work, workload))
         launcher = ProcessLauncher()
         runner = ConfigRunner(space, launcher, study=f"cross-{workload}", log_dir=work / "logs")
         try:
@@ -104,32 +167,33 @@ def cross(work: Path, winners: list[dict[str, Any]], rounds: int) -> list[dict[s
     return rows
 
 
-def render(winners: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def render(
+    land: Landscape, winners: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict[str, Any]
+) -> str:
     lines = [
         "# Does the winner depend on the traffic? (bench/workload_winners.py)",
         "",
-        f"Run {meta['date']} on 2 CPU cores (the simulated RTX 5090, Qwen3-32B-AWQ); {meta['wall_min']:.1f} min; "
-        f"`{meta['command']}`. Each workload: `python -m tuner.study --trials {meta['trials']}` for seeds "
-        f"{', '.join(map(str, meta['seeds']))} (confirmation off); then every distinct winner measured under both "
-        f"workloads in {meta['rounds']} interleaved rounds, a fresh server each.",
+        f"Run {meta['date']} on 2 CPU cores; {meta['wall_min']:.1f} min; `{meta['command']}`. Each workload: "
+        f"`python -m tuner.study --trials {meta['trials']}` for seeds {', '.join(map(str, meta['seeds']))} "
+        f"(confirmation off); then every distinct winner measured under both workloads in {meta['rounds']} "
+        "interleaved rounds, a fresh server each.",
         "",
-        "Shared-prefix workload: 4 system prompts of 320 words before 90 % of the requests, 64 words of question "
-        "each; synthetic: the space's own (128-384 random words, no reuse).",
+        f"Landscape: {land.about}",
         "",
         "## Winners",
         "",
-        "| tuned under | seed | best (one measurement) | " + " | ".join(SHOWN) + " |",
-        "|---|---|---|" + "---|" * len(SHOWN),
+        "| tuned under | seed | best (one measurement) | " + " | ".join(land.shown) + " |",
+        "|---|---|---|" + "---|" * len(land.shown),
     ]
     for w in winners:
         lines.append(f"| {w['workload']} | {w['seed']} | {w['value']:.2f} | "
-                     + " | ".join(str(w["flags"].get(k, "–")) for k in SHOWN) + " |")  # fmt: skip
+                     + " | ".join(str(w["flags"].get(k, "–")) for k in land.shown) + " |")  # fmt: skip
     lines += [
         "",
         "## Each workload's winners measured under each workload (mean output tok/s over rounds)",
         "",
     ]
-    for workload in WORKLOADS:
+    for workload in land.workloads:
         here = [r for r in rows if r["workload"] == workload]
         keys = sorted({r["key"] for r in here})
         means = {k: [r["value"] for r in here if r["key"] == k and r["value"] is not None] for k in keys}
@@ -155,12 +219,14 @@ def render(winners: list[dict[str, Any]], rows: list[dict[str, Any]], meta: dict
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--landscape", choices=sorted(LANDSCAPES), default="sim")
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--parallel", type=int, default=4)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    land = LANDSCAPES[args.landscape]
     t0 = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="workload-winners-") as tmp,
@@ -168,16 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     ):
         work = Path(tmp)
         (work / "logs").mkdir()
-        jobs = [(w, s) for w in WORKLOADS for s in range(args.seeds)]
-        winners = list(pool.map(lambda job: tune(work, job[0], job[1], args.trials), jobs))
-        rows = cross(work, winners, args.rounds)
+        jobs = [(w, s) for w in land.workloads for s in range(args.seeds)]
+        winners = list(pool.map(lambda job: tune(land, work, job[0], job[1], args.trials), jobs))
+        rows = cross(land, work, winners, args.rounds)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_min": (time.perf_counter() - t0) / 60,
             "command": "python bench/workload_winners.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "trials": args.trials, "seeds": list(range(args.seeds)), "rounds": args.rounds}  # fmt: skip
-    text = render(winners, rows, meta)
+    text = render(land, winners, rows, meta)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "workload_winners.md").write_text(text)
-    (args.out / "workload_winners.json").write_text(
+    (args.out / f"{land.results}.md").write_text(text)
+    (args.out / f"{land.results}.json").write_text(
         json.dumps({"meta": meta, "winners": winners, "rows": rows}, indent=1)
     )
     print(text)
