@@ -18,6 +18,8 @@ Methods (each run is one study with its own seed):
                      crash and its siblings, ``tuner.search.bracket``): what bisection changes
 * ``tuner-nolocal``  the tuner without local moves from the top trials between the sampler's proposals
                      (``SearchGuide.after_run``): what they change
+* ``tuner-nostrip``  the tuner whose first repair after a crash moves only what the rule says, leaving the
+                     configuration's other known hazards on (``tuner.space.repair.stripped``)
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -88,12 +90,13 @@ METHODS = (
     "tuner-noprune",
     "tuner-nobisect",
     "tuner-nolocal",
+    "tuner-nostrip",
     "tpe",
     "random",
     "grid-sglang",
     "grid-vllm",
 )
-GUIDED = ("tuner", "tuner-noprune", "tuner-nobisect", "tuner-nolocal")
+GUIDED = ("tuner", "tuner-noprune", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip")
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
 
@@ -307,7 +310,7 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         study=name,
         seed=seed,
         sampler="tpe" if method in (*GUIDED, "tpe") else "random",
-        prune=method in ("tuner", "tuner-nobisect", "tuner-nolocal", "tpe"),
+        prune=method in ("tuner", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip", "tpe"),
         # random search gets the same seed trials (TPE needs one feasible trial to anchor on), so the
         # comparison is of the sampler; the warm-start tiers are the tuner's own
         seed_trials=method in (*GUIDED, "tpe", "random"),
@@ -318,7 +321,13 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
     runner = ConfigRunner(space, ProcessLauncher(), study=name, log_dir=work / "logs")
     budget = land.budget(method)
     guide = (
-        SearchGuide(space, bisect=method != "tuner-nobisect", local=method != "tuner-nolocal", budget=budget)
+        SearchGuide(
+            space,
+            bisect=method != "tuner-nobisect",
+            local=method != "tuner-nolocal",
+            strip=method != "tuner-nostrip",
+            budget=budget,
+        )
         if method in GUIDED
         else None
     )
@@ -534,7 +543,7 @@ def analyse(
             "final_best_unpruned_median": statistics.median(fn) if fn else None,
             "final_ratio": (statistics.median(fp) / statistics.median(fn)) if fp and fn else None,
         }
-    for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal"):
+    for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip"):
         if "tuner" in m and other in m:
             out[f"{other}_vs_tuner_trials"] = m[other]["median_trials_to_target"] / max(
                 1.0, m["tuner"]["median_trials_to_target"]
@@ -659,7 +668,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"**{'>' if res.get('tuner_vs_random_censored') else ''}{res['tuner_vs_random_trials']:.1f}×** "
                 "(goal ≥ 3×; `>`: random search's median run did not reach the target within its budget).",
             ]
-        for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal"):
+        for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip"):
             if (ratio := res.get(f"{other}_vs_tuner_trials")) is not None:
                 lines.append(f"{other} / tuner, median trials to target: **{ratio:.1f}×**.")
         if (p := res.get("pruning")) is not None:

@@ -380,3 +380,50 @@ def test_second_half_of_the_budget_leans_on_local_moves() -> None:
     ranked = history(early)
     assert streak(SearchGuide(SPACE, budget=100), early, ranked) == 1  # first half: one per proposal
     assert streak(SearchGuide(SPACE), early, ranked) == 1  # no budget known: one per proposal
+
+
+HAZARDS = {"kv-cache-dtype": "fp8_e4m3", "cuda-graph-backend-decode": "breakable", "cuda-graph-max-bs-decode": 16,
+           "enable-two-batch-overlap": True, "enable-mixed-chunk": True, "enable-hierarchical-cache": True}  # fmt: skip
+
+
+def test_the_first_repair_turns_every_other_known_hazard_off() -> None:
+    """A CUDA OOM of a configuration drawn with an FP8 KV cache, graphs, two-batch overlap, mixed chunks
+    and the hierarchical cache: the first repair lowers the memory fraction (the rule for the crash)
+    and sets every other value the engine's table knows to crash to its cure, in one trial."""
+    crashed = {**_marlin(0.85), **HAZARDS}
+    study = optuna.create_study(direction="maximize")
+    repair = SearchGuide(SPACE, feasibility=False).after_crash(study.ask(), crashed, _oom())
+    assert repair is not None and repair.stripped
+    assert [c.describe() for c in repair.changes] == [
+        "mem-fraction-static 0.85 -> 0.63", "kv-cache-dtype fp8_e4m3 -> auto",
+        "cuda-graph-backend-decode breakable -> disabled", "enable-two-batch-overlap True -> False",
+        "enable-mixed-chunk True -> False", "enable-hierarchical-cache True -> False",
+    ]  # fmt: skip
+    assert "cuda-graph-max-bs-decode" not in repair.params  # inactive once graphs are off
+    assert repair.params["quantization"] == "awq_marlin"  # the core stays
+    assert "every other known hazard off" in repair.describe()
+    (queued,) = [t for t in study.get_trials() if t.state is TrialState.WAITING]
+    assert queued.user_attrs[TrialAttr.REPAIR]["stripped"] is True
+    # without stripping, the rule's own move only; a chain's later repairs never strip
+    plain = SearchGuide(SPACE, feasibility=False, strip=False).after_crash(
+        optuna.create_study(direction="maximize").ask(), crashed, _oom()
+    )
+    assert plain is not None and not plain.stripped and len(plain.changes) == 1
+
+
+def test_a_stripped_repair_that_ran_teaches_only_the_crashed_combination() -> None:
+    """What a stripped repair that ran proves: the memory fraction crashed *with* those hazards on. The
+    learned region keeps their values in its scope, so it does not cover the hazard-free core."""
+    crashed = {**_marlin(0.85), **HAZARDS}
+    repair = SearchGuide(SPACE, feasibility=False).after_crash(
+        optuna.create_study(direction="maximize").ask(), crashed, _oom()
+    )
+    assert repair is not None
+    trials = [
+        _trial(0, crashed, TrialState.PRUNED, failure_kind="cuda_oom"),
+        _trial(1, repair.params, TrialState.COMPLETE, repair={**repair.to_attrs(), "of": 0}),
+    ]
+    (learned,) = learned_constraints(trials)
+    assert (learned.param, learned.op, learned.value) == ("mem-fraction-static", ">=", 0.85)
+    assert learned.scope["kv-cache-dtype"] == "fp8_e4m3" and learned.scope["enable-two-batch-overlap"] is True
+    assert learned.covers(crashed) and not learned.covers({**repair.params, "mem-fraction-static": 0.9})

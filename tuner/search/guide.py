@@ -15,8 +15,10 @@ repaired neighbour after a crash whose evidence says how to fix it.
   A configuration can crash for several reasons
   at once (an FP8 KV cache *and* graphs on a card where both fail), so a repair that crashes for
   another reason is repaired again, up to ``MAX_REPAIR_CHAIN`` repairs in a row, never with a rule that
-  already failed to cure that kind of crash in the chain. A crash-prone region is so probed at its
-  safe edge instead of abandoned.
+  already failed to cure that kind of crash in the chain. A chain's first repair also turns off every
+  other hazard the table knows in that configuration (``tuner.space.repair.stripped``: its FP8 KV
+  cache, graphs, overlap...), so the configuration's core runs after one crash, not one crash per
+  hazard. A crash-prone region is so probed at its safe edge instead of abandoned.
 * :meth:`SearchGuide.after_run`: once the feasibility model is trusted, every other launched trial is
   a *local move* (``TrialAttr.NEAR``): one or two parameters changed from one of the top trials,
   the candidate the model deems safe, queued between the sampler's proposals. The sampler keeps
@@ -40,7 +42,7 @@ from tuner.search.bracket import bracketed
 from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
 from tuner.search.learned import LearnedConstraint, covering, learned_constraints, ran
 from tuner.space.constraints import violated_constraint
-from tuner.space.repair import Repair, repairs_for
+from tuner.space.repair import Repair, repairs_for, stripped
 from tuner.space.sample import domain_contains, is_active, params_to_flags
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
 from tuner.store.attrs import TrialAttr, is_crash
@@ -103,6 +105,7 @@ class SearchGuide:
         feasibility: bool = True,
         bisect: bool = True,
         local: bool = True,
+        strip: bool = True,
         budget: int | None = None,
     ) -> None:
         self.space = space
@@ -113,6 +116,7 @@ class SearchGuide:
         self.last_crash_probability: float | None = None  # the model's, for the proposal last screened
         self.local = local and self.model is not None  # local moves between the sampler's proposals
         self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
+        self.strip = strip  # a chain's first repair also turns every other known hazard off
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -247,13 +251,12 @@ class SearchGuide:
             repair = bracketed(self.space, proposed, trials) if self.bisect else proposed
             if repair is None:
                 continue  # the trials beside it leave no gap: the edge is known, or there is none
-            if (
-                configuration_key(self.space, repair.params) in seen
-                or covering(learned, repair.params) is not None
-            ):
+            if not self._allowed(repair.params, seen, learned):
                 continue
-            if violated_constraint(self.space, dict(params_to_flags(self.space, repair.params))) is not None:
-                continue
+            if self.strip and not chain:
+                wide = stripped(self.space, repair, self.rules, failure)
+                if wide is not None and self._allowed(wide.params, seen, learned):
+                    repair = wide
             attrs = {
                 **repair.to_attrs(),
                 "of": trial.number,
@@ -262,6 +265,16 @@ class SearchGuide:
             trial.study.enqueue_trial(repair.params, user_attrs={TrialAttr.REPAIR: attrs})
             return repair
         return None
+
+    def _allowed(
+        self, params: Mapping[str, Any], seen: Mapping[Any, int], learned: list[LearnedConstraint]
+    ) -> bool:
+        """Not seen yet, outside every learned constraint and the space's own constraints."""
+        return (
+            configuration_key(self.space, params) not in seen
+            and covering(learned, params) is None
+            and violated_constraint(self.space, dict(params_to_flags(self.space, params))) is None
+        )
 
 
 def _step(param: object, value: Any, rng: random.Random) -> Any:

@@ -43,9 +43,16 @@ class Repair:
     changes: tuple[Change, ...]
     rule: RepairRule
     scope: dict[str, Any] = field(default_factory=dict)  # the crash's values of the rule's scope params
+    stripped: bool = False  # the other known hazards moved to their safe values too (:func:`stripped`)
 
     def describe(self) -> str:
-        return f"{', '.join(c.describe() for c in self.changes)} ({self.rule.why})"
+        first, rest = self.changes[0], self.changes[1:]
+        text = f"{first.describe()} ({self.rule.why})"
+        if rest:
+            text += f"; {'every other known hazard off' if self.stripped else 'and'}: " + ", ".join(
+                c.describe() for c in rest
+            )
+        return text
 
     def to_attrs(self) -> dict[str, Any]:
         return {
@@ -53,6 +60,7 @@ class Repair:
             "changes": [c.to_attrs() for c in self.changes],
             "scope": dict(self.scope),
             "why": self.rule.why,
+            **({"stripped": True} if self.stripped else {}),
         }
 
 
@@ -82,6 +90,45 @@ def repairs_for(
             scope = {param_of[f]: params[param_of[f]] for f in rule.scope if param_of.get(f) in params}
             out.append(Repair(new, tuple(changes), rule, scope))
     return out
+
+
+def stripped(
+    space: SearchSpace, repair: Repair, rules: Sequence[RepairRule], failure: Failure
+) -> Repair | None:
+    """``repair`` with every other flag value the engine's table knows to crash (a rule's ``when``
+    cured by setting one value: an FP8 KV cache, CUDA graphs, two-batch overlap, ...) set to the value
+    that cures it as well, whatever this crash's kind: the configuration's core, free of every known
+    hazard. ``None`` when the configuration has no other such value (or none the space can move).
+
+    A configuration drawn with several hazards at once crashes for one of them at a time; repairing one
+    hazard per trial costs a crash per hazard before the core runs. The stripped repair tells at once
+    whether the core (a kernel at a memory fraction, say) runs and how fast; local moves from it add
+    the hazards back one at a time where the feasibility model deems them safe.
+    """
+    param_of = {space.flag_of(p): p for p in space.parameters}
+    new = dict(repair.params)
+    changes = list(repair.changes)
+    moved = {c.param for c in changes}
+    for rule in rules:
+        if not rule.when or any(m.action is not Action.SET for m in rule.moves):
+            continue
+        flags = dict(params_to_flags(space, new))
+        if not all(flags.get(flag) in allowed for flag, allowed in rule.when.items()):
+            continue
+        for move in rule.moves:
+            name = param_of.get(move.flag)
+            if name is None or name not in new or name in moved:
+                continue
+            value = _moved(space.parameters[name], new[name], move, failure)
+            if value is None or value == new[name]:
+                continue
+            changes.append(Change(name, move.action, new[name], value))
+            new[name] = value
+            moved.add(name)
+    if len(changes) == len(repair.changes):
+        return None
+    new = {k: v for k, v in new.items() if is_active(space, k, new)}
+    return Repair(new, tuple(changes), repair.rule, repair.scope, stripped=True)
 
 
 def _moved(param: object, current: Any, move: Move, failure: Failure) -> Any:
