@@ -233,7 +233,12 @@ class TrialRunner:
         values = objective_values(outcome.metrics, self.space.objectives)
         shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
         slo = "" if constraints.feasible else f"  SLO violated: {', '.join(constraints.violated())}"
-        if verdict is not None and not verdict.passes(self.space.quality.min_agreement, self.space.quality.min_exact):  # type: ignore[union-attr]
+        gate = self.space.quality
+        if (
+            verdict is not None
+            and gate is not None
+            and not verdict.passes(gate.min_agreement, gate.min_exact)
+        ):
             slo += f"  QUALITY: {verdict.describe()}"
         feasible = constraints.feasible and "QUALITY" not in slo
         self._end(f"COMPLETE {shown}{slo}", best=values[0] if feasible else None)
