@@ -63,15 +63,13 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from bench.client_ceiling import _cpu_model  # noqa: E402
 from tuner.core.net import free_port  # noqa: E402
 from tuner.core.stats import paired_ratio_ci  # noqa: E402
+from tuner.engines import sglang  # noqa: E402
 from tuner.loadgen import BenchResult, WorkloadSpec, run_benchmark_sync  # noqa: E402
 from tuner.loadgen.metrics import itl_s, stats_ms  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "metric_agreement.md"
-CACHE = Path(os.environ.get("TUNER_CACHE", Path.home() / ".cache" / "sglang-tuner"))
-SGLANG_PY = Path(
-    os.environ.get("TUNER_SGLANG_CPU_PYTHON", CACHE / "sglang-cpu-0.5.23-venv" / "bin" / "python")
-)
-MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL", CACHE / "models" / "sglang-tiny-llama"))
+SGLANG_PY = sglang.default_cpu_python("0.5.23")
+MODEL = sglang.cpu_model_dir()
 SERVER_ENV = {"SGLANG_USE_CPU_ENGINE": "1", "OMP_NUM_THREADS": "1"}
 VOCAB = 8192  # the tiny model's vocabulary: our random ids are drawn below it, as random-ids does
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -57,7 +56,7 @@ LLAMA_CONFIGS = {
 }
 LLAMA_SEEDS = (0, 1, 2)
 SGLANG_SPACE = ROOT / "search_spaces" / "sglang-cpu-tiny.yaml"
-SGLANG_MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL") or Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner") / "models" / "sglang-tiny-llama")  # fmt: skip
+SGLANG_MODEL = sglang.cpu_model_dir()
 SGLANG_CONFIGS = {  # changes to the space's defaults seed
     "float32": {"dtype": "float32"},
     "float32 (again)": {"dtype": "float32"},

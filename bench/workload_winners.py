@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tuner.core.stats import paired_ratio_ci  # noqa: E402
+from tuner.engines import sglang  # noqa: E402
 from tuner.launch.process import ProcessLauncher  # noqa: E402
 from tuner.objective.ranking import ranked_trials  # noqa: E402
 from tuner.space.load import load_space  # noqa: E402
@@ -82,7 +82,7 @@ def _sglang_cpu(raw: dict[str, Any]) -> None:
     ]  # fmt: skip
 
 
-SGLANG_MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL") or Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner") / "models" / "sglang-tiny-llama")  # fmt: skip
+SGLANG_MODEL = sglang.cpu_model_dir()
 LANDSCAPES = {
     "sim": Landscape(
         space=ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml",

@@ -82,8 +82,7 @@ pytestmark = pytest.mark.sglang_cpu
 VERSION = "0.5.23"
 PROCESS_SPACE = ROOT / "search_spaces" / "sglang-cpu-tiny.yaml"
 DOCKER_SPACE = ROOT / "search_spaces" / "sglang-cpu-docker.yaml"
-CACHE = Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "sglang-tuner")
-MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL") or CACHE / "models" / "sglang-tiny-llama")
+MODEL = sglang.cpu_model_dir()
 PYTHON = sglang.find_cpu_python(VERSION)  # TUNER_SGLANG_CPU_PYTHON, else the cache of setup-sglang-cpu.sh
 
 PROCESS_TRIALS = 6

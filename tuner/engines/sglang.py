@@ -63,6 +63,7 @@ _DEVICES = ("cuda", "xpu", "hpu", "npu", "cpu", "musa")
 
 # Running the real SGLang on a CPU (docs/sglang-cpu.md, shared/facts/sglang-cpu.md).
 CPU_PYTHON_ENV = "TUNER_SGLANG_CPU_PYTHON"  # overrides the venv python of scripts/setup-sglang-cpu.sh
+CPU_MODEL_ENV = "TUNER_SGLANG_CPU_MODEL"
 CPU_ENV: Mapping[str, str] = {
     # without it the scheduler imports vllm and dies (exit 137 after ~53 s)
     "SGLANG_USE_CPU_ENGINE": "1",
@@ -368,6 +369,11 @@ def default_cpu_python(version: str = DEFAULT_VERSION) -> Path:
     if override:
         return Path(override)
     return tool_cache() / f"sglang-cpu-{version}-venv" / "bin" / "python"
+
+
+def cpu_model_dir() -> Path:
+    """The tiny random Llama of ``scripts/setup-sglang-cpu-model.sh`` (``TUNER_SGLANG_CPU_MODEL`` overrides)."""
+    return Path(os.environ.get(CPU_MODEL_ENV) or tool_cache() / "models" / "sglang-tiny-llama")
 
 
 def find_cpu_python(version: str = DEFAULT_VERSION) -> Path | None:

@@ -42,7 +42,7 @@ from tuner.testing.require import missing
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = tool_cache()
 REAL_PYTHON = sglang.default_cpu_python("0.5.23")
-REAL_MODEL = Path(os.environ.get("TUNER_SGLANG_CPU_MODEL") or CACHE / "models" / "sglang-tiny-llama")
+REAL_MODEL = sglang.cpu_model_dir()
 STARTUP_TIMEOUT_S = float(os.environ.get("TUNER_SGLANG_CPU_STARTUP_S", "300"))
 
 REAL = "real"
