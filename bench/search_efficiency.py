@@ -20,6 +20,8 @@ Methods (each run is one study with its own seed):
                      (``SearchGuide.after_run``): what they change
 * ``tuner-nostrip``  the tuner whose first repair after a crash moves only what the rule says, leaving the
                      configuration's other known hazards on (``tuner.space.repair.stripped``)
+* ``tuner-noedge``   the tuner without the probe half-way back towards the crash after a repair that ran
+                     (``SearchGuide.edge_probe``)
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -91,12 +93,13 @@ METHODS = (
     "tuner-nobisect",
     "tuner-nolocal",
     "tuner-nostrip",
+    "tuner-noedge",
     "tpe",
     "random",
     "grid-sglang",
     "grid-vllm",
 )
-GUIDED = ("tuner", "tuner-noprune", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip")
+GUIDED = ("tuner", "tuner-noprune", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip", "tuner-noedge")
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
 
@@ -310,7 +313,7 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         study=name,
         seed=seed,
         sampler="tpe" if method in (*GUIDED, "tpe") else "random",
-        prune=method in ("tuner", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip", "tpe"),
+        prune=method in ("tuner", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip", "tuner-noedge", "tpe"),
         # random search gets the same seed trials (TPE needs one feasible trial to anchor on), so the
         # comparison is of the sampler; the warm-start tiers are the tuner's own
         seed_trials=method in (*GUIDED, "tpe", "random"),
@@ -326,6 +329,7 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
             bisect=method != "tuner-nobisect",
             local=method != "tuner-nolocal",
             strip=method != "tuner-nostrip",
+            edge=method != "tuner-noedge",
             budget=budget,
         )
         if method in GUIDED
@@ -543,7 +547,7 @@ def analyse(
             "final_best_unpruned_median": statistics.median(fn) if fn else None,
             "final_ratio": (statistics.median(fp) / statistics.median(fn)) if fp and fn else None,
         }
-    for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip"):
+    for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip", "tuner-noedge"):
         if "tuner" in m and other in m:
             out[f"{other}_vs_tuner_trials"] = m[other]["median_trials_to_target"] / max(
                 1.0, m["tuner"]["median_trials_to_target"]
@@ -668,7 +672,14 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"**{'>' if res.get('tuner_vs_random_censored') else ''}{res['tuner_vs_random_trials']:.1f}×** "
                 "(goal ≥ 3×; `>`: random search's median run did not reach the target within its budget).",
             ]
-        for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip"):
+        for other in (
+            "tpe",
+            "grid-sglang",
+            "tuner-nobisect",
+            "tuner-nolocal",
+            "tuner-nostrip",
+            "tuner-noedge",
+        ):
             if (ratio := res.get(f"{other}_vs_tuner_trials")) is not None:
                 lines.append(f"{other} / tuner, median trials to target: **{ratio:.1f}×**.")
         if (p := res.get("pruning")) is not None:

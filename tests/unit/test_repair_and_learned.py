@@ -427,3 +427,28 @@ def test_a_stripped_repair_that_ran_teaches_only_the_crashed_combination() -> No
     assert (learned.param, learned.op, learned.value) == ("mem-fraction-static", ">=", 0.85)
     assert learned.scope["kv-cache-dtype"] == "fp8_e4m3" and learned.scope["enable-two-batch-overlap"] is True
     assert learned.covers(crashed) and not learned.covers({**repair.params, "mem-fraction-static": 0.9})
+
+
+def test_a_repair_that_ran_is_followed_by_a_probe_half_way_back_to_the_crash() -> None:
+    """0.85 crashed (CUDA OOM), its repair at 0.63 ran: the next trial is the repair at 0.74 (the grid
+    point half-way back), once; a probe the study already has, or a repair that switched a value
+    rather than moving a number, queues nothing."""
+    from tuner.space.sample import sample_params
+
+    study = optuna.create_study(direction="maximize")
+    crashed = _marlin(0.85)
+    study.add_trial(_trial(0, crashed, TrialState.PRUNED, failure_kind="cuda_oom"))
+    guide = SearchGuide(SPACE, feasibility=False)
+    repair = guide.after_crash(study.ask(), crashed, _oom())
+    assert repair is not None
+    ran_trial = study.ask()  # the queued repair, as the study runs it
+    sample_params(SPACE, ran_trial)
+    assert ran_trial.params["mem-fraction-static"] == 0.63
+    assert guide.edge_probe(ran_trial) == ("mem-fraction-static", 0.63, 0.74)
+    probe = study.ask()
+    sample_params(SPACE, probe)
+    assert probe.user_attrs[TrialAttr.NEAR] == ran_trial.number
+    assert {**ran_trial.params, "mem-fraction-static": 0.74} == probe.params
+    assert guide.edge_probe(ran_trial) is None  # queued already: not twice
+    assert guide.edge_probe(probe) is None  # the probe is no repair: it probes nothing further
+    assert SearchGuide(SPACE, feasibility=False, edge=False).edge_probe(ran_trial) is None

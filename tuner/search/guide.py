@@ -19,6 +19,9 @@ repaired neighbour after a crash whose evidence says how to fix it.
   other hazard the table knows in that configuration (``tuner.space.repair.stripped``: its FP8 KV
   cache, graphs, overlap...), so the configuration's core runs after one crash, not one crash per
   hazard. A crash-prone region is so probed at its safe edge instead of abandoned.
+* :meth:`SearchGuide.edge_probe`: a repair that ran after moving a number away from the crash is
+  followed by the same configuration half-way back: the edge (the most memory that still starts) is
+  where the best value usually lies.
 * :meth:`SearchGuide.after_run`: once the feasibility model is trusted, every other launched trial is
   a *local move* (``TrialAttr.NEAR``): one or two parameters changed from one of the top trials,
   the candidate the model deems safe, queued between the sampler's proposals. The sampler keeps
@@ -43,7 +46,7 @@ from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
 from tuner.search.learned import LearnedConstraint, covering, learned_constraints, ran
 from tuner.space.constraints import violated_constraint
 from tuner.space.repair import Repair, repairs_for, stripped
-from tuner.space.sample import domain_contains, is_active, params_to_flags
+from tuner.space.sample import domain_contains, is_active, on_grid, params_to_flags
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
 from tuner.store.attrs import TrialAttr, is_crash
 
@@ -106,6 +109,7 @@ class SearchGuide:
         bisect: bool = True,
         local: bool = True,
         strip: bool = True,
+        edge: bool = True,
         budget: int | None = None,
     ) -> None:
         self.space = space
@@ -117,6 +121,7 @@ class SearchGuide:
         self.local = local and self.model is not None  # local moves between the sampler's proposals
         self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
         self.strip = strip  # a chain's first repair also turns every other known hazard off
+        self.edge = edge  # a repair that ran is followed by a probe half-way back towards the crash
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -177,6 +182,38 @@ class SearchGuide:
         return {k: v for k, v in candidate.items() if is_active(self.space, k, candidate)}
 
     # --- after a trial that ran -----------------------------------------------------------------
+    def edge_probe(self, trial: optuna.Trial) -> tuple[str, Any, Any] | None:
+        """After a repair that ran and moved a number (``mem-fraction-static 0.67 -> 0.60`` after a CUDA
+        OOM): queue the same configuration half-way back towards the crash's value, once. The repair
+        stepped far enough to be safe; the best value usually lies at the edge (the most memory that
+        still starts), and a stripped repair also changed what may have caused the crash, so the
+        crash's own value may run now. If the probe crashes, its repair bisects between the two
+        (``tuner.search.bracket``). Returns ``(param, repaired value, probed value)`` (``None``: none).
+        """
+        repair = trial.user_attrs.get(TrialAttr.REPAIR)
+        if not self.edge or not isinstance(repair, dict) or not repair.get("changes"):
+            return None
+        first = repair["changes"][0]
+        param = self.space.parameters.get(first["param"])
+        if first["action"] not in ("lower", "raise") or not isinstance(param, IntParam | FloatParam):
+            return None
+        old, new = first["old"], first["new"]
+        if not isinstance(old, int | float) or not isinstance(new, int | float):
+            return None
+        step = param.step or (1 if isinstance(param, IntParam) else (param.high - param.low) / 20)
+        k = round((old - new) / step / 2)
+        probe = on_grid(param, new + k * step)
+        if isinstance(param, IntParam):
+            probe = round(probe)
+        if k == 0 or probe == new or not domain_contains(param, probe):
+            return None
+        candidate = {**trial.params, first["param"]: probe}
+        trials = trial.study.get_trials(deepcopy=False)
+        if not self._allowed(candidate, configurations(self.space, trials), learned_constraints(trials)):
+            return None
+        trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.NEAR: trial.number})
+        return first["param"], new, probe
+
     def after_run(self, trial: optuna.Trial, ranked: Sequence[FrozenTrial]) -> int | None:
         """Queue a local move from one of the top trials (``ranked``: best first) when it is its turn:
         the model is trusted, nothing else waits in the queue and the last launched trial was the

@@ -229,6 +229,11 @@ class TrialRunner:
             raise optuna.TrialPruned(
                 f"stopped early ({outcome.stop_reason}): clearly worse than earlier trials"
             )
+        edge = self.guide.edge_probe(trial) if self.guide is not None else None
+        if edge is not None and self.runner.progress is not None:
+            self.runner.progress.note(
+                f"           edge probe queued: {edge[0]} {edge[1]} -> {edge[2]} (towards the crash)"
+            )
         self._queue_local(trial)
         values = objective_values(outcome.metrics, self.space.objectives)
         shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
