@@ -70,6 +70,7 @@ def _sglang_cpu(raw: dict[str, Any]) -> None:
     """The real SGLang space with this machine's model, the dtype/backend/pool fixed, two seeds."""
     raw["model"] = str(SGLANG_MODEL)
     raw["workload"]["tokenizer"] = str(SGLANG_MODEL)
+    raw.pop("quality", None)  # float32 throughout: every trial answers as the reference would
     for name, value in {"dtype": "float32", "attention-backend": "torch_native", "max-total-tokens": 8192,
                         "stream-interval": None}.items():  # fmt: skip
         del raw["parameters"][name]
@@ -130,6 +131,8 @@ def tune(land: Landscape, work: Path, workload: str, seed: int, trials: int) -> 
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: the study exited {proc.returncode}: {(proc.stdout + proc.stderr)[-2000:]}")
     ranked = ranked_trials(optuna.load_study(study_name=name, storage=db))
     if not ranked:
         raise SystemExit(f"{name}: no feasible trial (exit {proc.returncode}): {proc.stdout[-2000:]}")
