@@ -210,6 +210,26 @@ def test_argparse_error_is_flag_rejected(space: SearchSpace, tmp_path: Path) -> 
     assert outcome.argv[:3] == [str(PYTHON), "-m", "sglang.launch_server"]  # the CPU venv's python
 
 
+def test_fp8_kv_cache_on_a_cpu_is_unsupported_and_its_repair_is_named(
+    space: SearchSpace, tmp_path: Path
+) -> None:
+    """SGLang's usual lossy option refuses a CPU at start-up (``ValueError: --kv-cache-dtype fp8_e5m2 is
+    not supported on CPU.``, then the scheduler's SIGQUIT): unsupported_on_gpu, with the line as
+    evidence, and the engine's repair table answers it with the model's own dtype."""
+    from tuner.core.repairs import RepairRule
+
+    runner = ConfigRunner(space, ProcessLauncher(), study="sglang-flag", log_dir=tmp_path)
+    outcome = runner.measure(_flags(space, **{"kv-cache-dtype": "fp8_e5m2"}), run_index=1)
+    failure = outcome.failure
+    assert failure is not None, outcome.metrics
+    assert failure.kind is FailureKind.UNSUPPORTED, failure.summary()
+    assert any(
+        "--kv-cache-dtype fp8_e5m2 is not supported on CPU" in line for line in failure.matched_lines
+    ), failure.matched_lines
+    rules: list[RepairRule] = [r for r in sglang.REPAIRS if r.applies(failure, outcome.flags)]
+    assert [m.value for r in rules for m in r.moves] == ["auto"], rules
+
+
 class _Measuring:
     """Stands in for tuner.trial.progress.Progress: sets an event when the runner starts the benchmark."""
 

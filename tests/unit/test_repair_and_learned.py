@@ -452,3 +452,21 @@ def test_a_repair_that_ran_is_followed_by_a_probe_half_way_back_to_the_crash() -
     assert guide.edge_probe(ran_trial) is None  # queued already: not twice
     assert guide.edge_probe(probe) is None  # the probe is no repair: it probes nothing further
     assert SearchGuide(SPACE, feasibility=False, edge=False).edge_probe(ran_trial) is None
+
+
+def test_real_sglang_cpu_crashes_are_repaired_by_what_their_message_says() -> None:
+    """The real SGLang 0.5.23 CPU messages (docs/sglang-cpu.md): triton without a GPU driver gets the
+    pure-torch attention; an FP8 KV cache "not supported on CPU" gets the model's dtype. Neither is a
+    hazard to strip elsewhere: triton runs on a GPU."""
+    cpu = load_space(ROOT / "search_spaces" / "sglang-cpu-tiny.yaml")
+    triton = {**cpu.seed_trials[0].params, "attention-backend": "triton", "dtype": "bfloat16"}
+    failure = Failure(FailureKind.UNSUPPORTED, Phase.WARMUP,
+                      matched_lines=("RuntimeError: 0 active drivers ([]). There should only be one.",))  # fmt: skip
+    (repair,) = repairs_for(cpu, triton, failure, REPAIRS)
+    assert [c.describe() for c in repair.changes] == ["attention-backend triton -> torch_native"]
+    assert repair.params["dtype"] == "bfloat16"
+    fp8 = Failure(FailureKind.UNSUPPORTED, Phase.STARTUP,
+                  log_tail="ValueError: --kv-cache-dtype fp8_e5m2 is not supported on CPU.")  # fmt: skip
+    (kv,) = repairs_for(SPACE, {**BASELINE, "kv-cache-dtype": "fp8_e5m2"}, fp8, REPAIRS)
+    assert [c.describe() for c in kv.changes] == ["kv-cache-dtype fp8_e5m2 -> auto"]
+    assert not any(r.hazard for r in REPAIRS if r.kind is FailureKind.UNSUPPORTED)

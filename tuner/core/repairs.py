@@ -47,6 +47,9 @@ class RepairRule:
     ``when``: flag values the crashed configuration must have (``None`` in the tuple: the flag not
     set). ``scope``: the flags whose values the crash depends on besides the moved one; a constraint
     learned from this repair holds only where they have the crashed configuration's values.
+    ``hazard``: the ``when`` values are a known cause of crashes in their own right (CUDA graphs on a
+    new architecture, an FP8 KV cache, two-batch overlap, …), so a stripped repair
+    (``tuner.space.repair.stripped``) turns them off whatever the crash was.
     """
 
     kind: FailureKind
@@ -56,6 +59,7 @@ class RepairRule:
     when: Mapping[str, tuple[object, ...]] = field(default_factory=dict)
     phases: tuple[Phase, ...] = ()  # empty: any phase
     scope: tuple[str, ...] = ()
+    hazard: bool = False
 
     def applies(self, failure: Failure, flags: Mapping[str, object]) -> bool:
         if failure.kind is not self.kind or (self.phases and failure.phase not in self.phases):

@@ -446,7 +446,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         FailureKind.UNSUPPORTED,
-        r"not supported on (this GPU|sm_\d+)|no kernel image is available|"
+        r"not supported on (this GPU|sm_\d+|CPU)|no kernel image is available|"
         r"RuntimeError: 0 active drivers",
     ),
     Signature(FailureKind.WARMUP_FAILED, r"Initialization failed\. warmup error"),
@@ -472,7 +472,7 @@ REPAIRS: tuple[RepairRule, ...] = (
     # an FP8 KV cache that still runs out of memory where the model's dtype fits (field report, sm_120)
     RepairRule(FailureKind.CUDA_OOM, (Move("kv-cache-dtype", Action.SET, "auto"),),
                "the FP8 KV path's extra buffers", when={"kv-cache-dtype": ("fp8_e5m2", "fp8_e4m3", "fp8")},
-               scope=_MEMORY_SCOPE),
+               scope=_MEMORY_SCOPE, hazard=True),
     RepairRule(FailureKind.CUDA_OOM, (Move("chunked-prefill-size", Action.HALVE),),
                "smaller prefill chunks need fewer activations", phases=(Phase.LOAD,), scope=_MEMORY_SCOPE),
     # "Capture cuda graph failed: CUDA out of memory. Possible solutions: 1. set --mem-fraction-static to a
@@ -489,20 +489,29 @@ REPAIRS: tuple[RepairRule, ...] = (
     # a segfault while graphs are on (field report: sm_120); the graph-free neighbour tells if they caused it
     RepairRule(FailureKind.SEGFAULT, (Move("cuda-graph-backend-decode", Action.SET, "disabled"),),
                "CUDA graph capture/replay is the usual segfault on new architectures", when=_GRAPHS_ON,
-               scope=("enable-torch-compile",)),
+               scope=("enable-torch-compile",), hazard=True),
     RepairRule(FailureKind.SEGFAULT, (Move("disable-cuda-graph", Action.SET, True),),
                "CUDA graph capture/replay is the usual segfault on new architectures", when=_GRAPHS_ON,
-               scope=("enable-torch-compile",)),
+               scope=("enable-torch-compile",), hazard=True),
     RepairRule(FailureKind.SEGFAULT, (Move("enable-torch-compile", Action.SET, False),),
-               "torch.compile's kernels", when={"enable-torch-compile": (True,)}),
+               "torch.compile's kernels", when={"enable-torch-compile": (True,)}, hazard=True),
     # no output at all under load with two-batch overlap: the overlap's known hang on one dense GPU
     RepairRule(FailureKind.HANG, (Move("enable-two-batch-overlap", Action.SET, False),),
-               "two-batch overlap", when={"enable-two-batch-overlap": (True,)}),
+               "two-batch overlap", when={"enable-two-batch-overlap": (True,)}, hazard=True),
     RepairRule(FailureKind.CRASHED, (Move("enable-mixed-chunk", Action.SET, False),),
                "mixed prefill/decode batches", evidence=r"illegal memory access",
-               when={"enable-mixed-chunk": (True,)}),
+               when={"enable-mixed-chunk": (True,)}, hazard=True),
+    # "ValueError: --kv-cache-dtype fp8_e5m2 is not supported on CPU." (0.5.23, at start-up)
+    RepairRule(FailureKind.UNSUPPORTED, (Move("kv-cache-dtype", Action.SET, "auto"),),
+               "a KV cache in the model's own dtype", evidence=r"--kv-cache-dtype \S+ is not supported",
+               when={"kv-cache-dtype": ("fp8_e5m2", "fp8_e4m3", "fp8")}),
+    # "RuntimeError: 0 active drivers ([]). There should only be one.": triton found no GPU driver
+    RepairRule(FailureKind.UNSUPPORTED, (Move("attention-backend", Action.SET, "torch_native"),),
+               "SGLang's pure-torch attention needs no GPU driver", evidence=r"0 active drivers",
+               when={"attention-backend": ("triton",)}),
     RepairRule(FailureKind.KERNEL_OOM_KILLED, (Move("enable-hierarchical-cache", Action.SET, False),),
-               "the hierarchical cache's host memory pool", when={"enable-hierarchical-cache": (True,)}),
+               "the hierarchical cache's host memory pool", when={"enable-hierarchical-cache": (True,)},
+               hazard=True),
 )  # fmt: skip
 
 READY_LINE = "The server is fired up and ready to roll!"

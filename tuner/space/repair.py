@@ -95,9 +95,9 @@ def repairs_for(
 def stripped(
     space: SearchSpace, repair: Repair, rules: Sequence[RepairRule], failure: Failure
 ) -> Repair | None:
-    """``repair`` with every other flag value the engine's table knows to crash (a rule's ``when``
-    cured by setting one value: an FP8 KV cache, CUDA graphs, two-batch overlap, ...) set to the value
-    that cures it as well, whatever this crash's kind: the configuration's core, free of every known
+    """``repair`` with every other flag value the engine's table knows to crash (a ``hazard`` rule's
+    ``when``, cured by setting one value: an FP8 KV cache, CUDA graphs, two-batch overlap, ...) set to
+    the value that cures it as well, whatever this crash's kind: the configuration's core, free of every known
     hazard. ``None`` when the configuration has no other such value (or none the space can move).
 
     A configuration drawn with several hazards at once crashes for one of them at a time; repairing one
@@ -110,7 +110,7 @@ def stripped(
     changes = list(repair.changes)
     moved = {c.param for c in changes}
     for rule in rules:
-        if not rule.when or any(m.action is not Action.SET for m in rule.moves):
+        if not rule.hazard or not rule.when or any(m.action is not Action.SET for m in rule.moves):
             continue
         flags = dict(params_to_flags(space, new))
         if not all(flags.get(flag) in allowed for flag, allowed in rule.when.items()):
