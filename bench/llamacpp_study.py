@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,13 +154,21 @@ class StudyRun:
 
 
 def run_study(
-    space_file: Path, work: Path, *, trials: int, study: str, seed: int = 0, timeout_s: float = 1800
+    space_file: Path,
+    work: Path,
+    *,
+    trials: int,
+    study: str,
+    seed: int = 0,
+    timeout_s: float = 1800,
+    extra: Sequence[str] = (),
 ) -> StudyRun:
-    """Run the real CLI (``python -m tuner.study``) with SQLite under ``work``; never raises for its exit code."""
+    """Run the real CLI (``python -m tuner.study``, plus ``extra`` options) with SQLite under ``work``;
+    never raises for its exit code."""
     storage = f"sqlite:///{work / 'study.db'}"
     cmd = [
         sys.executable, "-m", "tuner.study", "--space", str(space_file), "--storage", storage,
-        "--study", study, "--trials", str(trials), "--seed", str(seed), "--out", str(work / "out"),
+        "--study", study, "--trials", str(trials), "--seed", str(seed), "--out", str(work / "out"), *extra,
     ]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(

@@ -14,8 +14,9 @@ model is the tiny random Llama of ``scripts/setup-sglang-cpu-model.sh``. What is
       -> ``unsupported_on_gpu``, and a 64-token KV pool (``Input length (64 tokens) exceeds the
       maximum allowed length``: HTTP 400, in the /v1/completions stream an error event with code 400)
       -> ``healthy_but_failing``: both are seeds of the study in (b), so they cost no extra launch;
-(b) a real study through ``python -m tuner.study`` (bench/llamacpp_study.run_study) on the process
-    target, 6 trials (the seeds defaults, float32, triton, small-pool, then TPE), and one of 3 trials
+(b) a real study through ``python -m tuner.study --measure-all`` (bench/llamacpp_study.run_study) on the
+    process target, 6 trials (the seeds float32 - the quality gate's reference, queued first - defaults,
+    triton, small-pool, then TPE), and one of 3 trials
     in Docker (the sim image running the host's venv through read-only mounts; seeds defaults,
     float32, triton), the image's own ``--help`` checking the flags;
 (c) the study's two best trials and SGLang's defaults re-measured in interleaved rounds, each a fresh
@@ -299,7 +300,12 @@ def test_scheduler_killed_while_serving_is_crashed(space: SearchSpace, tmp_path:
 def process_run(tmp_path_factory: pytest.TempPathFactory) -> StudyRun:
     work = tmp_path_factory.mktemp("sglang-proc")
     space_file = study_space(PROCESS_SPACE, work / "space.yaml", model=MODEL, workload=WORKLOAD)
-    return run_study(space_file, work, trials=PROCESS_TRIALS, study="sglang-proc", timeout_s=900)
+    # --measure-all: float32, the quality gate's reference, runs first, and the defaults (float16, ~0.7x)
+    # would be stopped early as slower - unprobed, so unjudged; here every configuration is measured
+    # to the end and answers the probes (early stops are tested on the simulator and llama.cpp)
+    return run_study(
+        space_file, work, trials=PROCESS_TRIALS, study="sglang-proc", timeout_s=900, extra=["--measure-all"]
+    )
 
 
 def _startup_summary(run: StudyRun) -> str:
