@@ -35,3 +35,15 @@ def test_the_reference_must_be_a_seed_trial(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**raw, "quality": {"reference": "nope"}}))
     with pytest.raises(ConfigError, match=r"quality\.reference: 'nope' is not a seed trial"):
         load_space(path)
+
+
+def test_the_reference_runs_first_even_without_the_other_seeds() -> None:
+    from tuner.space.check import describe
+    from tuner.space.sample import seeds_to_enqueue
+
+    space = load_space(ROOT / "search_spaces" / "sglang-cpu-tiny.yaml")  # reference: float32, listed second
+    assert [s.name for s in space.seed_trials][:2] == ["defaults", "float32"]
+    assert [s.name for s in seeds_to_enqueue(space)] == ["float32", "defaults", "triton", "small-pool"]
+    assert [s.name for s in seeds_to_enqueue(space, all_seeds=False)] == ["float32"]  # --no-seed-trials
+    text = "\n".join(describe(space, "sglang-cpu-tiny.yaml"))
+    assert "float32  (the quality gate's reference: runs first)" in text and "exact >= 1" in text

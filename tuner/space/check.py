@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from tuner.engines import get_engine
 from tuner.space.constraints import violated_constraint
-from tuner.space.sample import is_active, params_to_flags, warm_start_points
+from tuner.space.sample import is_active, params_to_flags, seeds_to_enqueue, warm_start_points
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
 
 
@@ -35,11 +35,16 @@ def describe(space: SearchSpace, source: str) -> list[str]:
         f"  configurations: {'' if exact else 'at least '}{size:,}"
         + ("" if exact else " (continuous ranges)")
     )
-    lines.append(f"  seed trials ({len(space.seed_trials)}):")
-    for seed in space.seed_trials:
+    lines.append(f"  seed trials ({len(space.seed_trials)}, in the order they run):")
+    reference = space.quality.reference if space.quality is not None else None
+    for seed in seeds_to_enqueue(space):
         params = {k: v for k, v in seed.params.items() if is_active(space, k, dict(seed.params))}
         pruned = violated_constraint(space, dict(params_to_flags(space, params)))
-        lines.append(f"    {seed.name}" + (f"  (pruned before launch: {pruned})" if pruned else ""))
+        lines.append(
+            f"    {seed.name}"
+            + ("  (the quality gate's reference: runs first)" if seed.name == reference else "")
+            + (f"  (pruned before launch: {pruned})" if pruned else "")
+        )
     lines.append(f"  warm-start points: {len(warm_start_points(space))}")
     lines.append(f"  known constraints ({len(space.constraints)}):")
     for c in space.constraints:

@@ -14,7 +14,15 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from tuner.engines.base import FlagVector
-from tuner.space.schema import BoolParam, CategoricalParam, ChoiceValue, FloatParam, IntParam, SearchSpace
+from tuner.space.schema import (
+    BoolParam,
+    CategoricalParam,
+    ChoiceValue,
+    FloatParam,
+    IntParam,
+    SearchSpace,
+    SeedTrial,
+)
 
 
 class SuggestsParams(Protocol):
@@ -116,3 +124,13 @@ def warm_start_points(space: SearchSpace) -> list[tuple[str, dict[str, Any]]]:
                 ("warm:" + ",".join(f"{n}={v}" for n, v in zip(names, values, strict=True)), params)
             )
     return points
+
+
+def seeds_to_enqueue(space: SearchSpace, *, all_seeds: bool = True) -> list[SeedTrial]:
+    """The seed trials a new study queues, in order: with ``quality:`` the reference first (every later
+    trial's answers are compared with its answers, so a trial finished before it would go unjudged) and
+    even without ``all_seeds`` (``--no-seed-trials``), since the gate needs it.
+    """
+    ref = space.quality.reference if space.quality is not None else None
+    first = [s for s in space.seed_trials if s.name == ref]
+    return first + [s for s in space.seed_trials if s.name != ref] if all_seeds else first

@@ -31,8 +31,7 @@ from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
 from tuner.search.guide import SearchGuide, configuration_key, configurations
 from tuner.space import SearchSpace, load_space
-from tuner.space.sample import warm_start_points
-from tuner.space.schema import SeedTrial
+from tuner.space.sample import seeds_to_enqueue, warm_start_points
 from tuner.space.sections import PruningSpec
 from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.attrs import StudyAttr, TrialAttr
@@ -133,16 +132,6 @@ def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
                 if name not in seeded:
                     study.enqueue_trial(params, user_attrs={TrialAttr.SEED_NAME: name}, skip_if_exists=True)
     return study
-
-
-def seeds_to_enqueue(space: SearchSpace, *, all_seeds: bool = True) -> list[SeedTrial]:
-    """The seed trials a new study queues, in order: with ``quality:`` the reference first (every later
-    trial's answers are compared with its answers, so a trial finished before it would go unjudged) and
-    even without ``all_seeds`` (``--no-seed-trials``), since the gate needs it.
-    """
-    ref = space.quality.reference if space.quality is not None else None
-    first = [s for s in space.seed_trials if s.name == ref]
-    return first + [s for s in space.seed_trials if s.name != ref] if all_seeds else first
 
 
 def fail_stale(study: optuna.Study) -> None:
