@@ -10,6 +10,7 @@ import yaml
 from tuner.core.errors import ConfigError
 from tuner.objective.quality import compare
 from tuner.space import load_space
+from tuner.space.sections import QualitySpec
 from tuner.testing import ROOT
 
 
@@ -21,7 +22,8 @@ def test_agreement_is_the_share_of_the_reference_reproduced_before_the_first_dif
     assert verdict.agreement == pytest.approx((1 + 0.5 + 0) / 3) and verdict.exact == pytest.approx(1 / 3)
     first = verdict.divergences[0]
     assert (first.probe, first.at_word, first.reference, first.answer) == (1, 1, "y", "z")
-    assert verdict.constraint(0.9) > 0 and same.constraint(0.9) < 0
+    gate = QualitySpec(reference="ref")  # min_agreement 0.9
+    assert verdict.constraint(gate) > 0 and same.constraint(gate) < 0
     assert "first difference: probe 1 word 1: 'y' -> 'z'" in verdict.describe()
     longer = compare(["a b"], ["a b c"])  # says more than the reference: not word for word
     assert longer.agreement == 1.0 and longer.exact == 0.0

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tuner.space.sections import QualitySpec
+
 
 @dataclass(frozen=True)
 class Divergence:
@@ -31,19 +33,9 @@ class QualityVerdict:
     n: int  # probes compared
     divergences: list[Divergence] = field(default_factory=list)
 
-    def constraint(self, min_agreement: float, min_exact: float | None = None) -> float:
-        """Optuna's convention: <= 0 feasible; the larger of the two shortfalls.
-
-        >>> QualityVerdict(0.95, 0.5, 8).constraint(0.9), QualityVerdict(0.95, 0.5, 8).constraint(0.9, 0.75)
-        (-0.05, 0.25)
-        """
-        short = min_agreement - self.agreement
-        if min_exact is not None:
-            short = max(short, min_exact - self.exact)
-        return round(short, 6)
-
-    def passes(self, min_agreement: float, min_exact: float | None = None) -> bool:
-        return self.constraint(min_agreement, min_exact) <= 0
+    def constraint(self, gate: QualitySpec) -> float:
+        """Optuna's convention: <= 0 feasible (``QualitySpec.shortfall``)."""
+        return round(gate.shortfall(self.agreement, self.exact), 6)
 
     def to_attrs(self, limit: int = 8) -> dict[str, Any]:
         return {"agreement": round(self.agreement, 4), "exact": round(self.exact, 4), "probes": self.n,

@@ -85,9 +85,20 @@ class QualitySpec(BaseModel):
     min_agreement: float = Field(default=0.9, gt=0, le=1)
     min_exact: float | None = Field(default=None, gt=0, le=1)
 
+    def shortfall(self, agreement: float, exact: float) -> float:
+        """How far a verdict (``agreement``, ``exact`` as recorded on a trial) falls short of the gate: the
+        larger of the two shortfalls; <= 0 passes.
+
+        >>> gate = QualitySpec(reference="f16", min_exact=0.75)
+        >>> round(gate.shortfall(0.95, 0.5), 6), QualitySpec(reference="f16").shortfall(0.95, 0.5) <= 0
+        (0.25, True)
+        """
+        short = self.min_agreement - agreement
+        return short if self.min_exact is None else max(short, self.min_exact - exact)
+
     def accepts(self, agreement: float, exact: float) -> bool:
-        """Whether a verdict (``agreement``, ``exact`` as recorded on a trial) passes the gate."""
-        return agreement >= self.min_agreement and (self.min_exact is None or exact >= self.min_exact)
+        """Whether a verdict passes the gate."""
+        return self.shortfall(agreement, exact) <= 0
 
     def threshold(self) -> str:
         """``agreement >= 0.9`` (and ``exact >= 0.75`` with min_exact)."""

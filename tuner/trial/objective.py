@@ -239,13 +239,12 @@ class TrialRunner:
         shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
         slo = "" if constraints.feasible else f"  SLO violated: {', '.join(constraints.violated())}"
         gate = self.space.quality
-        if (
-            verdict is not None
-            and gate is not None
-            and not verdict.passes(gate.min_agreement, gate.min_exact)
-        ):
-            slo += f"  QUALITY: {verdict.describe()}"
-        feasible = constraints.feasible and "QUALITY" not in slo
+        changed = (
+            verdict if verdict is not None and gate is not None and verdict.constraint(gate) > 0 else None
+        )
+        if changed is not None:
+            slo += f"  QUALITY: {changed.describe()}"
+        feasible = constraints.feasible and changed is None
         self._end(f"COMPLETE {shown}{slo}", best=values[0] if feasible else None)
         return values[0] if len(values) == 1 else values
 
@@ -266,9 +265,7 @@ class TrialRunner:
             if reference is not None:
                 verdict = compare(reference, answers)
                 trial.set_user_attr(TrialAttr.QUALITY, verdict.to_attrs())
-        trial.set_constraint(
-            "quality", verdict.constraint(spec.min_agreement, spec.min_exact) if verdict is not None else 0.0
-        )
+        trial.set_constraint("quality", verdict.constraint(spec) if verdict is not None else 0.0)
         return verdict
 
     def _check_lengths(self, trial: optuna.Trial, ratio: float | None) -> None:
