@@ -111,3 +111,23 @@ def test_a_clearly_slower_configuration_stops_at_its_deadline_without_exact_outp
     best_tps = first.values[0]
     bound_s = 1.25 * 16 * 16 / best_tps  # num_requests x output_len / best output throughput
     assert second.user_attrs["metrics"]["duration_s"] < bound_s * 1.3
+
+
+def test_a_queued_copy_of_a_measured_configuration_is_not_measured_again(tmp_path: Path) -> None:
+    # Queued trials (seeds, repairs, re-runs) skip the sampler's duplicate check: they were new when
+    # queued. Copies can still pile up (Optuna's heartbeat retries a dead worker's trial beside the
+    # resume's re-queue); at run time the first to finish counts and a later copy ends FAIL unmeasured.
+    space = small_space(tmp_path, seeds=[seed("first")])
+    _run(study_cmd(space, tmp_path, trials=1))
+    study = _load(tmp_path)
+    (first,) = study.get_trials()
+    assert first.state is TrialState.COMPLETE
+    study.enqueue_trial(dict(first.params), user_attrs={"rerun_of": 0, "seed_name": "first"})
+    proc = _run(study_cmd(space, tmp_path, trials=2))
+    trials = _load(tmp_path).get_trials()
+    again = trials[1]
+    assert again.state is TrialState.FAIL and again.user_attrs["duplicate_of"] == 0
+    assert "trial 1 (first): trial 0 has measured this configuration; not measured again" in proc.stderr
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 2 and 1 not in {t.number for t in finished}  # the total still reached
+    assert "Traceback" not in proc.stderr

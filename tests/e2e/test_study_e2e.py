@@ -131,6 +131,37 @@ def test_sigint_stops_cleanly_and_records_the_interrupted_trial(tmp_path: Path, 
     assert rerun.params == failed[0].params and rerun.state in (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def test_a_kill_while_parameters_were_chosen_reruns_the_queued_configuration_whole(tmp_path: Path) -> None:
+    """What a SIGKILL between a trial's first and last suggestion leaves (state FAIL, first few params):
+    a queued seed is re-run whole, not its first values plus the sampler's (the storm found a 'baseline'
+    re-run with CUDA graphs on, segfaulting, re-run at every resume); a sampler's trial had decided
+    nothing and is not re-run."""
+    space = small_space(tmp_path, seeds=[seed("baseline")])
+    cmd = study_cmd(space, tmp_path, trials=1, study="cut")
+    # the study as the killed run left it: the seed queued, popped, three of its values suggested
+    study = optuna.create_study(study_name="cut", storage=f"sqlite:///{tmp_path}/t.db", direction="maximize")
+    whole = seed("baseline")["params"]
+    first = {k: whole[k] for k in ("quantization", "schedule-policy", "schedule-conservativeness")}
+    dists = {
+        "quantization": optuna.distributions.CategoricalDistribution(["awq", "awq_marlin"]),
+        "schedule-policy": optuna.distributions.CategoricalDistribution(["fcfs", "lpm", "lof", "random", "dfs-weight"]),
+        "schedule-conservativeness": optuna.distributions.FloatDistribution(0.5, 1.5, step=0.1),
+    }  # fmt: skip
+    cut_seed = optuna.create_trial(
+        state=TrialState.FAIL, params=first, distributions=dists,
+        user_attrs={"seed_name": "baseline"}, system_attrs={"fixed_params": whole},
+    )  # fmt: skip
+    cut_sampled = optuna.create_trial(state=TrialState.FAIL, params=first, distributions=dists)
+    study.add_trials([cut_seed, cut_sampled])
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "re-queued 1 trial(s) interrupted before their measurement ended: #0" in proc.stderr
+    (rerun,) = [t for t in load(tmp_path, "cut").get_trials() if "rerun_of" in t.user_attrs]
+    assert rerun.user_attrs["rerun_of"] == 0 and rerun.user_attrs["seed_name"] == "baseline"
+    assert rerun.user_attrs["flags"]["cuda-graph-backend-decode"] == "disabled"
+    assert rerun.state is TrialState.COMPLETE, rerun.user_attrs.get("failure")
+
+
 def test_bad_space_file_stops_before_anything_starts(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "search_spaces" / "sglang-rtx5090-qwen3-32b-awq.yaml").read_text()

@@ -54,6 +54,7 @@ DELIBERATE = (
     TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF,
     TrialAttr.NEAR,
 )  # fmt: skip
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 NEIGHBOUR_TRIES = 200
 MAX_REPAIR_CHAIN = 5  # repairs in a row, each after the previous one crashed for another reason
 LOCAL_TOP = (0.5, 0.3, 0.2)  # a local move starts from the best, second or third trial with these odds
@@ -71,6 +72,7 @@ class Screened:
     neighbour: dict[str, Any] | None = None  # queued in place of a duplicate (None: none left)
     crash_probability: float | None = None  # the feasibility model's, when it vetoed the launch
     launched: int = 0  # how many launched trials the model learned from
+    queued: bool = False  # the duplicate was queued (a repair, a re-run), not the sampler's proposal
 
     def reason(self) -> str:
         if self.learned is not None:
@@ -93,7 +95,8 @@ def configurations(
     for t in trials:
         if t.number == exclude or t.state is TrialState.FAIL:
             continue
-        params = t.params or t.system_attrs.get("fixed_params") or {}
+        # a queued trial's whole configuration, even while it is being sampled
+        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
         if params:
             out.setdefault(configuration_key(space, params), t.number)
     return out
@@ -131,7 +134,18 @@ class SearchGuide:
         deliberate = any(a in trial.user_attrs for a in DELIBERATE)
         rng = random.Random(trial.number)
         learned = learned_constraints(trials)
-        if not deliberate:
+        if deliberate:
+            # A queued configuration was new when queued, but copies of it can pile up: a retry of a
+            # dead worker's trial (Optuna's heartbeat callback) beside the resume's re-queue, a repair
+            # queued again after its crash was re-run. Whatever finished first counts; the rest are not
+            # measured again (nor replaced: the sampler did not propose them).
+            measured = [t for t in trials if t.state in FINISHED]
+            first = configurations(self.space, measured, exclude=trial.number).get(
+                configuration_key(self.space, params)
+            )
+            if first is not None:
+                return Screened(duplicate_of=first, queued=True)
+        else:
             seen = configurations(self.space, trials, exclude=trial.number)
             first = seen.get(configuration_key(self.space, params))
             if first is not None:

@@ -46,6 +46,12 @@ def is_active(space: SearchSpace, name: str, params: Mapping[str, Any]) -> bool:
     return True
 
 
+def is_complete(space: SearchSpace, params: Mapping[str, Any]) -> bool:
+    """Whether ``params`` gives every parameter that is active under it a value: a whole configuration,
+    not the first values of one whose sampling was cut short."""
+    return all(name in params for name in space.parameters if is_active(space, name, params))
+
+
 def sample_params(space: SearchSpace, trial: SuggestsParams) -> dict[str, ChoiceValue]:
     """Ask ``trial`` for every active parameter, in file order (conditions refer to earlier ones)."""
     params: dict[str, ChoiceValue] = {}

@@ -31,7 +31,7 @@ from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
 from tuner.search.guide import SearchGuide, configuration_key, configurations
 from tuner.space import SearchSpace, load_space
-from tuner.space.sample import seeds_to_enqueue, warm_start_points
+from tuner.space.sample import is_complete, seeds_to_enqueue, warm_start_points
 from tuner.space.sections import PruningSpec
 from tuner.space.targets import DockerTarget, SimulatorTarget
 from tuner.store.attrs import StudyAttr, TrialAttr
@@ -155,16 +155,19 @@ def requeue_interrupted(study: optuna.Study, space: SearchSpace, storage_url: st
         covered = set(configurations(space, trials))
         out = []
         for t in trials:
-            if t.state is not TrialState.FAIL or TrialAttr.DUPLICATE_OF in t.user_attrs or not t.params:
+            if t.state is not TrialState.FAIL or TrialAttr.DUPLICATE_OF in t.user_attrs:
                 continue
-            k = configuration_key(space, t.params)
+            params = {**t.system_attrs.get("fixed_params", {}), **t.params}  # queued: the whole of it
+            if not is_complete(space, params):
+                continue  # cut while the sampler chose: nothing was decided, let alone measured
+            k = configuration_key(space, params)
             if k in covered:
                 continue
             covered.add(k)
             attrs: dict[str, Any] = {
                 str(a): t.user_attrs[a] for a in (TrialAttr.SEED_NAME, TrialAttr.REPAIR) if a in t.user_attrs
             }
-            study.enqueue_trial(dict(t.params), user_attrs={**attrs, TrialAttr.RERUN_OF: t.number})
+            study.enqueue_trial(params, user_attrs={**attrs, TrialAttr.RERUN_OF: t.number})
             out.append(t.number)
     return out
 

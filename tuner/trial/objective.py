@@ -109,7 +109,10 @@ class TrialRunner:
         screened = self.guide.screen(trial, params) if self.guide is not None else None
         if screened is not None and screened.duplicate_of is not None:
             trial.set_user_attr(TrialAttr.DUPLICATE_OF, screened.duplicate_of)
-            if progress is not None:
+            if progress is not None and screened.queued:
+                progress.note(f"           trial {trial.number} ({_label(trial)}): trial "
+                              f"{screened.duplicate_of} has measured this configuration; not measured again")  # fmt: skip
+            elif progress is not None:
                 instead = (
                     "a neighbour is queued instead" if screened.neighbour else "no unmeasured neighbour left"
                 )
@@ -317,6 +320,8 @@ def _label(trial: optuna.Trial) -> str:
         return f"near #{attrs[TrialAttr.NEAR]}"
     if TrialAttr.NEIGHBOUR_OF in attrs:
         return f"neighbour of #{attrs[TrialAttr.NEIGHBOUR_OF]}"
+    if TrialAttr.RERUN_OF in attrs:
+        return f"re-run of #{attrs[TrialAttr.RERUN_OF]}"
     return ""
 
 
