@@ -22,6 +22,7 @@ Methods (each run is one study with its own seed):
                      configuration's other known hazards on (``tuner.space.repair.stripped``)
 * ``tuner-noedge``   the tuner without the probe half-way back towards the crash after a repair that ran
                      (``SearchGuide.edge_probe``)
+* ``tuner-nolevers`` the tuner without the early moves of the engine's levers (``SearchGuide.lever_move``)
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -94,12 +95,21 @@ METHODS = (
     "tuner-nolocal",
     "tuner-nostrip",
     "tuner-noedge",
+    "tuner-nolevers",
     "tpe",
     "random",
     "grid-sglang",
     "grid-vllm",
 )
-GUIDED = ("tuner", "tuner-noprune", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip", "tuner-noedge")
+# the tuner with one part of the search guide switched off: arm -> SearchGuide's keyword for that part
+ABLATIONS = {
+    "tuner-nobisect": "bisect",
+    "tuner-nolocal": "local",
+    "tuner-nostrip": "strip",
+    "tuner-noedge": "edge",
+    "tuner-nolevers": "levers",
+}
+GUIDED = ("tuner", "tuner-noprune", *ABLATIONS)
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
 
@@ -313,7 +323,7 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         study=name,
         seed=seed,
         sampler="tpe" if method in (*GUIDED, "tpe") else "random",
-        prune=method in ("tuner", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip", "tuner-noedge", "tpe"),
+        prune=method in ("tuner", "tpe", *ABLATIONS),
         # random search gets the same seed trials (TPE needs one feasible trial to anchor on), so the
         # comparison is of the sampler; the warm-start tiers are the tuner's own
         seed_trials=method in (*GUIDED, "tpe", "random"),
@@ -324,14 +334,7 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
     runner = ConfigRunner(space, ProcessLauncher(), study=name, log_dir=work / "logs")
     budget = land.budget(method)
     guide = (
-        SearchGuide(
-            space,
-            bisect=method != "tuner-nobisect",
-            local=method != "tuner-nolocal",
-            strip=method != "tuner-nostrip",
-            edge=method != "tuner-noedge",
-            budget=budget,
-        )
+        SearchGuide(space, budget=budget, **{part: method != arm for arm, part in ABLATIONS.items()})
         if method in GUIDED
         else None
     )
@@ -547,7 +550,7 @@ def analyse(
             "final_best_unpruned_median": statistics.median(fn) if fn else None,
             "final_ratio": (statistics.median(fp) / statistics.median(fn)) if fp and fn else None,
         }
-    for other in ("tpe", "grid-sglang", "tuner-nobisect", "tuner-nolocal", "tuner-nostrip", "tuner-noedge"):
+    for other in ("tpe", "grid-sglang", *ABLATIONS):
         if "tuner" in m and other in m:
             out[f"{other}_vs_tuner_trials"] = m[other]["median_trials_to_target"] / max(
                 1.0, m["tuner"]["median_trials_to_target"]
@@ -672,14 +675,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"**{'>' if res.get('tuner_vs_random_censored') else ''}{res['tuner_vs_random_trials']:.1f}×** "
                 "(goal ≥ 3×; `>`: random search's median run did not reach the target within its budget).",
             ]
-        for other in (
-            "tpe",
-            "grid-sglang",
-            "tuner-nobisect",
-            "tuner-nolocal",
-            "tuner-nostrip",
-            "tuner-noedge",
-        ):
+        for other in ("tpe", "grid-sglang", *ABLATIONS):
             if (ratio := res.get(f"{other}_vs_tuner_trials")) is not None:
                 lines.append(f"{other} / tuner, median trials to target: **{ratio:.1f}×**.")
         if (p := res.get("pruning")) is not None:

@@ -77,7 +77,9 @@ def test_genuinely_better_configuration_is_promoted(tmp_path: Path) -> None:
     assert run.returncode == ExitCode.PROMOTED, run.stderr[-3000:] + report
 
     now = yaml.safe_load(deployed.read_text())
-    assert now["flags"]["quantization"] == "awq_marlin" and now["params"]["mem-fraction-static"] == 0.70
+    # the marlin seed, or a neighbour the nightly trials found (0.71 can win on 3 % noise): marlin's region
+    assert now["flags"]["quantization"] == "awq_marlin", now
+    assert 0.6 <= now["params"]["mem-fraction-static"] <= 0.8, now
     with TunerStore(f"sqlite:///{tmp_path}/t.db") as store:
         history = store.deployments("t")
     assert [h.flags.get("quantization") for h in history] == ["awq", "awq_marlin"]

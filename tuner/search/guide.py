@@ -52,7 +52,7 @@ from tuner.store.attrs import TrialAttr, is_crash
 
 DELIBERATE = (
     TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF,
-    TrialAttr.NEAR,
+    TrialAttr.NEAR, TrialAttr.LEVER,
 )  # fmt: skip
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 NEIGHBOUR_TRIES = 200
@@ -61,6 +61,8 @@ LOCAL_TOP = (0.5, 0.3, 0.2)  # a local move starts from the best, second or thir
 LOCAL_CANDIDATES = 40  # neighbours drawn per local move; one the model deems safe is taken
 LOCAL_SAFE = 0.3  # crash probability below which a neighbour counts as safe
 LATE_LOCAL = 3  # local moves per sampler proposal in the second half of the budget (one before)
+LATE_VETO = 0.1  # second half: skip a sampler's proposal from this crash probability on, none launched anyway
+LATE_SAFE = 0.15  # second half: a local move must be at least this safe
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class SearchGuide:
         local: bool = True,
         strip: bool = True,
         edge: bool = True,
+        levers: bool = True,
         budget: int | None = None,
     ) -> None:
         self.space = space
@@ -125,6 +128,13 @@ class SearchGuide:
         self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
         self.strip = strip  # a chain's first repair also turns every other known hazard off
         self.edge = edge  # a repair that ran is followed by a probe half-way back towards the crash
+        engine_levers = get_engine(space.engine).levers if levers else ()
+        self.levers = [  # the space's parameters that set one of the engine's levers, in the engine's order
+            name
+            for flag in engine_levers
+            for name, p in space.parameters.items()
+            if space.flag_of(name) == flag and isinstance(p, CategoricalParam | BoolParam)
+        ]
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -159,7 +169,12 @@ class SearchGuide:
         if deliberate or self.model is None or not self.model.fit(trials):
             return None
         p = self.last_crash_probability = self.model.crash_probability(params)
-        if p is not None and p >= VETO and rng.random() >= EXPLORE:
+        if p is None:
+            return None
+        # early on, a share of would-be vetoes runs (the model learns where it is wrong); late in the
+        # budget the local moves carry the search and a doubtful proposal is not worth a crash
+        veto = p >= LATE_VETO if self._late(trials) else p >= VETO and rng.random() >= EXPLORE
+        if veto:
             return Screened(crash_probability=p, launched=self.model.launched)
         return None
 
@@ -248,12 +263,13 @@ class SearchGuide:
         seen = configurations(self.space, trials)
         learned = learned_constraints(trials)
         safe: list[tuple[float, dict[str, Any]]] = []
+        limit = LATE_SAFE if self._late(trials) else LOCAL_SAFE
         for _ in range(LOCAL_CANDIDATES):
             candidate = self.neighbour(base.params, seen, learned, rng)
             if candidate is None:
                 break
             p = self.model.crash_probability(candidate)
-            if p is not None and p < LOCAL_SAFE:
+            if p is not None and p < limit:
                 safe.append((p, candidate))
             seen = {**seen, configuration_key(self.space, candidate): -1}  # draw another one next time
         if not safe:
@@ -262,10 +278,51 @@ class SearchGuide:
         trial.study.enqueue_trial(chosen, user_attrs={TrialAttr.NEAR: base.number})
         return base.number
 
+    def lever_move(self, trial: optuna.Trial, ranked: Sequence[FrozenTrial]) -> tuple[str, Any, Any] | None:
+        """Early in a study, before local moves: the next of the engine's levers (``EngineProfile.levers``)
+        the study has not moved yet, set to another value in one change from the best trial so far, when
+        nothing else waits in the queue. A kernel or a cache format changes throughput by more than any
+        tuning around it, and one that crashes at the best trial's memory setting is repaired at its safe
+        edge, so the search does not depend on the sampler drawing it at a setting that happens to start.
+        Returns ``(param, from, to)`` (``None``: nothing queued)."""
+        if not self.levers or not ranked:
+            return None
+        trials = trial.study.get_trials(deepcopy=False)
+        if any(t.state is TrialState.WAITING for t in trials) or self._spent(trials):
+            return None
+        moved = {t.user_attrs[TrialAttr.LEVER]["param"] for t in trials if TrialAttr.LEVER in t.user_attrs}
+        base = ranked[0]
+        seen = configurations(self.space, trials)
+        learned = learned_constraints(trials)
+        rng = random.Random(trial.number)
+        for name in self.levers:
+            if name in moved or name not in base.params:
+                continue
+            param = self.space.parameters[name]
+            values = [False, True] if isinstance(param, BoolParam) else list(param.choices)  # type: ignore[union-attr]
+            for value in values:
+                if value == base.params[name]:
+                    continue
+                candidate = self._complete({**base.params, name: value}, base.params, rng)
+                if self._allowed(candidate, seen, learned):
+                    attrs = {"param": name, "value": value, "from": base.number}
+                    trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.LEVER: attrs})
+                    return name, base.params[name], value
+        return None
+
+    def _late(self, trials: Sequence[FrozenTrial]) -> bool:
+        """In the second half of the budget (counted in launched trials), when the budget is known."""
+        return self.budget is not None and _launched(trials) >= self.budget / 2
+
+    def _spent(self, trials: Sequence[FrozenTrial]) -> bool:
+        """The budget is used up, counting the trials running now (this one among them): a move queued
+        now would be left waiting when the run ends."""
+        running = sum(t.state is TrialState.RUNNING for t in trials)
+        return self.budget is not None and _launched(trials) + running >= self.budget
+
     def _local_share(self, trials: Sequence[FrozenTrial]) -> int:
         """Local moves per sampler proposal: one, and ``LATE_LOCAL`` in the second half of the budget."""
-        launched = sum(ran(t) or is_crash(t) for t in trials)
-        return LATE_LOCAL if self.budget is not None and launched >= self.budget / 2 else 1
+        return LATE_LOCAL if self._late(trials) else 1
 
     @staticmethod
     def _local_streak(trial: optuna.Trial, trials: Sequence[FrozenTrial]) -> int:
@@ -305,7 +362,9 @@ class SearchGuide:
             if not self._allowed(repair.params, seen, learned):
                 continue
             if self.strip and not chain:
-                wide = stripped(self.space, repair, self.rules, failure)
+                lever = trial.user_attrs.get(TrialAttr.LEVER)  # a lever move's value is what it tries
+                keep = [lever["param"]] if isinstance(lever, dict) else []
+                wide = stripped(self.space, repair, self.rules, failure, keep=keep)
                 if wide is not None and self._allowed(wide.params, seen, learned):
                     repair = wide
             attrs = {
@@ -360,3 +419,8 @@ def _random_value(param: object, rng: random.Random) -> Any:
             param.low + param.step * rng.randrange(int((param.high - param.low) / param.step + 1e-9) + 1), 6
         )
     raise TypeError(type(param))
+
+
+def _launched(trials: Sequence[FrozenTrial]) -> int:
+    """Trials whose server was started: those that ran and those that crashed."""
+    return sum(ran(t) or is_crash(t) for t in trials)
