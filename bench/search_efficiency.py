@@ -265,9 +265,7 @@ class TrialRow:
     duration_s: float
     bench_s: float
     params: str
-    origin: str = (
-        "sampler"  # what proposed it: seed, repair, local (a move near a top trial), neighbour, sampler
-    )
+    origin: str = "sampler"  # what proposed it: seed, repair, local, lever, neighbour, sampler
     p_crash: float | None = None  # the feasibility model's crash probability before launch
 
 
@@ -293,7 +291,7 @@ def _row(land: str, method: str, seed: int, t: FrozenTrial) -> TrialRow:
 
 def _origin(t: FrozenTrial) -> str:
     for attr, name in ((TrialAttr.SEED_NAME, "seed"), (TrialAttr.REPAIR, "repair"), (TrialAttr.NEAR, "local"),
-                       (TrialAttr.NEIGHBOUR_OF, "neighbour"), (TrialAttr.RERUN_OF, "rerun")):  # fmt: skip
+                       (TrialAttr.LEVER, "lever"), (TrialAttr.NEIGHBOUR_OF, "neighbour"), (TrialAttr.RERUN_OF, "rerun")):  # fmt: skip
         if attr in t.user_attrs:
             return name
     return "sampler"
