@@ -22,7 +22,6 @@ Methods (each run is one study with its own seed):
                      configuration's other known hazards on (``tuner.space.repair.stripped``)
 * ``tuner-noedge``   the tuner without the probe half-way back towards the crash after a repair that ran
                      (``SearchGuide.edge_probe``)
-* ``tuner-nolevers`` the tuner without the early moves of the engine's levers (``SearchGuide.lever_move``)
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -95,7 +94,6 @@ METHODS = (
     "tuner-nolocal",
     "tuner-nostrip",
     "tuner-noedge",
-    "tuner-nolevers",
     "tpe",
     "random",
     "grid-sglang",
@@ -107,7 +105,6 @@ ABLATIONS = {
     "tuner-nolocal": "local",
     "tuner-nostrip": "strip",
     "tuner-noedge": "edge",
-    "tuner-nolevers": "levers",
 }
 GUIDED = ("tuner", "tuner-noprune", *ABLATIONS)
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
@@ -265,7 +262,7 @@ class TrialRow:
     duration_s: float
     bench_s: float
     params: str
-    origin: str = "sampler"  # what proposed it: seed, repair, local, lever, neighbour, sampler
+    origin: str = "sampler"  # what proposed it: seed, repair, local, neighbour, sampler
     p_crash: float | None = None  # the feasibility model's crash probability before launch
 
 
@@ -291,7 +288,7 @@ def _row(land: str, method: str, seed: int, t: FrozenTrial) -> TrialRow:
 
 def _origin(t: FrozenTrial) -> str:
     for attr, name in ((TrialAttr.SEED_NAME, "seed"), (TrialAttr.REPAIR, "repair"), (TrialAttr.NEAR, "local"),
-                       (TrialAttr.LEVER, "lever"), (TrialAttr.NEIGHBOUR_OF, "neighbour"), (TrialAttr.RERUN_OF, "rerun")):  # fmt: skip
+                       (TrialAttr.NEIGHBOUR_OF, "neighbour"), (TrialAttr.RERUN_OF, "rerun")):  # fmt: skip
         if attr in t.user_attrs:
             return name
     return "sampler"

@@ -137,9 +137,6 @@ class EngineProfile:
     argv_for: Callable[..., list[str]]
     signatures: Sequence[Signature]
     repairs: Sequence[RepairRule] = ()  # crash -> neighbouring flags that cure it (tuner/core/repairs.py)
-    # the flags the engine's own performance guide names as the big levers (a kernel, a backend, a cache
-    # format), in order: the search tries another value of each early, one change from the best trial
-    levers: tuple[str, ...] = ()
     request: RequestShape = RequestShape()
     versioned_image: str | None = None  # "lmsysorg/sglang:v{version}": the image of the checked version
 

@@ -527,9 +527,6 @@ ENGINE = EngineProfile(
     argv_for=launch_argv,
     signatures=SIGNATURES,
     repairs=REPAIRS,
-    # SGLang's docs: the quantization kernel (awq vs awq_marlin, …), "selecting an optimal attention
-    # backend is crucial for maximizing your performance", a quantized KV cache "primarily benefits throughput"
-    levers=("quantization", "attention-backend", "kv-cache-dtype"),
     request=RequestShape(health_path="/health"),
     image_probe=EngineProbe(
         engine=NAME,

@@ -52,7 +52,7 @@ from tuner.store.attrs import TrialAttr, is_crash
 
 DELIBERATE = (
     TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF,
-    TrialAttr.NEAR, TrialAttr.LEVER,
+    TrialAttr.NEAR,
 )  # fmt: skip
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 NEIGHBOUR_TRIES = 200
@@ -115,7 +115,6 @@ class SearchGuide:
         local: bool = True,
         strip: bool = True,
         edge: bool = True,
-        levers: bool = True,
         budget: int | None = None,
     ) -> None:
         self.space = space
@@ -128,13 +127,6 @@ class SearchGuide:
         self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
         self.strip = strip  # a chain's first repair also turns every other known hazard off
         self.edge = edge  # a repair that ran is followed by a probe half-way back towards the crash
-        engine_levers = get_engine(space.engine).levers if levers else ()
-        self.levers = [  # the space's parameters that set one of the engine's levers, in the engine's order
-            name
-            for flag in engine_levers
-            for name, p in space.parameters.items()
-            if space.flag_of(name) == flag and isinstance(p, CategoricalParam | BoolParam)
-        ]
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -278,47 +270,9 @@ class SearchGuide:
         trial.study.enqueue_trial(chosen, user_attrs={TrialAttr.NEAR: base.number})
         return base.number
 
-    def lever_move(self, trial: optuna.Trial, ranked: Sequence[FrozenTrial]) -> tuple[str, Any, Any] | None:
-        """Early in a study, before local moves: the next of the engine's levers (``EngineProfile.levers``)
-        the study has not moved yet, set to another value in one change from the best trial so far, when
-        nothing else waits in the queue. A kernel or a cache format changes throughput by more than any
-        tuning around it, and one that crashes at the best trial's memory setting is repaired at its safe
-        edge, so the search does not depend on the sampler drawing it at a setting that happens to start.
-        Returns ``(param, from, to)`` (``None``: nothing queued)."""
-        if not self.levers or not ranked:
-            return None
-        trials = trial.study.get_trials(deepcopy=False)
-        if any(t.state is TrialState.WAITING for t in trials) or self._spent(trials):
-            return None
-        moved = {t.user_attrs[TrialAttr.LEVER]["param"] for t in trials if TrialAttr.LEVER in t.user_attrs}
-        base = ranked[0]
-        seen = configurations(self.space, trials)
-        learned = learned_constraints(trials)
-        rng = random.Random(trial.number)
-        for name in self.levers:
-            if name in moved or name not in base.params:
-                continue
-            param = self.space.parameters[name]
-            values = [False, True] if isinstance(param, BoolParam) else list(param.choices)  # type: ignore[union-attr]
-            for value in values:
-                if value == base.params[name]:
-                    continue
-                candidate = self._complete({**base.params, name: value}, base.params, rng)
-                if self._allowed(candidate, seen, learned):
-                    attrs = {"param": name, "value": value, "from": base.number}
-                    trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.LEVER: attrs})
-                    return name, base.params[name], value
-        return None
-
     def _late(self, trials: Sequence[FrozenTrial]) -> bool:
         """In the second half of the budget (counted in launched trials), when the budget is known."""
         return self.budget is not None and _launched(trials) >= self.budget / 2
-
-    def _spent(self, trials: Sequence[FrozenTrial]) -> bool:
-        """The budget is used up, counting the trials running now (this one among them): a move queued
-        now would be left waiting when the run ends."""
-        running = sum(t.state is TrialState.RUNNING for t in trials)
-        return self.budget is not None and _launched(trials) + running >= self.budget
 
     def _local_share(self, trials: Sequence[FrozenTrial]) -> int:
         """Local moves per sampler proposal: one, and ``LATE_LOCAL`` in the second half of the budget."""
@@ -362,9 +316,7 @@ class SearchGuide:
             if not self._allowed(repair.params, seen, learned):
                 continue
             if self.strip and not chain:
-                lever = trial.user_attrs.get(TrialAttr.LEVER)  # a lever move's value is what it tries
-                keep = [lever["param"]] if isinstance(lever, dict) else []
-                wide = stripped(self.space, repair, self.rules, failure, keep=keep)
+                wide = stripped(self.space, repair, self.rules, failure)
                 if wide is not None and self._allowed(wide.params, seen, learned):
                     repair = wide
             attrs = {

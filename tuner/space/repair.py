@@ -9,7 +9,7 @@ a repair never proposes a configuration outside the space.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,17 +93,12 @@ def repairs_for(
 
 
 def stripped(
-    space: SearchSpace,
-    repair: Repair,
-    rules: Sequence[RepairRule],
-    failure: Failure,
-    keep: Collection[str] = (),
+    space: SearchSpace, repair: Repair, rules: Sequence[RepairRule], failure: Failure
 ) -> Repair | None:
     """``repair`` with every other flag value the engine's table knows to crash (a ``hazard`` rule's
     ``when``, cured by setting one value: an FP8 KV cache, CUDA graphs, two-batch overlap, ...) set to
     the value that cures it as well, whatever this crash's kind: the configuration's core, free of every known
     hazard. ``None`` when the configuration has no other such value (or none the space can move).
-    Parameters in ``keep`` keep their value (the one a trial was queued to try).
 
     A configuration drawn with several hazards at once crashes for one of them at a time; repairing one
     hazard per trial costs a crash per hazard before the core runs. The stripped repair tells at once
@@ -113,7 +108,7 @@ def stripped(
     param_of = {space.flag_of(p): p for p in space.parameters}
     new = dict(repair.params)
     changes = list(repair.changes)
-    moved = {c.param for c in changes} | set(keep)
+    moved = {c.param for c in changes}
     for rule in rules:
         if not rule.hazard or not rule.when or any(m.action is not Action.SET for m in rule.moves):
             continue

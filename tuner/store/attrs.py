@@ -39,7 +39,6 @@ class TrialAttr(StrEnum):
     DUPLICATE_OF = "duplicate_of"  # a proposal equal to that trial's configuration: not measured (FAIL)
     NEIGHBOUR_OF = "neighbour_of"  # enqueued in place of a duplicate proposal of that trial
     NEAR = "near"  # a local move from that top trial, queued between sampler proposals (tuner.search.guide)
-    LEVER = "lever"  # an early move of one of the engine's levers: {param, value, from: the trial moved}
     RERUN_OF = (
         "rerun_of"  # enqueued on resume: that trial was interrupted (Ctrl-C, SIGTERM, a kill) unmeasured
     )

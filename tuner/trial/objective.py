@@ -290,13 +290,6 @@ class TrialRunner:
             return
         sign = 1 if self.space.objectives[0].direction == "maximize" else -1
         ranked = sorted(feasible_complete(trial.study), key=lambda t: -sign * t.values[0])
-        lever = self.guide.lever_move(trial, ranked)
-        if lever is not None:
-            if self.runner.progress is not None:
-                self.runner.progress.note(
-                    f"           lever move queued: {lever[0]} {lever[1]} -> {lever[2]} from the best trial"
-                )
-            return
         near = self.guide.after_run(trial, ranked)
         if near is not None and self.runner.progress is not None:
             self.runner.progress.note(
@@ -325,8 +318,6 @@ def _label(trial: optuna.Trial) -> str:
         return f"repair of #{repair.get('of')}"
     if TrialAttr.NEAR in attrs:
         return f"near #{attrs[TrialAttr.NEAR]}"
-    if isinstance(lever := attrs.get(TrialAttr.LEVER), dict):
-        return f"lever {lever.get('param')} from #{lever.get('from')}"
     if TrialAttr.NEIGHBOUR_OF in attrs:
         return f"neighbour of #{attrs[TrialAttr.NEIGHBOUR_OF]}"
     if TrialAttr.RERUN_OF in attrs:
