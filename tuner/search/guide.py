@@ -140,12 +140,14 @@ class SearchGuide:
             # A queued configuration was new when queued, but copies of it can pile up: a retry of a
             # dead worker's trial (Optuna's heartbeat callback) beside the resume's re-queue, a repair
             # queued again after its crash was re-run. Whatever finished first counts; the rest are not
-            # measured again (nor replaced: the sampler did not propose them).
+            # measured again (nor replaced: the sampler did not propose them). The nightly job's warm
+            # starts are repeats on purpose (tonight's machine may differ) and always run.
+            again = TrialAttr.WARM_START in trial.user_attrs
             measured = [t for t in trials if t.state in FINISHED]
             first = configurations(self.space, measured, exclude=trial.number).get(
                 configuration_key(self.space, params)
             )
-            if first is not None:
+            if first is not None and not again:
                 return Screened(duplicate_of=first, queued=True)
         else:
             seen = configurations(self.space, trials, exclude=trial.number)
