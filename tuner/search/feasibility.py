@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial
 
-from tuner.search.learned import ran
+from tuner.search.learned import launched, ran
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
-from tuner.store.attrs import is_crash
 
 MIN_LAUNCHED = 10  # launched trials before the forest is trusted
 MIN_EACH = 3  # crashes and runs it must have seen
@@ -43,7 +42,7 @@ class FeasibilityModel:
         """Train on the launched trials; ``False`` (and no predictions) while there are too few."""
         rows, labels = [], []
         for t in trials:
-            if ran(t) or is_crash(t):
+            if launched(t):
                 rows.append(self.encode(t.params))
                 labels.append(0 if ran(t) else 1)
         self.launched = len(rows)

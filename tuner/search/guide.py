@@ -43,12 +43,12 @@ from tuner.core.failures import Failure
 from tuner.engines import get_engine
 from tuner.search.bracket import bracketed
 from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
-from tuner.search.learned import LearnedConstraint, covering, learned_constraints, ran
+from tuner.search.learned import LearnedConstraint, covering, launched, learned_constraints
 from tuner.space.constraints import violated_constraint
 from tuner.space.repair import Repair, repairs_for, stripped
 from tuner.space.sample import domain_contains, is_active, on_grid, params_to_flags
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
-from tuner.store.attrs import TrialAttr, is_crash
+from tuner.store.attrs import TrialAttr
 
 DELIBERATE = (
     TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF,
@@ -136,20 +136,7 @@ class SearchGuide:
         deliberate = any(a in trial.user_attrs for a in DELIBERATE)
         rng = random.Random(trial.number)
         learned = learned_constraints(trials)
-        if deliberate:
-            # A queued configuration was new when queued, but copies of it can pile up: a retry of a
-            # dead worker's trial (Optuna's heartbeat callback) beside the resume's re-queue, a repair
-            # queued again after its crash was re-run. Whatever finished first counts; the rest are not
-            # measured again (nor replaced: the sampler did not propose them). The nightly job's warm
-            # starts are repeats on purpose (tonight's machine may differ) and always run.
-            again = TrialAttr.WARM_START in trial.user_attrs
-            measured = [t for t in trials if t.state in FINISHED]
-            first = configurations(self.space, measured, exclude=trial.number).get(
-                configuration_key(self.space, params)
-            )
-            if first is not None and not again:
-                return Screened(duplicate_of=first, queued=True)
-        else:
+        if not deliberate:
             seen = configurations(self.space, trials, exclude=trial.number)
             first = seen.get(configuration_key(self.space, params))
             if first is not None:
@@ -157,6 +144,18 @@ class SearchGuide:
                 if neighbour is not None:
                     trial.study.enqueue_trial(neighbour, user_attrs={TrialAttr.NEIGHBOUR_OF: first})
                 return Screened(duplicate_of=first, neighbour=neighbour)
+        elif TrialAttr.WARM_START not in trial.user_attrs:
+            # A queued configuration was new when queued, but copies of it can pile up: a retry of a
+            # dead worker's trial (Optuna's heartbeat callback) beside the resume's re-queue, a repair
+            # queued again after its crash was re-run. Whatever finished first counts; the rest are not
+            # measured again (nor replaced: the sampler did not propose them). The nightly job's warm
+            # starts are repeats on purpose (tonight's machine may differ) and always run.
+            measured = [t for t in trials if t.state in FINISHED]
+            first = configurations(self.space, measured, exclude=trial.number).get(
+                configuration_key(self.space, params)
+            )
+            if first is not None:
+                return Screened(duplicate_of=first, queued=True)
         hit = covering(learned, params)
         if hit is not None:
             return Screened(learned=hit)
@@ -274,7 +273,7 @@ class SearchGuide:
 
     def _late(self, trials: Sequence[FrozenTrial]) -> bool:
         """In the second half of the budget (counted in launched trials), when the budget is known."""
-        return self.budget is not None and _launched(trials) >= self.budget / 2
+        return self.budget is not None and sum(launched(t) for t in trials) >= self.budget / 2
 
     def _local_share(self, trials: Sequence[FrozenTrial]) -> int:
         """Local moves per sampler proposal: one, and ``LATE_LOCAL`` in the second half of the budget."""
@@ -287,7 +286,7 @@ class SearchGuide:
         if not streak:
             return 0
         for t in sorted(trials, key=lambda t: -t.number):
-            if t.number >= trial.number or not (ran(t) or is_crash(t)):
+            if t.number >= trial.number or not launched(t):
                 continue
             if TrialAttr.NEAR not in t.user_attrs:
                 break
@@ -373,8 +372,3 @@ def _random_value(param: object, rng: random.Random) -> Any:
             param.low + param.step * rng.randrange(int((param.high - param.low) / param.step + 1e-9) + 1), 6
         )
     raise TypeError(type(param))
-
-
-def _launched(trials: Sequence[FrozenTrial]) -> int:
-    """Trials whose server was started: those that ran and those that crashed."""
-    return sum(ran(t) or is_crash(t) for t in trials)

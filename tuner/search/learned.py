@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.core.repairs import Action
 from tuner.space.schema import SearchSpace
-from tuner.store.attrs import TrialAttr
+from tuner.store.attrs import TrialAttr, is_crash
 
 _OPS = {Action.LOWER: ">=", Action.HALVE: ">=", Action.RAISE: "<=", Action.SET: "=="}
 
@@ -91,6 +91,11 @@ def ran(t: FrozenTrial) -> bool:
     if t.state is TrialState.COMPLETE:
         return True
     return t.state is TrialState.PRUNED and TrialAttr.FAILURE_KIND not in t.user_attrs
+
+
+def launched(t: FrozenTrial) -> bool:
+    """A server was started with this configuration: it ran, or it crashed."""
+    return ran(t) or is_crash(t)
 
 
 @dataclass(frozen=True)
