@@ -206,6 +206,14 @@ def test_a_misspelt_key_or_flag_is_named_with_what_was_meant(tmp_path: Path, raw
         match=r"workload\.num_request: unknown key 'num_request' \(did you mean 'num_requests'\?\)",
     ):
         parse_space(data, source="s.yaml")
+    # a real key in the wrong section: where it belongs, not "did you mean" the key itself
+    data = copy.deepcopy(raw)
+    data["workload"]["clients"] = 4
+    with pytest.raises(ConfigError) as e:
+        parse_space(data, source="s.yaml")
+    assert str(e.value) == (
+        "s.yaml: workload.clients: unknown key 'clients' in workload (it is a key of workload.arrival)"
+    )
     data = copy.deepcopy(raw)
     data["parameters"]["schedule-polcy"] = data["parameters"].pop("schedule-policy")
     with pytest.raises(UnknownFlagError) as flag:

@@ -244,8 +244,14 @@ def _first_problem(error: ValidationError) -> tuple[str, str]:
     message = str(first["msg"])
     if first["type"] == "extra_forbidden":
         known = _field_names()
-        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.75)
-        message = f"unknown key {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        here = ".".join(loc[:-1]) or "the top level"
+        elsewhere = sorted({s for s in known.get(loc[-1], []) if s != ".".join(loc[:-1])})
+        close = difflib.get_close_matches(loc[-1], list(known), n=1, cutoff=0.75)
+        if elsewhere:  # a real key, in another section: say which one instead of "did you mean" itself
+            close = []
+            message = f"unknown key {loc[-1]!r} in {here} (it is a key of {' or '.join(elsewhere)})"
+        else:
+            message = f"unknown key {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
         required = {".".join(map(str, p["loc"])) for p in problems if p["type"] == "missing"}
         if close and ".".join([*loc[:-1], close[0]]) in required:
             problems = [
@@ -256,24 +262,23 @@ def _first_problem(error: ValidationError) -> tuple[str, str]:
     return ".".join(loc), message + more
 
 
-def _field_names() -> list[str]:
-    """Every key the space file's sections know, for "did you mean"."""
+def _field_names() -> dict[str, list[str]]:
+    """Every key the space file's sections know, for "did you mean", with the sections that have it
+    (dotted, "" for the top level; a section inside a list or mapping is named by its field)."""
     from pydantic import BaseModel
 
-    names: set[str] = set()
-    seen: set[type] = set()
+    names: dict[str, list[str]] = {}
 
-    def walk(model: type[BaseModel]) -> None:
-        if model in seen:
+    def walk(model: type[BaseModel], section: str, chain: tuple[type, ...]) -> None:
+        if model in chain:
             return
-        seen.add(model)
         for name, info in model.model_fields.items():
-            names.add(name)
+            names.setdefault(name, []).append(section)
             for sub in _models_in(info.annotation):
-                walk(sub)
+                walk(sub, f"{section}.{name}" if section else name, (*chain, model))
 
-    walk(SearchSpace)
-    return sorted(names)
+    walk(SearchSpace, "", ())
+    return names
 
 
 def _models_in(annotation: object) -> list[type]:
