@@ -193,16 +193,18 @@ def launcher_for(space: SearchSpace) -> Launcher:
 
 @dataclass
 class Comparison:
-    """The study's top candidates and the defaults, measured again in interleaved rounds.
+    """The study's top candidates, the defaults and any other named seeds, measured again in
+    interleaved rounds.
 
     The study measured each trial once, so its single best value is biased upwards (the winner's
     curse on a noisy machine): the top ``k`` feasible trials are re-measured and the one with the
-    best re-measured mean is the best.
+    best re-measured mean is the best. Candidates are labelled ``#<trial>``, the seeds measured
+    beside them (the defaults first) by their names.
     """
 
     candidates: list[FrozenTrial]
     defaults: FrozenTrial
-    measured: dict[str, list[Measurement]]  # label -> measurements; DEFAULTS first, then "#<trial>"
+    measured: dict[str, list[Measurement]]  # label -> measurements; DEFAULTS first, seeds, then "#<trial>"
     elapsed_s: float
     maximize: bool = True
 
@@ -212,7 +214,7 @@ class Comparison:
 
     @property
     def best_label(self) -> str:
-        labels = [label for label in self.measured if label != DEFAULTS]
+        labels = [label for label in self.measured if label.startswith("#")]
         sign = 1.0 if self.maximize else -1.0
         return max(
             labels, key=lambda label: sign * self.mean(label) if values(self.measured[label]) else -1e300
@@ -223,27 +225,42 @@ class Comparison:
         number = int(self.best_label.lstrip("#"))
         return next(t for t in self.candidates if t.number == number)
 
+    def ratio_to(self, label: str) -> float:
+        """Oriented mean(best) / mean(``label``) over the re-measurements (NaN when a side has none)."""
+        r = self.mean(self.best_label) / self.mean(label)
+        return r if self.maximize else 1.0 / r
+
+    def ci_to(self, label: str) -> RatioCI | None:
+        """Paired bootstrap CI of the best's ratio to ``label`` over the rounds both were measured in."""
+        ref, cand = paired_values(self.measured[label], self.measured[self.best_label])
+        return paired_ratio_ci(ref, cand, maximize=self.maximize)
+
     @property
     def ratio(self) -> float:
-        """Oriented mean(best) / mean(defaults) over the re-measurements (NaN when a side has none)."""
-        r = self.mean(self.best_label) / self.mean(DEFAULTS)
-        return r if self.maximize else 1.0 / r
+        """The best's ratio to the defaults."""
+        return self.ratio_to(DEFAULTS)
 
     @property
     def ci(self) -> RatioCI | None:
-        """Paired bootstrap CI of the best's ratio over the rounds both were measured in."""
-        ref, cand = paired_values(self.measured[DEFAULTS], self.measured[self.best_label])
-        return paired_ratio_ci(ref, cand, maximize=self.maximize)
+        """The best's ratio to the defaults with its paired interval."""
+        return self.ci_to(DEFAULTS)
 
 
-def remeasure_best_vs_defaults(run: StudyRun, *, rounds: int, log_dir: Path, top_k: int = 3) -> Comparison:
-    """Measure the study's ``top_k`` feasible trials (the defaults seed excluded) and the ``defaults``
-    seed ``rounds`` times each, interleaved (defaults first, order reversed every other round)."""
+def remeasure_best_vs_defaults(
+    run: StudyRun, *, rounds: int, log_dir: Path, top_k: int = 3, seeds: Sequence[str] = ()
+) -> Comparison:
+    """Measure the study's ``top_k`` feasible trials (seeds excluded), the ``defaults`` seed and the
+    named ``seeds`` ``rounds`` times each, interleaved (defaults first, order reversed every other
+    round)."""
     defaults = run.seed(DEFAULTS)
-    candidates = [t for t in ranked_trials(run.study) if t.number != defaults.number][:top_k]
+    baselines = {DEFAULTS: defaults, **{name: run.seed(name) for name in seeds}}
+    skip = {t.number for t in baselines.values()}
+    candidates = [t for t in ranked_trials(run.study) if t.number not in skip][:top_k]
     if not candidates:
-        raise LookupError(f"study {run.study.study_name} has no feasible trial besides the defaults")
-    configs = {DEFAULTS: defaults.user_attrs["flags"]}
+        raise LookupError(
+            f"study {run.study.study_name} has no feasible trial besides {', '.join(baselines)}"
+        )
+    configs = {label: t.user_attrs["flags"] for label, t in baselines.items()}
     configs.update({f"#{t.number}": t.user_attrs["flags"] for t in candidates})
     space = run.space
     launcher = launcher_for(space)
