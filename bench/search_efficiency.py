@@ -22,8 +22,6 @@ Methods (each run is one study with its own seed):
                      configuration's other known hazards on (``tuner.space.repair.stripped``)
 * ``tuner-noedge``   the tuner without the probe half-way back towards the crash after a repair that ran
                      (``SearchGuide.edge_probe``)
-* ``tuner-nopromise`` the tuner that repairs every crash it can, also where the measured trials say the
-                     repaired configuration would lose (``tuner.search.promise``)
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -96,7 +94,6 @@ METHODS = (
     "tuner-nolocal",
     "tuner-nostrip",
     "tuner-noedge",
-    "tuner-nopromise",
     "tpe",
     "random",
     "grid-sglang",
@@ -108,7 +105,6 @@ ABLATIONS = {
     "tuner-nolocal": "local",
     "tuner-nostrip": "strip",
     "tuner-noedge": "edge",
-    "tuner-nopromise": "promise",
 }
 GUIDED = ("tuner", "tuner-noprune", *ABLATIONS)
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with

@@ -283,43 +283,6 @@ def test_the_guide_queues_the_bisected_repair() -> None:
     assert queued.system_attrs["fixed_params"]["mem-fraction-static"] == 0.75
 
 
-def _served(number: int, quant: str, mem: float, value: float) -> optuna.trial.FrozenTrial:
-    params = {**BASELINE, "quantization": quant, "mem-fraction-static": mem}
-    t = _trial(number, params, TrialState.COMPLETE)
-    return create_trial(
-        params=t.params, distributions=t.distributions, state=TrialState.COMPLETE, value=value
-    )
-
-
-def test_a_crash_where_the_study_knows_it_loses_is_not_repaired() -> None:
-    """The simulated 5090's landscape: awq serves ~16 tok/s, awq_marlin ~26. Once both are measured, an
-    OOM of an awq configuration is not repaired (the repaired neighbour would start and lose), one of
-    an awq_marlin configuration is; before marlin is known, awq's crash is repaired too."""
-    from tuner.search.promise import PROMISE
-
-    awq = [_served(n, "awq", mem, v) for n, (mem, v) in enumerate([(0.7, 16.0), (0.75, 16.3), (0.8, 15.8)])]
-    marlin = [_served(3 + n, "awq_marlin", mem, v) for n, (mem, v) in enumerate([(0.6, 25.0), (0.65, 26.0), (0.7, 26.5)])]  # fmt: skip
-
-    def crash(trials: list[optuna.trial.FrozenTrial], quant: str, **kw: Any) -> tuple[Any, optuna.Study]:
-        study = optuna.create_study(direction="maximize")
-        for t in trials:
-            study.add_trial(t)
-        trial = study.ask()
-        crashed = {**BASELINE, "quantization": quant, "mem-fraction-static": 0.9}
-        return SearchGuide(SPACE, feasibility=False, **kw).after_crash(trial, crashed, _oom()), study
-
-    repair, study = crash([*awq, *marlin], "awq")
-    assert repair is None and not [t for t in study.get_trials() if t.state is TrialState.WAITING]
-    (asked,) = [t for t in study.get_trials() if t.state is TrialState.RUNNING]
-    why = asked.user_attrs[TrialAttr.NOT_REPAIRED]
-    assert why["best"] == 26.5 and why["estimate"] < PROMISE * 26.5 and why["promise"] == PROMISE
-    assert why["changes"][0]["param"] == "mem-fraction-static"  # the repair it would have been
-    assert crash([*awq, *marlin], "awq_marlin")[0] is not None  # the winning region is repaired
-    more_awq = [*awq, _served(3, "awq", 0.72, 16.1), _served(4, "awq", 0.78, 16.2)]
-    assert crash(more_awq, "awq")[0] is not None  # nothing better known: the crash may be the way on
-    assert crash([*awq, *marlin], "awq", promise=False)[0] is not None  # the arm without the model
-
-
 def test_without_bisection_the_repair_takes_the_rules_step() -> None:
     study = optuna.create_study(direction="maximize")
     study.add_trial(_not_enough(0, 0.66))

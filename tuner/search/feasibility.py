@@ -43,7 +43,7 @@ class FeasibilityModel:
         rows, labels = [], []
         for t in trials:
             if launched(t):
-                rows.append(encode(self.space, t.params))
+                rows.append(self.encode(t.params))
                 labels.append(0 if ran(t) else 1)
         self.launched = len(rows)
         crashes = sum(labels)
@@ -62,27 +62,23 @@ class FeasibilityModel:
     def crash_probability(self, params: Mapping[str, Any]) -> float | None:
         if self.forest is None:
             return None
-        proba = self.forest.predict_proba(np.array([encode(self.space, params)]))[0]
+        proba = self.forest.predict_proba(np.array([self.encode(params)]))[0]
         classes = list(self.forest.classes_)
         return float(proba[classes.index(1)]) if 1 in classes else 0.0
 
     def encode(self, params: Mapping[str, Any]) -> list[float]:
-        return encode(self.space, params)
-
-
-def encode(space: SearchSpace, params: Mapping[str, Any]) -> list[float]:
-    """Numbers scaled to [0, 1] (log ones in log space), categoricals one-hot; inactive = -1 / zeros."""
-    row: list[float] = []
-    for name, p in space.parameters.items():
-        v = params.get(name)
-        active = name in params
-        if isinstance(p, CategoricalParam):
-            row += [1.0 if active and v == c else 0.0 for c in p.choices]
-        elif isinstance(p, BoolParam):
-            row.append(1.0 if active and v else 0.0 if active else -1.0)
-        elif isinstance(p, IntParam | FloatParam):
-            row.append(_scaled(p, v) if active and isinstance(v, int | float) else -1.0)
-    return row
+        """Numbers scaled to [0, 1] (log ones in log space), categoricals one-hot; inactive = -1 / zeros."""
+        row: list[float] = []
+        for name, p in self.space.parameters.items():
+            v = params.get(name)
+            active = name in params
+            if isinstance(p, CategoricalParam):
+                row += [1.0 if active and v == c else 0.0 for c in p.choices]
+            elif isinstance(p, BoolParam):
+                row.append(1.0 if active and v else 0.0 if active else -1.0)
+            elif isinstance(p, IntParam | FloatParam):
+                row.append(_scaled(p, v) if active and isinstance(v, int | float) else -1.0)
+        return row
 
 
 def _scaled(p: IntParam | FloatParam, v: float) -> float:

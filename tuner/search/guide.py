@@ -18,10 +18,7 @@ repaired neighbour after a crash whose evidence says how to fix it.
   already failed to cure that kind of crash in the chain. A chain's first repair also turns off every
   other hazard the table knows in that configuration (``tuner.space.repair.stripped``: its FP8 KV
   cache, graphs, overlap...), so the configuration's core runs after one crash, not one crash per
-  hazard. A crash-prone region is so probed at its safe edge instead of abandoned - unless the
-  study already knows the region loses: a forest of the measured trials (``tuner.search.promise``)
-  is asked for an optimistic estimate of the repaired configuration, and a repair whose estimate is
-  below ``PROMISE`` of the best value measured is not worth a server start.
+  hazard. A crash-prone region is so probed at its safe edge instead of abandoned.
 * :meth:`SearchGuide.edge_probe`: a repair that ran after moving a number away from the crash is
   followed by the same configuration half-way back: the edge (the most memory that still starts) is
   where the best value usually lies.
@@ -47,7 +44,6 @@ from tuner.engines import get_engine
 from tuner.search.bracket import bracketed
 from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
 from tuner.search.learned import LearnedConstraint, covering, launched, learned_constraints
-from tuner.search.promise import PROMISE, PromiseModel
 from tuner.space.constraints import violated_constraint
 from tuner.space.repair import Repair, repairs_for, stripped
 from tuner.space.sample import domain_contains, is_active, on_grid, params_to_flags
@@ -119,7 +115,6 @@ class SearchGuide:
         local: bool = True,
         strip: bool = True,
         edge: bool = True,
-        promise: bool = True,
         budget: int | None = None,
     ) -> None:
         self.space = space
@@ -132,7 +127,6 @@ class SearchGuide:
         self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
         self.strip = strip  # a chain's first repair also turns every other known hazard off
         self.edge = edge  # a repair that ran is followed by a probe half-way back towards the crash
-        self.promise = PromiseModel(space) if promise else None  # no repair where the study knows it loses
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -326,22 +320,6 @@ class SearchGuide:
                 wide = stripped(self.space, repair, self.rules, failure)
                 if wide is not None and self._allowed(wide.params, seen, learned):
                     repair = wide
-            if (
-                self.promise is not None
-                and self.promise.fit(trials)
-                and self.promise.ruled_out(repair.params)
-            ):
-                estimate = self.promise.estimate(repair.params)
-                trial.set_user_attr(
-                    TrialAttr.NOT_REPAIRED,
-                    {
-                        "estimate": estimate,
-                        "best": self.promise.best,
-                        "promise": PROMISE,
-                        **repair.to_attrs(),
-                    },
-                )
-                return None
             attrs = {
                 **repair.to_attrs(),
                 "of": trial.number,

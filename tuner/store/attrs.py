@@ -37,7 +37,6 @@ class TrialAttr(StrEnum):
     WARM_START = "warm_start"  # nightly: the night that enqueued it
     REPAIR = "repair"  # on a repaired neighbour: {of: crashed trial, kind, changes, scope, why, depth}
     DUPLICATE_OF = "duplicate_of"  # a proposal equal to that trial's configuration: not measured (FAIL)
-    NOT_REPAIRED = "not_repaired"  # on a crash: its repair was not worth a start {estimate, best} (search)
     NEIGHBOUR_OF = "neighbour_of"  # enqueued in place of a duplicate proposal of that trial
     NEAR = "near"  # a local move from that top trial, queued between sampler proposals (tuner.search.guide)
     RERUN_OF = (

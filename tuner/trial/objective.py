@@ -217,14 +217,8 @@ class TrialRunner:
             self._end(f"PRUNED {failure.kind.value}: {shorten(failure.summary(), 160)}")
             if self.guide is not None and failure.phase is not Phase.PRECHECK:
                 repair = self.guide.after_crash(trial, trial.params, failure)
-                if self.runner.progress is not None:
-                    if repair is not None:
-                        self.runner.progress.note(f"           repair queued: {repair.describe()}")
-                    elif (why := trial.user_attrs.get(TrialAttr.NOT_REPAIRED)) is not None:
-                        self.runner.progress.note(
-                            f"           not repaired: the measured trials expect {why['estimate']:.4g} of it at best"
-                            f", below {why['promise']:.0%} of the best ({why['best']:.4g})"
-                        )
+                if repair is not None and self.runner.progress is not None:
+                    self.runner.progress.note(f"           repair queued: {repair.describe()}")
             raise optuna.TrialPruned(f"{failure.kind.value}: {failure.summary()}")
         assert outcome.metrics is not None
         constraints = constraints_for_metrics(outcome.metrics, self.space.slos)
