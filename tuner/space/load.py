@@ -244,11 +244,11 @@ def _first_problem(error: ValidationError) -> tuple[str, str]:
     message = str(first["msg"])
     if first["type"] == "extra_forbidden":
         known = _field_names()
-        here = ".".join(loc[:-1]) or "the top level"
-        elsewhere = sorted({s for s in known.get(loc[-1], []) if s != ".".join(loc[:-1])})
-        close = difflib.get_close_matches(loc[-1], list(known), n=1, cutoff=0.75)
+        section = ".".join(loc[:-1])
+        elsewhere = sorted({s for s in known.get(loc[-1], []) if s != section})
+        close = [] if elsewhere else difflib.get_close_matches(loc[-1], list(known), n=1, cutoff=0.75)
         if elsewhere:  # a real key, in another section: say which one instead of "did you mean" itself
-            close = []
+            here = section or "the top level"
             message = f"unknown key {loc[-1]!r} in {here} (it is a key of {' or '.join(elsewhere)})"
         else:
             message = f"unknown key {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
