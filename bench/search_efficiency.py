@@ -22,6 +22,8 @@ Methods (each run is one study with its own seed):
                      configuration's other known hazards on (``tuner.space.repair.stripped``)
 * ``tuner-noedge``   the tuner without the probe half-way back towards the crash after a repair that ran
                      (``SearchGuide.edge_probe``)
+* ``tuner-noexploit`` the tuner without local moves after a breakthrough before the feasibility model is
+                     trusted (``SearchGuide._exploit``)
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -94,6 +96,7 @@ METHODS = (
     "tuner-nolocal",
     "tuner-nostrip",
     "tuner-noedge",
+    "tuner-noexploit",
     "tpe",
     "random",
     "grid-sglang",
@@ -105,6 +108,7 @@ ABLATIONS = {
     "tuner-nolocal": "local",
     "tuner-nostrip": "strip",
     "tuner-noedge": "edge",
+    "tuner-noexploit": "exploit",
 }
 GUIDED = ("tuner", "tuner-noprune", *ABLATIONS)
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with

@@ -470,3 +470,45 @@ def test_real_sglang_cpu_crashes_are_repaired_by_what_their_message_says() -> No
     (kv,) = repairs_for(SPACE, {**BASELINE, "kv-cache-dtype": "fp8_e5m2"}, fp8, REPAIRS)
     assert [c.describe() for c in kv.changes] == ["kv-cache-dtype fp8_e5m2 -> auto"]
     assert not any(r.hazard for r in REPAIRS if r.kind is FailureKind.UNSUPPORTED)
+
+
+def test_a_breakthrough_is_exploited_before_the_model_is_trusted() -> None:
+    from tuner.search.guide import BREAKTHROUGH, EXPLOIT
+
+    def study_with_awq() -> tuple[optuna.Study, list[optuna.trial.FrozenTrial]]:
+        study = optuna.create_study(direction="maximize")
+        for n, mf in enumerate((0.85, 0.87)):
+            t = _trial(n, {**BASELINE, "mem-fraction-static": mf}, TrialState.COMPLETE)
+            t.values = [1.0 + n / 100]
+            study.add_trial(t)
+        return study, sorted(study.get_trials(), key=lambda t: -t.values[0])
+
+    def ask(study: optuna.Study, params: dict[str, Any]) -> optuna.Trial:
+        study.enqueue_trial(params)
+        return study.ask({k: CategoricalDistribution([v]) for k, v in params.items()})
+
+    # graphs and an FP8 KV cache are known hazards on this card: a move never adds one
+    marlin = {**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.7}
+    study, ranked = study_with_awq()
+    guide = SearchGuide(SPACE)
+    trial = ask(study, marlin)
+    found = trial.number
+    assert guide.after_run(trial, ranked, value=1.01 * BREAKTHROUGH) == found
+    for k in range(EXPLOIT):
+        (waiting,) = [t for t in study.get_trials() if t.state is TrialState.WAITING]
+        move = waiting.system_attrs["fixed_params"]
+        assert 1 <= sum(move.get(p) != marlin.get(p) for p in {*move, *marlin}) <= 2
+        assert not guide._adds_hazard(marlin, move)
+        study.tell(trial, 1.5 if k == 0 else 1.4)
+        trial = study.ask()  # the queued local move
+        assert trial.user_attrs[TrialAttr.NEAR] == found  # from the breakthrough, still the best
+        ranked_now = sorted(
+            (t for t in study.get_trials() if t.state is TrialState.COMPLETE), key=lambda t: -t.values[0]
+        )
+        queued = guide.after_run(trial, ranked_now, value=1.3)
+        assert (queued is None) == (k == EXPLOIT - 1), (k, queued)  # EXPLOIT moves, then the sampler's turn
+    # a best within noise of the one before it is no breakthrough; nor is anything with exploit off
+    study, ranked = study_with_awq()
+    assert guide.after_run(ask(study, marlin), ranked, value=1.05) is None
+    study, ranked = study_with_awq()
+    assert SearchGuide(SPACE, exploit=False).after_run(ask(study, marlin), ranked, value=2.0) is None

@@ -26,7 +26,10 @@ repaired neighbour after a crash whose evidence says how to fix it.
   a *local move* (``TrialAttr.NEAR``): one or two parameters changed from one of the top trials,
   the candidate the model deems safe, queued between the sampler's proposals. The sampler keeps
   exploring the whole space; the moves refine what already runs well and, being next to
-  configurations that ran, rarely crash.
+  configurations that ran, rarely crash. Before the model is trusted, a *breakthrough* (a best trial
+  ``BREAKTHROUGH`` times the best before it: a new region, such as a faster kernel) is followed by
+  ``EXPLOIT`` local moves from it that add none of the engine's known hazards, so the region is
+  measured while the sampler's start-up draws would wander off.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ LOCAL_SAFE = 0.3  # crash probability below which a neighbour counts as safe
 LATE_LOCAL = 3  # local moves per sampler proposal in the second half of the budget (one before)
 LATE_VETO = 0.1  # second half: skip a sampler's proposal from this crash probability on, none launched anyway
 LATE_SAFE = 0.15  # second half: a local move must be at least this safe
+BREAKTHROUGH = 1.1  # a best this many times the best before it is a new region, exploited at once
+EXPLOIT = 2  # local moves launched after a breakthrough before the model is trusted (edge probes count)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class SearchGuide:
         local: bool = True,
         strip: bool = True,
         edge: bool = True,
+        exploit: bool = True,
         budget: int | None = None,
     ) -> None:
         self.space = space
@@ -127,6 +133,9 @@ class SearchGuide:
         self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
         self.strip = strip  # a chain's first repair also turns every other known hazard off
         self.edge = edge  # a repair that ran is followed by a probe half-way back towards the crash
+        self.exploit = exploit and local  # before the model is trusted, local moves after a breakthrough
+        self.maximize = space.objectives[0].direction == "maximize"
+        self.hazards = [r.when for r in self.rules if r.hazard and r.when]  # flag values known to crash
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -236,20 +245,22 @@ class SearchGuide:
         trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.NEAR: trial.number})
         return first["param"], new, probe
 
-    def after_run(self, trial: optuna.Trial, ranked: Sequence[FrozenTrial]) -> int | None:
-        """Queue a local move from one of the top trials (``ranked``: best first) when it is its turn:
-        the model is trusted, nothing else waits in the queue and the last launched trial was the
-        sampler's. Returns the number of the trial it starts from (``None``: none queued)."""
-        if not self.local or not ranked:
+    def after_run(
+        self, trial: optuna.Trial, ranked: Sequence[FrozenTrial], value: float | None = None
+    ) -> int | None:
+        """Queue a local move from one of the top trials (``ranked``: best first; ``value``: this trial's
+        own, when it ran and is feasible) when it is its turn: the model is trusted, nothing else waits
+        in the queue and the last launched trial was the sampler's; before the model is trusted, after
+        a breakthrough (:meth:`_breakthrough`). Returns the number of the trial it starts from
+        (``None``: none queued)."""
+        if not self.local:
             return None
         trials = trial.study.get_trials(deepcopy=False)
-        if self._local_streak(trial, trials) >= self._local_share(trials):
+        if any(t.state is TrialState.WAITING for t in trials) or self.model is None:
             return None
-        if (
-            any(t.state is TrialState.WAITING for t in trials)
-            or self.model is None
-            or not self.model.fit(trials)
-        ):
+        if not self.model.fit(trials):
+            return self._exploit(trial, trials, ranked, value)
+        if not ranked or self._local_streak(trial, trials) >= self._local_share(trials):
             return None
         rng = random.Random(trial.number)
         base = rng.choices(ranked[: len(LOCAL_TOP)], weights=LOCAL_TOP[: len(ranked[: len(LOCAL_TOP)])])[0]
@@ -270,6 +281,70 @@ class SearchGuide:
         _, chosen = rng.choice(safe)
         trial.study.enqueue_trial(chosen, user_attrs={TrialAttr.NEAR: base.number})
         return base.number
+
+    def _exploit(
+        self,
+        trial: optuna.Trial,
+        trials: Sequence[FrozenTrial],
+        ranked: Sequence[FrozenTrial],
+        value: float | None,
+    ) -> int | None:
+        """Before the model is trusted: a local move from the best trial when it is a breakthrough and
+        fewer than ``EXPLOIT`` local moves have launched since; the move adds no known hazard."""
+        base = self._breakthrough(trial, ranked, value)
+        if base is None:
+            return None
+        number, params = base
+        since = sum(
+            1 for t in trials
+            if t.number > number and TrialAttr.NEAR in t.user_attrs and (launched(t) or t.number == trial.number)
+        )  # fmt: skip
+        if since >= EXPLOIT:
+            return None
+        rng = random.Random(trial.number)
+        seen = configurations(self.space, trials)
+        learned = learned_constraints(trials)
+        for _ in range(LOCAL_CANDIDATES):
+            candidate = self.neighbour(params, seen, learned, rng)
+            if candidate is None:
+                return None
+            if not self._adds_hazard(params, candidate):
+                trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.NEAR: number})
+                return number
+            seen = {**seen, configuration_key(self.space, candidate): -1}
+        return None
+
+    def _breakthrough(
+        self, trial: optuna.Trial, ranked: Sequence[FrozenTrial], value: float | None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The best trial so far (this one included, with its ``value``) as ``(number, params)`` when
+        it beats the best trial before it by ``BREAKTHROUGH`` times; ``None`` otherwise, and while
+        exploitation is off."""
+        if not self.exploit:
+            return None
+        pool = [(t.number, t.values[0], t.params) for t in ranked]
+        if value is not None:
+            pool.append((trial.number, value, dict(trial.params)))
+        sign = 1.0 if self.maximize else -1.0
+        pool.sort(key=lambda e: -sign * e[1])
+        if not pool:
+            return None
+        number, best, params = pool[0]
+        before = next((v for n, v, _ in pool[1:] if n < number), None)
+        if before is None or before <= 0 or best <= 0:
+            return None
+        ratio = best / before if self.maximize else before / best
+        return (number, params) if ratio >= BREAKTHROUGH else None
+
+    def _adds_hazard(self, base: Mapping[str, Any], candidate: Mapping[str, Any]) -> bool:
+        """``candidate`` has a flag value the engine's table knows to crash that ``base`` has not."""
+        old = dict(params_to_flags(self.space, base))
+        new = dict(params_to_flags(self.space, candidate))
+        return any(
+            all(new.get(f) in allowed for f, allowed in when.items())
+            and not all(old.get(f) in allowed for f, allowed in when.items())
+            for when in self.hazards
+        )
 
     def _late(self, trials: Sequence[FrozenTrial]) -> bool:
         """In the second half of the budget (counted in launched trials), when the budget is known."""

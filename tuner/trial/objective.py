@@ -237,7 +237,6 @@ class TrialRunner:
             self.runner.progress.note(
                 f"           edge probe queued: {edge[0]} {edge[1]} -> {edge[2]} (towards the crash)"
             )
-        self._queue_local(trial)
         values = objective_values(outcome.metrics, self.space.objectives)
         shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(self.space.objectives, values, strict=True))
         slo = "" if constraints.feasible else f"  SLO violated: {', '.join(constraints.violated())}"
@@ -248,6 +247,7 @@ class TrialRunner:
         if changed is not None:
             slo += f"  QUALITY: {changed.describe()}"
         feasible = constraints.feasible and changed is None
+        self._queue_local(trial, values[0] if feasible else None)
         self._end(f"COMPLETE {shown}{slo}", best=values[0] if feasible else None)
         return values[0] if len(values) == 1 else values
 
@@ -284,17 +284,16 @@ class TrialRunner:
                 f"           the server counted {ratio:.2f}x the intended prompt tokens (median){fix}"
             )
 
-    def _queue_local(self, trial: optuna.Trial) -> None:
-        """After a trial that ran: the guide's local move from a top trial, when it is its turn."""
+    def _queue_local(self, trial: optuna.Trial, value: float | None = None) -> None:
+        """After a trial that ran (``value``: its own, when feasible): the guide's local move from a top
+        trial, when it is its turn."""
         if self.guide is None or len(self.space.objectives) != 1:
             return
         sign = 1 if self.space.objectives[0].direction == "maximize" else -1
         ranked = sorted(feasible_complete(trial.study), key=lambda t: -sign * t.values[0])
-        near = self.guide.after_run(trial, ranked)
+        near = self.guide.after_run(trial, ranked, value)
         if near is not None and self.runner.progress is not None:
-            self.runner.progress.note(
-                f"           local move queued: a neighbour of #{near} the model deems safe"
-            )
+            self.runner.progress.note(f"           local move queued: a neighbour of #{near}")
 
     def _end(self, text: str, best: float | None = None) -> None:
         progress = self.runner.progress
