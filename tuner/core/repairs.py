@@ -68,6 +68,10 @@ class RepairRule:
             text = "\n".join(failure.matched_lines) + "\n" + failure.log_tail
             if not re.search(self.evidence, text):
                 return False
+        return self.holds(flags)
+
+    def holds(self, flags: Mapping[str, object]) -> bool:
+        """The configuration (its ``flags``) has the ``when`` values."""
         return all(flags.get(flag) in allowed for flag, allowed in self.when.items())
 
 

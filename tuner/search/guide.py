@@ -35,7 +35,7 @@ repaired neighbour after a crash whose evidence says how to fix it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +135,7 @@ class SearchGuide:
         self.edge = edge  # a repair that ran is followed by a probe half-way back towards the crash
         self.exploit = exploit and local  # before the model is trusted, local moves after a breakthrough
         self.maximize = space.objectives[0].direction == "maximize"
-        self.hazards = [r.when for r in self.rules if r.hazard and r.when]  # flag values known to crash
+        self.hazards = [r for r in self.rules if r.hazard and r.when]  # their flag values are known to crash
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -264,18 +264,12 @@ class SearchGuide:
             return None
         rng = random.Random(trial.number)
         base = rng.choices(ranked[: len(LOCAL_TOP)], weights=LOCAL_TOP[: len(ranked[: len(LOCAL_TOP)])])[0]
-        seen = configurations(self.space, trials)
-        learned = learned_constraints(trials)
         safe: list[tuple[float, dict[str, Any]]] = []
         limit = LATE_SAFE if self._late(trials) else LOCAL_SAFE
-        for _ in range(LOCAL_CANDIDATES):
-            candidate = self.neighbour(base.params, seen, learned, rng)
-            if candidate is None:
-                break
+        for candidate in self._candidates(base.params, trials, rng):
             p = self.model.crash_probability(candidate)
             if p is not None and p < limit:
                 safe.append((p, candidate))
-            seen = {**seen, configuration_key(self.space, candidate): -1}  # draw another one next time
         if not safe:
             return None
         _, chosen = rng.choice(safe)
@@ -302,17 +296,25 @@ class SearchGuide:
         if since >= EXPLOIT:
             return None
         rng = random.Random(trial.number)
+        for candidate in self._candidates(params, trials, rng):
+            if not self._adds_hazard(params, candidate):
+                trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.NEAR: number})
+                return number
+        return None
+
+    def _candidates(
+        self, params: Mapping[str, Any], trials: Sequence[FrozenTrial], rng: random.Random
+    ) -> Iterator[dict[str, Any]]:
+        """Up to ``LOCAL_CANDIDATES`` distinct neighbours of ``params`` the study has not seen and no
+        constraint excludes (fewer when the space near it runs out)."""
         seen = configurations(self.space, trials)
         learned = learned_constraints(trials)
         for _ in range(LOCAL_CANDIDATES):
             candidate = self.neighbour(params, seen, learned, rng)
             if candidate is None:
-                return None
-            if not self._adds_hazard(params, candidate):
-                trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.NEAR: number})
-                return number
-            seen = {**seen, configuration_key(self.space, candidate): -1}
-        return None
+                return
+            yield candidate
+            seen = {**seen, configuration_key(self.space, candidate): -1}  # draw another one next time
 
     def _breakthrough(
         self, trial: optuna.Trial, ranked: Sequence[FrozenTrial], value: float | None
@@ -340,11 +342,7 @@ class SearchGuide:
         """``candidate`` has a flag value the engine's table knows to crash that ``base`` has not."""
         old = dict(params_to_flags(self.space, base))
         new = dict(params_to_flags(self.space, candidate))
-        return any(
-            all(new.get(f) in allowed for f, allowed in when.items())
-            and not all(old.get(f) in allowed for f, allowed in when.items())
-            for when in self.hazards
-        )
+        return any(rule.holds(new) and not rule.holds(old) for rule in self.hazards)
 
     def _late(self, trials: Sequence[FrozenTrial]) -> bool:
         """In the second half of the budget (counted in launched trials), when the budget is known."""

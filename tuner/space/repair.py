@@ -113,7 +113,7 @@ def stripped(
         if not rule.hazard or not rule.when or any(m.action is not Action.SET for m in rule.moves):
             continue
         flags = dict(params_to_flags(space, new))
-        if not all(flags.get(flag) in allowed for flag, allowed in rule.when.items()):
+        if not rule.holds(flags):
             continue
         for move in rule.moves:
             name = param_of.get(move.flag)
