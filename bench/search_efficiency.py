@@ -24,6 +24,8 @@ Methods (each run is one study with its own seed):
                      (``SearchGuide.edge_probe``)
 * ``tuner-noexploit`` the tuner without local moves after a breakthrough before the feasibility model is
                      trusted (``SearchGuide._exploit``)
+* ``tuner-nocover``  the tuner whose sampler draws its start-up trials at random, as TPE does, instead of
+                     covering every choice before one repeats (``tuner.search.startup``)
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -97,19 +99,23 @@ METHODS = (
     "tuner-nostrip",
     "tuner-noedge",
     "tuner-noexploit",
+    "tuner-nocover",
     "tpe",
     "random",
     "grid-sglang",
     "grid-vllm",
 )
-# the tuner with one part of the search guide switched off: arm -> SearchGuide's keyword for that part
+# the tuner with one part of its search switched off: arm -> the part (a SearchGuide keyword, or the
+# sampler's covering start-up, StudyOptions.cover_start)
 ABLATIONS = {
     "tuner-nobisect": "bisect",
     "tuner-nolocal": "local",
     "tuner-nostrip": "strip",
     "tuner-noedge": "edge",
     "tuner-noexploit": "exploit",
+    "tuner-nocover": "cover",
 }
+GUIDE_PARTS = ("bisect", "local", "strip", "edge", "exploit")
 GUIDED = ("tuner", "tuner-noprune", *ABLATIONS)
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
@@ -327,13 +333,14 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         # comparison is of the sampler; the warm-start tiers are the tuner's own
         seed_trials=method in (*GUIDED, "tpe", "random"),
         warm_start=method != "random",
+        cover_start=method in GUIDED and ABLATIONS.get(method) != "cover",
     )
     study = open_study(opts, space)
     (work / "logs").mkdir(exist_ok=True)
     runner = ConfigRunner(space, ProcessLauncher(), study=name, log_dir=work / "logs")
     budget = land.budget(method)
     guide = (
-        SearchGuide(space, budget=budget, **{part: method != arm for arm, part in ABLATIONS.items()})
+        SearchGuide(space, budget=budget, **{part: ABLATIONS.get(method) != part for part in GUIDE_PARTS})
         if method in GUIDED
         else None
     )

@@ -512,3 +512,68 @@ def test_a_breakthrough_is_exploited_before_the_model_is_trusted() -> None:
     assert guide.after_run(ask(study, marlin), ranked, value=1.05) is None
     study, ranked = study_with_awq()
     assert SearchGuide(SPACE, exploit=False).after_run(ask(study, marlin), ranked, value=2.0) is None
+
+
+def test_a_run_inside_a_learned_region_moves_its_bound_past_the_run() -> None:
+    """OOMs at 0.63 and 0.85 (both repaired and run lower) merge into ``>= 0.63``; a run at 0.75 inside
+    it leaves ``>= 0.85``, kept by the crash at 0.85 alone."""
+    trials = _repair_pair(3, 0.63, 0.55) + _repair_pair(9, 0.85, 0.6)
+    (wide,) = learned_constraints(trials)
+    assert wide.value == 0.63
+    ran = _trial(
+        20, {**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.75}, TrialState.COMPLETE
+    )
+    (c,) = learned_constraints([*trials, ran])
+    assert (c.op, c.value, c.crashed, c.repaired_by) == (">=", 0.85, [9], [10])
+    assert c.covers({**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.9})
+    assert not c.covers({**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.8})
+    # a run beyond every crash leaves nothing
+    beyond = _trial(
+        21, {**BASELINE, "quantization": "awq_marlin", "mem-fraction-static": 0.9}, TrialState.COMPLETE
+    )
+    assert learned_constraints([*trials, ran, beyond]) == []
+
+
+def test_late_local_moves_add_no_known_hazard() -> None:
+    """In the second half of the budget a local move refines the top trials and leaves trying the
+    engine's known hazards (FP8 KV, graphs, overlap, ...) to the sampler; in the first half it may add one."""
+    import random
+
+    def history() -> tuple[optuna.Study, list[optuna.trial.FrozenTrial]]:
+        study = optuna.create_study(direction="maximize")
+        rng = random.Random(5)
+        for n in range(24):
+            p = {**BASELINE, "quantization": rng.choice(["awq", "awq_marlin"]),
+                 "mem-fraction-static": round(rng.uniform(0.5, 0.95), 2)}  # fmt: skip
+            if p["mem-fraction-static"] > 0.8:
+                study.add_trial(
+                    _trial(n, p, TrialState.PRUNED, failure_kind="cuda_oom", failure={"phase": "startup"})
+                )
+            else:
+                t = _trial(n, p, TrialState.COMPLETE)
+                t.values = [1.0 + p["mem-fraction-static"]]
+                study.add_trial(t)
+        ranked = sorted(
+            (t for t in study.get_trials() if t.state is TrialState.COMPLETE), key=lambda t: -t.values[0]
+        )
+        return study, ranked
+
+    def moves(guide: SearchGuide) -> list[bool]:
+        """Whether each of 12 local moves adds a hazard its base lacks."""
+        study, ranked = history()
+        base = {t.number: t.params for t in ranked}
+        added = []
+        for _ in range(12):
+            trial = study.ask()  # the sampler's
+            if guide.after_run(trial, ranked) is not None:
+                (waiting,) = [t for t in study.get_trials() if t.state is TrialState.WAITING]
+                move = waiting.system_attrs["fixed_params"]
+                added.append(guide._adds_hazard(base[waiting.user_attrs[TrialAttr.NEAR]], move))
+            study.tell(trial, state=TrialState.FAIL)
+            if any(t.state is TrialState.WAITING for t in study.get_trials()):
+                study.tell(study.ask(), state=TrialState.FAIL)  # the move: measured nothing here
+        return added
+
+    late = moves(SearchGuide(SPACE, budget=40))  # 24 launched >= 40 / 2
+    assert len(late) >= 8 and not any(late)
+    assert any(moves(SearchGuide(SPACE, budget=100)))  # first half: the forest alone decides

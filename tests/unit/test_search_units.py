@@ -156,3 +156,41 @@ def test_a_swallowed_interrupt_stops_the_trial_at_its_next_phase(tmp_path) -> No
     finally:
         interrupts.clear()
     runner._phase("measuring")
+
+
+def test_covering_start_tries_every_choice_before_repeating_one() -> None:
+    """TPE's start-up draws of a choice take a value proposed least often so far: seeds count, a repair
+    (derived from another trial) does not; after the start-up, TPE decides."""
+    from tuner.search.startup import CoveringStart, proposed_counts
+    from tuner.store.attrs import TrialAttr
+
+    kinds = ["awq", "awq_marlin", "gptq"]
+
+    def start(seed: int) -> tuple[optuna.Study, list[str]]:
+        sampler = CoveringStart(optuna.samplers.TPESampler(seed=seed, n_startup_trials=10), seed=seed)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for _ in range(2):  # the space's seed trials, both on one kernel
+            study.enqueue_trial({"quantization": "awq"}, user_attrs={TrialAttr.SEED_NAME: "seed"})
+        drawn = []
+        for n in range(7):
+            trial = study.ask()
+            drawn.append(trial.suggest_categorical("quantization", kinds))
+            study.tell(trial, 1.0)
+            if n == 2:  # a repair of the first draw, on its kernel: not a proposal of its own
+                study.enqueue_trial({"quantization": drawn[2]}, user_attrs={TrialAttr.REPAIR: {"of": 2}})
+        return study, drawn
+
+    for seed in range(5):
+        study, drawn = start(seed)
+        seeds, first, repair, second = drawn[:2], drawn[2], drawn[3], drawn[4]
+        assert seeds == ["awq", "awq"] and sorted([first, second]) == ["awq_marlin", "gptq"], (seed, drawn)
+        assert repair == first
+        counts = proposed_counts(study.get_trials(), "quantization", kinds)
+        assert max(counts) - min(counts) <= 1, (seed, counts)  # even after 6 proposals of 3 kinds
+    # past the start-up, TPE's own choice: the best value's kernel
+    for _ in range(10):
+        trial = study.ask()
+        kind = trial.suggest_categorical("quantization", kinds)
+        study.tell(trial, 2.0 if kind == "gptq" else 1.0)
+    tail = [t.params["quantization"] for t in study.get_trials()[-5:]]
+    assert tail.count("gptq") >= 3, tail

@@ -26,7 +26,8 @@ repaired neighbour after a crash whose evidence says how to fix it.
   a *local move* (``TrialAttr.NEAR``): one or two parameters changed from one of the top trials,
   the candidate the model deems safe, queued between the sampler's proposals. The sampler keeps
   exploring the whole space; the moves refine what already runs well and, being next to
-  configurations that ran, rarely crash. Before the model is trusted, a *breakthrough* (a best trial
+  configurations that ran, rarely crash. In the second half of the budget a move adds none of the
+  engine's known hazards the top trial lacks (the sampler's proposals still try them). Before the model is trusted, a *breakthrough* (a best trial
   ``BREAKTHROUGH`` times the best before it: a new region, such as a faster kernel) is followed by
   ``EXPLOIT`` local moves from it that add none of the engine's known hazards, so the region is
   measured while the sampler's start-up draws would wander off.
@@ -265,8 +266,11 @@ class SearchGuide:
         rng = random.Random(trial.number)
         base = rng.choices(ranked[: len(LOCAL_TOP)], weights=LOCAL_TOP[: len(ranked[: len(LOCAL_TOP)])])[0]
         safe: list[tuple[float, dict[str, Any]]] = []
-        limit = LATE_SAFE if self._late(trials) else LOCAL_SAFE
+        late = self._late(trials)
+        limit = LATE_SAFE if late else LOCAL_SAFE
         for candidate in self._candidates(base.params, trials, rng):
+            if late and self._adds_hazard(base.params, candidate):
+                continue  # refining, late: a known hazard the base lacks is the sampler's to try
             p = self.model.crash_probability(candidate)
             if p is not None and p < limit:
                 safe.append((p, candidate))

@@ -11,8 +11,9 @@ at C's values, crashes with C's failure kind. The constraint covers no more than
   ``awq_marlin`` says nothing about ``awq``).
 
 Constraints with the same kind, parameter, direction and scope merge (the widest bound the crashes
-support). A configuration inside a constraint's region that ran contradicts it, and the constraint is
-dropped. Everything is derived from the study's trials each time, so a resumed study, a second worker
+support). A configuration inside a constraint's region that ran contradicts it: a bound then moves
+past every run inside it, kept by the crashes beyond (``>= 0.63`` with a run at 0.75 becomes
+``>= 0.76`` when a crash at 0.76 supports it), and a constraint with no crash left is dropped. Everything is derived from the study's trials each time, so a resumed study, a second worker
 and the nightly job learn the same constraints.
 """
 
@@ -53,6 +54,16 @@ class LearnedConstraint:
         if isinstance(v, bool) or not isinstance(v, int | float):
             return False
         return v >= self.value if self.op == ">=" else v <= self.value
+
+    def within(self, other: LearnedConstraint) -> bool:
+        """Whether ``other``'s region holds all of this one's (same kind, parameter and direction)."""
+        if (self.kind, self.param, self.op) != (other.kind, other.param, other.op):
+            return False
+        if any(k not in self.scope or self.scope[k] != v for k, v in other.scope.items()):
+            return False
+        if self.op == "==":
+            return bool(self.value == other.value)
+        return self.value >= other.value if self.op == ">=" else self.value <= other.value
 
     def condition(self) -> str:
         where = [f"{k}={v}" for k, v in sorted(self.scope.items())]
@@ -125,15 +136,36 @@ def learned_constraints(trials: Sequence[FrozenTrial]) -> list[LearnedConstraint
         groups.setdefault((e.kind, e.param, e.op, repr(e.old) if e.op == "==" else ""), []).append(e)
     out: list[LearnedConstraint] = []
     for group in groups.values():
-        general = _merge(group)
-        if not any(general.covers(p) for p in ran_params):
+        general = _bounded(group, ran_params)
+        if general is not None:
             out.append(general)
-            continue
+            if len(general.crashed) == len({e.crashed for e in group}):
+                continue  # every crash of the group is inside it
         by_scope: dict[str, list[_Evidence]] = {}
         for e in group:
             by_scope.setdefault(repr(sorted(e.scope.items(), key=lambda kv: kv[0])), []).append(e)
-        out += [c for c in map(_merge, by_scope.values()) if not any(c.covers(p) for p in ran_params)]
+        for sub in by_scope.values():
+            c = _bounded(sub, ran_params)
+            if c is not None and (general is None or not c.within(general)):
+                out.append(c)
     return out
+
+
+def _bounded(group: list[_Evidence], ran_params: list[dict[str, Any]]) -> LearnedConstraint | None:
+    """The group's merged constraint; when a configuration that ran lies inside its region, a numeric
+    bound moves past every such configuration (``mem-fraction-static >= 0.63`` with a run at 0.75
+    becomes ``>= 0.76``, kept by the crashes at 0.76 and above); ``None`` when no crash is left."""
+    merged = _merge(group)
+    inside = [p[merged.param] for p in ran_params if merged.covers(p)]
+    if not inside:
+        return merged
+    if merged.op == "==":
+        return None
+    edge = max(inside) if merged.op == ">=" else min(inside)
+    kept = [e for e in group if (e.old > edge if merged.op == ">=" else e.old < edge)]
+    # the kept crashes agree on at least the group's scope: their region lies inside the group's, past
+    # every run in it
+    return _merge(kept) if kept else None
 
 
 def _evidence(trials: Sequence[FrozenTrial]) -> list[_Evidence]:

@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-guide",
         action="store_true",
-        help="the plain sampler: no repaired neighbours after crashes, no learned constraints, duplicates measured again",
+        help="the plain sampler: random start-up draws, no repaired neighbours after crashes, no learned "
+        "constraints, duplicates measured again",
     )
     p.add_argument("--worker", default="0", help="this worker's id (several workers can share one study)")
     p.add_argument(
@@ -132,6 +133,7 @@ def options_from(args: argparse.Namespace) -> StudyOptions:
         space=args.space, storage=args.storage, trials=args.trials, study=args.study, seed=args.seed,
         sampler=args.sampler, prune=args.prune, seed_trials=not args.no_seed_trials, warm_start=not args.no_warm_start,
         guide=not args.no_guide,
+        cover_start=not args.no_guide,
         stop_slower=not args.measure_all,
         worker=args.worker,
         workers=args.workers, gpus=gpus, heartbeat=args.heartbeat, out=Path(args.out),

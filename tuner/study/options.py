@@ -29,6 +29,7 @@ class StudyOptions:
     seed_trials: bool = True  # enqueue the space's seed_trials first
     warm_start: bool = True  # then its warm_start tiers (with seed_trials)
     guide: bool = True  # repairs after crashes, learned constraints, no duplicates (tuner.search.guide)
+    cover_start: bool = True  # start-up draws cover every choice before one repeats (tuner.search.startup)
     stop_slower: bool = True  # a benchmark 1.25x longer than the best trial's stops (it cannot win)
     worker: str = "0"
     workers: int = 1

@@ -30,6 +30,7 @@ from tuner.loadgen.telemetry import describe_gpus, gpu_count
 from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
 from tuner.search.guide import SearchGuide, configuration_key, configurations
+from tuner.search.startup import STARTUP, CoveringStart
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import is_complete, seeds_to_enqueue, warm_start_points
 from tuner.space.sections import PruningSpec
@@ -98,7 +99,9 @@ def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
     if opts.sampler == "random":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=opts.sampler_seed())
     else:
-        sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed(), n_startup_trials=10)
+        sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed(), n_startup_trials=STARTUP)
+        if opts.cover_start:
+            sampler = CoveringStart(sampler, n_startup=STARTUP, seed=opts.sampler_seed())
     pruning = space.pruning if opts.prune else PruningSpec(pruner="none")
     if opts.prune:
         check_windows(pruning, space.workload, source=opts.space)
