@@ -13,8 +13,9 @@ from tuner.core.failures import Failure, FailureKind, Phase
 from tuner.core.repairs import oom_shortfall_fraction
 from tuner.engines.llamacpp import REPAIRS as LLAMA_REPAIRS
 from tuner.engines.sglang import REPAIRS
-from tuner.search.guide import SearchGuide, configuration_key, configurations
+from tuner.search.guide import SearchGuide
 from tuner.search.learned import learned_constraints
+from tuner.search.neighbours import configuration_key, configurations, neighbour
 from tuner.space import load_space
 from tuner.space.constraints import violated_constraint
 from tuner.space.repair import repairs_for
@@ -165,12 +166,11 @@ def test_a_configuration_that_ran_inside_the_region_drops_the_constraint() -> No
 def test_guide_neighbour_is_unseen_inside_the_space_and_outside_learned_regions() -> None:
     import random
 
-    guide = SearchGuide(SPACE)
     trials = _repair_pair(3, 0.85, 0.63)
     seen = configurations(SPACE, trials)
     learned = learned_constraints(trials)
     for seed in range(20):
-        n = guide.neighbour(trials[0].params, seen, learned, random.Random(seed))
+        n = neighbour(SPACE, trials[0].params, seen, learned, random.Random(seed))
         assert n is not None and configuration_key(SPACE, n) not in seen
         assert not learned[0].covers(n)
         assert all(k in SPACE.parameters for k in n)
@@ -296,7 +296,7 @@ def test_local_moves_start_from_a_top_trial_and_skip_what_the_model_calls_unsafe
     import random
 
     from tuner.search.feasibility import MIN_LAUNCHED
-    from tuner.search.guide import LOCAL_SAFE
+    from tuner.search.local import LOCAL_SAFE
 
     rng = random.Random(1)
     study = optuna.create_study(direction="maximize")
@@ -342,7 +342,7 @@ def test_local_moves_start_from_a_top_trial_and_skip_what_the_model_calls_unsafe
 def test_second_half_of_the_budget_leans_on_local_moves() -> None:
     import random
 
-    from tuner.search.guide import LATE_LOCAL
+    from tuner.search.local import LATE_LOCAL
 
     def history(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         rng = random.Random(2)
@@ -473,7 +473,7 @@ def test_real_sglang_cpu_crashes_are_repaired_by_what_their_message_says() -> No
 
 
 def test_a_breakthrough_is_exploited_before_the_model_is_trusted() -> None:
-    from tuner.search.guide import BREAKTHROUGH, EXPLOIT
+    from tuner.search.local import BREAKTHROUGH, EXPLOIT
 
     def study_with_awq() -> tuple[optuna.Study, list[optuna.trial.FrozenTrial]]:
         study = optuna.create_study(direction="maximize")
@@ -498,7 +498,7 @@ def test_a_breakthrough_is_exploited_before_the_model_is_trusted() -> None:
         (waiting,) = [t for t in study.get_trials() if t.state is TrialState.WAITING]
         move = waiting.system_attrs["fixed_params"]
         assert 1 <= sum(move.get(p) != marlin.get(p) for p in {*move, *marlin}) <= 2
-        assert not guide._adds_hazard(marlin, move)
+        assert not guide.moves.adds_hazard(marlin, move)
         study.tell(trial, 1.5 if k == 0 else 1.4)
         trial = study.ask()  # the queued local move
         assert trial.user_attrs[TrialAttr.NEAR] == found  # from the breakthrough, still the best
@@ -568,7 +568,7 @@ def test_late_local_moves_add_no_known_hazard() -> None:
             if guide.after_run(trial, ranked) is not None:
                 (waiting,) = [t for t in study.get_trials() if t.state is TrialState.WAITING]
                 move = waiting.system_attrs["fixed_params"]
-                added.append(guide._adds_hazard(base[waiting.user_attrs[TrialAttr.NEAR]], move))
+                added.append(guide.moves.adds_hazard(base[waiting.user_attrs[TrialAttr.NEAR]], move))
             study.tell(trial, state=TrialState.FAIL)
             if any(t.state is TrialState.WAITING for t in study.get_trials()):
                 study.tell(study.ask(), state=TrialState.FAIL)  # the move: measured nothing here

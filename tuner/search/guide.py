@@ -22,21 +22,17 @@ repaired neighbour after a crash whose evidence says how to fix it.
 * :meth:`SearchGuide.edge_probe`: a repair that ran after moving a number away from the crash is
   followed by the same configuration half-way back: the edge (the most memory that still starts) is
   where the best value usually lies.
-* :meth:`SearchGuide.after_run`: once the feasibility model is trusted, every other launched trial is
-  a *local move* (``TrialAttr.NEAR``): one or two parameters changed from one of the top trials,
-  the candidate the model deems safe, queued between the sampler's proposals. The sampler keeps
-  exploring the whole space; the moves refine what already runs well and, being next to
-  configurations that ran, rarely crash. In the second half of the budget a move adds none of the
-  engine's known hazards the top trial lacks (the sampler's proposals still try them). Before the model is trusted, a *breakthrough* (a best trial
-  ``BREAKTHROUGH`` times the best before it: a new region, such as a faster kernel) is followed by
-  ``EXPLOIT`` local moves from it that add none of the engine's known hazards, so the region is
-  measured while the sampler's start-up draws would wander off.
+* :meth:`SearchGuide.after_run`: a local move from a top trial between the sampler's proposals, and
+  moves from a breakthrough before the feasibility model is trusted (``tuner.search.local``).
+
+A configuration's identity and its neighbours live in ``tuner.search.neighbours``; the sampler's
+start-up draws, which cover every choice before one repeats, in ``tuner.search.startup``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +43,12 @@ from tuner.core.failures import Failure
 from tuner.engines import get_engine
 from tuner.search.bracket import bracketed
 from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
-from tuner.search.learned import LearnedConstraint, covering, launched, learned_constraints
-from tuner.space.constraints import violated_constraint
+from tuner.search.learned import LearnedConstraint, covering, learned_constraints
+from tuner.search.local import LocalMoves, second_half
+from tuner.search.neighbours import allowed, configuration_key, configurations, neighbour
 from tuner.space.repair import Repair, repairs_for, stripped
-from tuner.space.sample import domain_contains, is_active, on_grid, params_to_flags
-from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
+from tuner.space.sample import domain_contains, on_grid
+from tuner.space.schema import FloatParam, IntParam, SearchSpace
 from tuner.store.attrs import TrialAttr
 
 DELIBERATE = (
@@ -59,16 +56,8 @@ DELIBERATE = (
     TrialAttr.NEAR,
 )  # fmt: skip
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-NEIGHBOUR_TRIES = 200
 MAX_REPAIR_CHAIN = 5  # repairs in a row, each after the previous one crashed for another reason
-LOCAL_TOP = (0.5, 0.3, 0.2)  # a local move starts from the best, second or third trial with these odds
-LOCAL_CANDIDATES = 40  # neighbours drawn per local move; one the model deems safe is taken
-LOCAL_SAFE = 0.3  # crash probability below which a neighbour counts as safe
-LATE_LOCAL = 3  # local moves per sampler proposal in the second half of the budget (one before)
 LATE_VETO = 0.1  # second half: skip a sampler's proposal from this crash probability on, none launched anyway
-LATE_SAFE = 0.15  # second half: a local move must be at least this safe
-BREAKTHROUGH = 1.1  # a best this many times the best before it is a new region, exploited at once
-EXPLOIT = 2  # local moves launched after a breakthrough before the model is trusted (edge probes count)
 
 
 @dataclass(frozen=True)
@@ -87,27 +76,6 @@ class Screened:
             return f"learned: {self.learned.condition()} -> {self.learned.kind}"
         return (f"predicted crash: p={self.crash_probability:.2f} from a random forest over "
                 f"{self.launched} launched trials")  # fmt: skip
-
-
-def configuration_key(space: SearchSpace, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """A configuration's identity: the flags its server would run with."""
-    return tuple(sorted((k, repr(v)) for k, v in params_to_flags(space, params).items()))
-
-
-def configurations(
-    space: SearchSpace, trials: Sequence[FrozenTrial], *, exclude: int | None = None
-) -> dict[Any, int]:
-    """Every configuration the study has measured, crashed, pruned, is running or has queued -> the
-    first trial that has it. FAIL trials (interrupted, duplicates) measured nothing."""
-    out: dict[Any, int] = {}
-    for t in trials:
-        if t.number == exclude or t.state is TrialState.FAIL:
-            continue
-        # a queued trial's whole configuration, even while it is being sampled
-        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-        if params:
-            out.setdefault(configuration_key(space, params), t.number)
-    return out
 
 
 class SearchGuide:
@@ -130,13 +98,15 @@ class SearchGuide:
         self.model = FeasibilityModel(space) if feasibility else None
         self.bisect = bisect  # repairs land inside the gap their siblings leave (tuner.search.bracket)
         self.last_crash_probability: float | None = None  # the model's, for the proposal last screened
-        self.local = local and self.model is not None  # local moves between the sampler's proposals
         self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
         self.strip = strip  # a chain's first repair also turns every other known hazard off
         self.edge = edge  # a repair that ran is followed by a probe half-way back towards the crash
-        self.exploit = exploit and local  # before the model is trusted, local moves after a breakthrough
-        self.maximize = space.objectives[0].direction == "maximize"
-        self.hazards = [r for r in self.rules if r.hazard and r.when]  # their flag values are known to crash
+        # local moves between the sampler's proposals, and after a breakthrough before the model is trusted
+        self.moves = (
+            LocalMoves(space, self.model, self.rules, exploit=exploit, budget=budget)
+            if local and self.model is not None
+            else None
+        )
 
     # --- before launch --------------------------------------------------------------------------
     def screen(self, trial: optuna.Trial, params: Mapping[str, Any]) -> Screened | None:
@@ -150,10 +120,10 @@ class SearchGuide:
             seen = configurations(self.space, trials, exclude=trial.number)
             first = seen.get(configuration_key(self.space, params))
             if first is not None:
-                neighbour = self.neighbour(params, seen, learned, rng)
-                if neighbour is not None:
-                    trial.study.enqueue_trial(neighbour, user_attrs={TrialAttr.NEIGHBOUR_OF: first})
-                return Screened(duplicate_of=first, neighbour=neighbour)
+                other = neighbour(self.space, params, seen, learned, rng)
+                if other is not None:
+                    trial.study.enqueue_trial(other, user_attrs={TrialAttr.NEIGHBOUR_OF: first})
+                return Screened(duplicate_of=first, neighbour=other)
         elif TrialAttr.WARM_START not in trial.user_attrs:
             # A queued configuration was new when queued, but copies of it can pile up: a retry of a
             # dead worker's trial (Optuna's heartbeat callback) beside the resume's re-queue, a repair
@@ -176,42 +146,10 @@ class SearchGuide:
             return None
         # early on, a share of would-be vetoes runs (the model learns where it is wrong); late in the
         # budget the local moves carry the search and a doubtful proposal is not worth a crash
-        veto = p >= LATE_VETO if self._late(trials) else p >= VETO and rng.random() >= EXPLORE
+        veto = p >= LATE_VETO if second_half(self.budget, trials) else p >= VETO and rng.random() >= EXPLORE
         if veto:
             return Screened(crash_probability=p, launched=self.model.launched)
         return None
-
-    def neighbour(
-        self,
-        params: Mapping[str, Any],
-        seen: Mapping[Any, int],
-        learned: list[LearnedConstraint],
-        rng: random.Random,
-    ) -> dict[str, Any] | None:
-        """A configuration one or two parameter moves from ``params`` that the study has not seen and no
-        constraint excludes; ``None`` when none is found (the space near it is exhausted)."""
-        names = [n for n in self.space.parameters if n in params]
-        for attempt in range(NEIGHBOUR_TRIES):
-            candidate = dict(params)
-            for name in rng.sample(names, k=min(len(names), 1 + attempt // (NEIGHBOUR_TRIES // 2))):
-                candidate[name] = _step(self.space.parameters[name], candidate[name], rng)
-            candidate = self._complete(candidate, params, rng)
-            if (
-                configuration_key(self.space, candidate) not in seen
-                and covering(learned, candidate) is None
-                and violated_constraint(self.space, dict(params_to_flags(self.space, candidate))) is None
-            ):
-                return candidate
-        return None
-
-    def _complete(
-        self, candidate: dict[str, Any], base: Mapping[str, Any], rng: random.Random
-    ) -> dict[str, Any]:
-        """Drop parameters the move made inactive; give newly active ones a value (the base's, or random)."""
-        for name, p in self.space.parameters.items():
-            if is_active(self.space, name, candidate) and name not in candidate:
-                candidate[name] = base[name] if name in base else _random_value(p, rng)
-        return {k: v for k, v in candidate.items() if is_active(self.space, k, candidate)}
 
     # --- after a trial that ran -----------------------------------------------------------------
     def edge_probe(self, trial: optuna.Trial) -> tuple[str, Any, Any] | None:
@@ -241,7 +179,9 @@ class SearchGuide:
             return None
         candidate = {**trial.params, first["param"]: probe}
         trials = trial.study.get_trials(deepcopy=False)
-        if not self._allowed(candidate, configurations(self.space, trials), learned_constraints(trials)):
+        if not allowed(
+            self.space, candidate, configurations(self.space, trials), learned_constraints(trials)
+        ):
             return None
         trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.NEAR: trial.number})
         return first["param"], new, probe
@@ -249,126 +189,10 @@ class SearchGuide:
     def after_run(
         self, trial: optuna.Trial, ranked: Sequence[FrozenTrial], value: float | None = None
     ) -> int | None:
-        """Queue a local move from one of the top trials (``ranked``: best first; ``value``: this trial's
-        own, when it ran and is feasible) when it is its turn: the model is trusted, nothing else waits
-        in the queue and the last launched trial was the sampler's; before the model is trusted, after
-        a breakthrough (:meth:`_breakthrough`). Returns the number of the trial it starts from
-        (``None``: none queued)."""
-        if not self.local:
-            return None
-        trials = trial.study.get_trials(deepcopy=False)
-        if any(t.state is TrialState.WAITING for t in trials) or self.model is None:
-            return None
-        if not self.model.fit(trials):
-            return self._exploit(trial, trials, ranked, value)
-        if not ranked or self._local_streak(trial, trials) >= self._local_share(trials):
-            return None
-        rng = random.Random(trial.number)
-        base = rng.choices(ranked[: len(LOCAL_TOP)], weights=LOCAL_TOP[: len(ranked[: len(LOCAL_TOP)])])[0]
-        safe: list[tuple[float, dict[str, Any]]] = []
-        late = self._late(trials)
-        limit = LATE_SAFE if late else LOCAL_SAFE
-        for candidate in self._candidates(base.params, trials, rng):
-            if late and self._adds_hazard(base.params, candidate):
-                continue  # refining, late: a known hazard the base lacks is the sampler's to try
-            p = self.model.crash_probability(candidate)
-            if p is not None and p < limit:
-                safe.append((p, candidate))
-        if not safe:
-            return None
-        _, chosen = rng.choice(safe)
-        trial.study.enqueue_trial(chosen, user_attrs={TrialAttr.NEAR: base.number})
-        return base.number
-
-    def _exploit(
-        self,
-        trial: optuna.Trial,
-        trials: Sequence[FrozenTrial],
-        ranked: Sequence[FrozenTrial],
-        value: float | None,
-    ) -> int | None:
-        """Before the model is trusted: a local move from the best trial when it is a breakthrough and
-        fewer than ``EXPLOIT`` local moves have launched since; the move adds no known hazard."""
-        base = self._breakthrough(trial, ranked, value)
-        if base is None:
-            return None
-        number, params = base
-        since = sum(
-            1 for t in trials
-            if t.number > number and TrialAttr.NEAR in t.user_attrs and (launched(t) or t.number == trial.number)
-        )  # fmt: skip
-        if since >= EXPLOIT:
-            return None
-        rng = random.Random(trial.number)
-        for candidate in self._candidates(params, trials, rng):
-            if not self._adds_hazard(params, candidate):
-                trial.study.enqueue_trial(candidate, user_attrs={TrialAttr.NEAR: number})
-                return number
-        return None
-
-    def _candidates(
-        self, params: Mapping[str, Any], trials: Sequence[FrozenTrial], rng: random.Random
-    ) -> Iterator[dict[str, Any]]:
-        """Up to ``LOCAL_CANDIDATES`` distinct neighbours of ``params`` the study has not seen and no
-        constraint excludes (fewer when the space near it runs out)."""
-        seen = configurations(self.space, trials)
-        learned = learned_constraints(trials)
-        for _ in range(LOCAL_CANDIDATES):
-            candidate = self.neighbour(params, seen, learned, rng)
-            if candidate is None:
-                return
-            yield candidate
-            seen = {**seen, configuration_key(self.space, candidate): -1}  # draw another one next time
-
-    def _breakthrough(
-        self, trial: optuna.Trial, ranked: Sequence[FrozenTrial], value: float | None
-    ) -> tuple[int, dict[str, Any]] | None:
-        """The best trial so far (this one included, with its ``value``) as ``(number, params)`` when
-        it beats the best trial before it by ``BREAKTHROUGH`` times; ``None`` otherwise, and while
-        exploitation is off."""
-        if not self.exploit:
-            return None
-        pool = [(t.number, t.values[0], t.params) for t in ranked]
-        if value is not None:
-            pool.append((trial.number, value, dict(trial.params)))
-        sign = 1.0 if self.maximize else -1.0
-        pool.sort(key=lambda e: -sign * e[1])
-        if not pool:
-            return None
-        number, best, params = pool[0]
-        before = next((v for n, v, _ in pool[1:] if n < number), None)
-        if before is None or before <= 0 or best <= 0:
-            return None
-        ratio = best / before if self.maximize else before / best
-        return (number, params) if ratio >= BREAKTHROUGH else None
-
-    def _adds_hazard(self, base: Mapping[str, Any], candidate: Mapping[str, Any]) -> bool:
-        """``candidate`` has a flag value the engine's table knows to crash that ``base`` has not."""
-        old = dict(params_to_flags(self.space, base))
-        new = dict(params_to_flags(self.space, candidate))
-        return any(rule.holds(new) and not rule.holds(old) for rule in self.hazards)
-
-    def _late(self, trials: Sequence[FrozenTrial]) -> bool:
-        """In the second half of the budget (counted in launched trials), when the budget is known."""
-        return self.budget is not None and sum(launched(t) for t in trials) >= self.budget / 2
-
-    def _local_share(self, trials: Sequence[FrozenTrial]) -> int:
-        """Local moves per sampler proposal: one, and ``LATE_LOCAL`` in the second half of the budget."""
-        return LATE_LOCAL if self._late(trials) else 1
-
-    @staticmethod
-    def _local_streak(trial: optuna.Trial, trials: Sequence[FrozenTrial]) -> int:
-        """Local moves launched in a row up to and including ``trial``."""
-        streak = int(TrialAttr.NEAR in trial.user_attrs)
-        if not streak:
-            return 0
-        for t in sorted(trials, key=lambda t: -t.number):
-            if t.number >= trial.number or not launched(t):
-                continue
-            if TrialAttr.NEAR not in t.user_attrs:
-                break
-            streak += 1
-        return streak
+        """Queue a local move when it is its turn (``tuner.search.local``); the number of the trial it
+        starts from, ``None`` when none is queued. ``ranked``: the feasible trials, best first; ``value``:
+        this trial's own, when it ran and is feasible."""
+        return self.moves.after_run(trial, ranked, value) if self.moves is not None else None
 
     # --- after a crash --------------------------------------------------------------------------
     def after_crash(self, trial: optuna.Trial, params: Mapping[str, Any], failure: Failure) -> Repair | None:
@@ -391,11 +215,11 @@ class SearchGuide:
             repair = bracketed(self.space, proposed, trials) if self.bisect else proposed
             if repair is None:
                 continue  # the trials beside it leave no gap: the edge is known, or there is none
-            if not self._allowed(repair.params, seen, learned):
+            if not allowed(self.space, repair.params, seen, learned):
                 continue
             if self.strip and not chain:
                 wide = stripped(self.space, repair, self.rules, failure)
-                if wide is not None and self._allowed(wide.params, seen, learned):
+                if wide is not None and allowed(self.space, wide.params, seen, learned):
                     repair = wide
             attrs = {
                 **repair.to_attrs(),
@@ -405,47 +229,3 @@ class SearchGuide:
             trial.study.enqueue_trial(repair.params, user_attrs={TrialAttr.REPAIR: attrs})
             return repair
         return None
-
-    def _allowed(
-        self, params: Mapping[str, Any], seen: Mapping[Any, int], learned: list[LearnedConstraint]
-    ) -> bool:
-        """Not seen yet, outside every learned constraint and the space's own constraints."""
-        return (
-            configuration_key(self.space, params) not in seen
-            and covering(learned, params) is None
-            and violated_constraint(self.space, dict(params_to_flags(self.space, params))) is None
-        )
-
-
-def _step(param: object, value: Any, rng: random.Random) -> Any:
-    """Another value of ``param`` near ``value``: the next grid points for numbers, another choice else."""
-    if isinstance(param, BoolParam):
-        return not value
-    if isinstance(param, CategoricalParam):
-        others = [c for c in param.choices if c != value]
-        return rng.choice(others) if others else value
-    if isinstance(param, IntParam | FloatParam):
-        step = param.step or (1 if isinstance(param, IntParam) else (param.high - param.low) / 20)
-        moved = value + rng.choice((-3, -2, -1, 1, 2, 3)) * step
-        moved = min(param.high, max(param.low, moved))
-        if isinstance(param, IntParam):
-            return round(moved)
-        decimals = 6
-        return round(moved, decimals) if domain_contains(param, round(moved, decimals)) else value
-    return value
-
-
-def _random_value(param: object, rng: random.Random) -> Any:
-    if isinstance(param, BoolParam):
-        return rng.random() < 0.5
-    if isinstance(param, CategoricalParam):
-        return rng.choice(param.choices)
-    if isinstance(param, IntParam):
-        return param.low + param.step * rng.randrange((param.high - param.low) // param.step + 1)
-    if isinstance(param, FloatParam):
-        if param.step is None:
-            return rng.uniform(param.low, param.high)
-        return round(
-            param.low + param.step * rng.randrange(int((param.high - param.low) / param.step + 1e-9) + 1), 6
-        )
-    raise TypeError(type(param))

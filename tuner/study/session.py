@@ -29,7 +29,8 @@ from tuner.launch.factory import make_launcher
 from tuner.loadgen.telemetry import describe_gpus, gpu_count
 from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
-from tuner.search.guide import SearchGuide, configuration_key, configurations
+from tuner.search.guide import SearchGuide
+from tuner.search.neighbours import configuration_key, configurations
 from tuner.search.startup import STARTUP, CoveringStart
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import is_complete, seeds_to_enqueue, warm_start_points
