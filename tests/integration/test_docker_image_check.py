@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tuner.core.errors import ConfigError, LaunchError, UnknownFlagError
-from tuner.engines import sglang
+from tuner.engines import sglang_flags
 from tuner.engines.base import EngineProbe
 from tuner.engines.sglang import ENGINE as SGLANG
 from tuner.launch.docker import DockerLauncher
@@ -52,7 +52,7 @@ def _long_options(parser_options: list[str]) -> set[str]:
     return {o[2:] for o in parser_options if o.startswith("--") and o != "--help"}
 
 
-@pytest.mark.parametrize("version", sglang.KNOWN_VERSIONS)
+@pytest.mark.parametrize("version", sglang_flags.KNOWN_VERSIONS)
 def test_parse_help_finds_every_flag_and_choice_of_an_argparse_help(version: str) -> None:
     parser = build_parser(version)
     parsed = parse_help(parser.format_help())
@@ -122,7 +122,7 @@ def test_image_check_names_the_flags_the_image_rejects_and_caches_by_image_id(
     current = inspect_image(
         sim_image_target(), SGLANG_PROBE, cache_dir=tmp_path
     )  # another image id: its own entry
-    assert not current.cached and current.engine_version == sglang.DEFAULT_VERSION
+    assert not current.cached and current.engine_version == sglang_flags.DEFAULT_VERSION
     assert "cuda-graph-bs-decode" in current.flags and current.image_id != info.image_id
 
 
@@ -145,7 +145,7 @@ def test_launcher_for_space_rejects_a_space_the_image_cannot_run_before_any_tria
 
     raw["target"]["image"] = sim_image_target().image
     ok = launcher_for_space(SearchSpace.model_validate(raw), cache_dir=tmp_path)
-    assert ok.image_info is not None and ok.image_info.engine_version == sglang.DEFAULT_VERSION
+    assert ok.image_info is not None and ok.image_info.engine_version == sglang_flags.DEFAULT_VERSION
 
 
 @pytest.mark.docker

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.engines import sglang
+from tuner.engines import sglang_flags
+from tuner.engines.base import FlagSpec
 from tuner.engines.sglang_parser import PLACEHOLDER_MODEL, ParseResult, available, parse_argvs, parser_options
 from tuner.space.load import load_space
 from tuner.space.vectors import check_space_flag_vectors, space_flag_vectors
@@ -78,7 +79,7 @@ def test_field_report_flags_parse_or_fail_as_observed() -> None:
     assert not any(r.ok for name, r in got.items() if name != "balanced-v2")
 
 
-def _example_values(spec: sglang.FlagSpec) -> list[list[str]]:
+def _example_values(spec: FlagSpec) -> list[list[str]]:
     if spec.kind == "switch":
         return [[]]
     if spec.kind == "list":
@@ -91,12 +92,12 @@ def _example_values(spec: sglang.FlagSpec) -> list[list[str]]:
 def test_flag_table_agrees_with_real_parser() -> None:
     """Every flag (and each listed choice) the table says 0.5.23 accepts is accepted, every flag it says
     0.5.23 rejects is rejected, and switches/lists have the real parser's arity."""
-    specs = sglang.flag_specs(VERSION)
+    specs = sglang_flags.flag_specs(VERSION)
     cases: list[tuple[str, list[str]]] = []
     for name, spec in sorted(specs.items()):
         for value in _example_values(spec):
             cases.append((f"--{name} {' '.join(value)}".strip(), _argv(f"--{name}", *value)))
-    removed = sorted(sglang.all_flag_names() - set(specs))
+    removed = sorted(sglang_flags.all_flag_names() - set(specs))
     for name in removed:
         cases.append((f"removed --{name}", _argv(f"--{name}")))
     results = parse_argvs([argv for _, argv in cases], version=VERSION)

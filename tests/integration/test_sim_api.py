@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tuner.engines import sglang
+from tuner.engines import sglang, sglang_flags
 from tuner.sim.process import SimProcess
 
 # A fast profile (tiny model on an H100: ~1 ms steps) for the framing tests.
@@ -52,7 +52,7 @@ def test_startup_milestones_and_deprecation_warning() -> None:
     with SimProcess([*FAST, "--disable-cuda-graph"]) as s:
         s.wait_ready()
         log = s.log_text()
-    assert sglang.DEPRECATED["disable-cuda-graph"][1] in log
+    assert sglang_flags.DEPRECATED["disable-cuda-graph"][1] in log
     order = [
         "Load weight begin",
         "KV Cache is allocated",
@@ -154,7 +154,7 @@ def test_info_endpoints(sim: SimProcess) -> None:
         assert status == 200 and json.loads(body)["model_path"] == "Qwen/Qwen2.5-0.5B"
     for path in ("/server_info", "/get_server_info"):
         info = json.loads(sim.get(path)[1])
-        assert info["version"] == sglang.DEFAULT_VERSION
+        assert info["version"] == sglang_flags.DEFAULT_VERSION
         assert info["schedule_policy"] == "fcfs" and info["max_total_num_tokens"] > 0
         mem = info["gpu_memory"]
         assert mem["source"] == "simulator" and 0 < mem["used_mib"] < mem["total_mib"]

@@ -1,6 +1,6 @@
 """The command line of ``python -m tuner.sim``: SGLang's flags for one version, plus ``--sim-*``.
 
-SGLang's flags come from ``tuner.engines.sglang.flag_specs(version)``, the tuner's one table,
+SGLang's flags come from ``tuner.engines.sglang_flags.flag_specs(version)``, the tuner's one table,
 so the simulated server accepts and rejects exactly what the tuner believes that SGLang
 version does: an unknown flag is an argparse error with exit code 2, as with the real
 ``launch_server``, under the same program name (``sglang serve`` in 0.5.23).
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from packaging.version import Version
 
-from tuner.engines import sglang
+from tuner.engines import sglang_flags
 from tuner.engines.base import FlagSpec
 from tuner.sim.config import SimOptions
 from tuner.sim.failures import INJECTABLE
@@ -38,7 +38,7 @@ SIM_FLAGS = (
 
 def _version(argv: Sequence[str]) -> str:
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--sim-sglang-version", default=sglang.DEFAULT_VERSION)
+    pre.add_argument("--sim-sglang-version", default=sglang_flags.DEFAULT_VERSION)
     ns, _ = pre.parse_known_args(argv)
     return str(ns.sim_sglang_version)
 
@@ -65,7 +65,7 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         ),
     )
     seen: set[str] = set()
-    for spec in sglang.flag_specs(version).values():
+    for spec in sglang_flags.flag_specs(version).values():
         if spec.name in seen:
             continue
         seen.add(spec.name)
@@ -73,8 +73,8 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     sim = parser.add_argument_group("simulator options (not SGLang's)")
     sim.add_argument(
         "--sim-sglang-version",
-        default=sglang.DEFAULT_VERSION,
-        choices=sglang.KNOWN_VERSIONS,
+        default=sglang_flags.DEFAULT_VERSION,
+        choices=sglang_flags.KNOWN_VERSIONS,
         help="which SGLang release's flag set to accept",
     )
     sim.add_argument("--sim-gpu", default=DEFAULT_GPU, choices=sorted(GPUS), help="GPU profile")
@@ -142,9 +142,9 @@ def model_for_path(path: str | None) -> str:
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, SimOptions]:
     """Parse the command line; argparse exits with code 2 on a flag the version lacks."""
     version = _version(argv)
-    if version not in sglang.KNOWN_VERSIONS:
-        build_parser(sglang.DEFAULT_VERSION).error(
-            f"--sim-sglang-version {version}: known profiles are {', '.join(sglang.KNOWN_VERSIONS)}"
+    if version not in sglang_flags.KNOWN_VERSIONS:
+        build_parser(sglang_flags.DEFAULT_VERSION).error(
+            f"--sim-sglang-version {version}: known profiles are {', '.join(sglang_flags.KNOWN_VERSIONS)}"
         )
     ns = build_parser(version).parse_args(argv)
     seed = ns.sim_seed if ns.sim_seed is not None else int.from_bytes(os.urandom(4), "little")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from packaging.version import Version
 
-from tuner.engines import sglang
+from tuner.engines import sglang, sglang_flags
 from tuner.sim import cli, failures, perfmodel
 from tuner.sim.config import SimConfig, SimOptions, resolve
 from tuner.sim.engine import Engine, SimRequest
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(
         f"Simulated SGLang {opts.sglang_version} on {gpu.name} ({gpu.arch}), model profile {model.hf_id}, seed {opts.seed}"
     )
-    for flag, (since, warning) in sglang.DEPRECATED.items():
+    for flag, (since, warning) in sglang_flags.DEPRECATED.items():
         if getattr(ns, flag.replace("-", "_"), None) and Version(opts.sglang_version) >= Version(since):
             log(f"WARNING: {warning}")
     with contextlib.suppress(KeyboardInterrupt):

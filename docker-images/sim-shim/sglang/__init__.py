@@ -13,7 +13,7 @@ def _version() -> str:
     pinned = os.environ.get("TUNER_SIM_SGLANG_VERSION")
     if pinned:
         return pinned
-    from tuner.engines.sglang import DEFAULT_VERSION
+    from tuner.engines.sglang_flags import DEFAULT_VERSION
 
     return DEFAULT_VERSION
 
