@@ -96,6 +96,7 @@ from tuner.trial.pruning import check_windows  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGET = 0.97  # within 3 % of the best known value
+NEAR = 0.95  # a second, noise-robust target: within 5 % (measurements spread ~3 % run to run)
 QUALITY = 0.99  # pruning must keep the final best within 1 %
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
@@ -413,7 +414,38 @@ def analyse(
         out["tuner_vs_random_trials"] = m["random"]["median_trials_to_target"] / max(
             1.0, m["tuner"]["median_trials_to_target"]
         )
+    add_near(out, rows)
     return out
+
+
+def add_near(result: dict[str, Any], rows: list[TrialRow]) -> None:
+    """Trials to within 5 % of the best known value per method (``NEAR``): on a landscape whose best
+    configurations measure ~3 % apart run to run, reaching within 3 % also takes a lucky draw, and a
+    method that measures one good configuration again and again gets more draws."""
+    near = NEAR * result["reference"]["value"]
+    result["near_target"] = near
+    for method, m in result["methods"].items():
+        runs = sorted({r.seed for r in rows if r.landscape == result["landscape"] and r.method == method})
+        reach = [
+            _reach(
+                [
+                    r
+                    for r in rows
+                    if r.landscape == result["landscape"] and r.method == method and r.seed == s
+                ],
+                near,
+            )[0]
+            for s in runs
+        ]
+        m["trials_to_near"] = reach
+        m["median_trials_to_near"], m["median_near_censored"] = _median_censored(
+            reach, float(max(m["launched"]))
+        )
+    for method in result["methods"]:
+        if method != "tuner" and "tuner" in result["methods"]:
+            result[f"{method}_vs_tuner_near"] = result["methods"][method]["median_trials_to_near"] / max(
+                1.0, result["methods"]["tuner"]["median_trials_to_near"]
+            )
 
 
 def _measured_twice(rows: list[TrialRow]) -> int:
@@ -464,6 +496,8 @@ def _as_trials(rows: list[TrialRow]) -> list[FrozenTrial]:
 def _fmt(v: float | None, cens: bool = False, digits: int = 1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
+    if digits == 0 and v != round(v) and 2 * v == round(2 * v):
+        digits = 1  # a median of an even number of counts: 6.5, not a rounded 6
     return (">" if cens else "") + f"{v:.{digits}f}"
 
 
@@ -477,7 +511,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "Trials = servers started (known-infeasible configurations are pruned before launch and cost nothing).",
         "Target = within 3 % of the best known value (the best re-measured mean of the top configurations",
-        "any run found). Medians over seeds; `>` = the median run did not reach the target within its budget.",
+        "any run found); 95 % = within 5 % of it. Medians over seeds; `>` = the median run did not reach the",
+        "target within its budget.",
         "",
     ]
     for res in results:
@@ -500,8 +535,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"Budget: {res['launched_budget']} launched trials per run"
             + (f" ({rb} for random search)." if (rb := res.get("random_budget")) else "."),
             "",
-            "| method | runs reaching | median trials to target | median minutes to target | crashes before target (median) | crashes 1st half → 2nd half | duplicates measured (proposals replaced) | bench s per run | final best (re-measured, median) | final / balanced-v2 (median; runs ≥ 1.5×) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| method | runs reaching | median trials to target | median trials to 95 % | median minutes to target | crashes before target (median) | crashes 1st half → 2nd half | duplicates measured (proposals replaced) | bench s per run | final best (re-measured, median) | final / balanced-v2 (median; runs ≥ 1.5×) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method, m in res["methods"].items():
             finals = [v for v in m["final_best_confirmed"] if v is not None]
@@ -514,6 +549,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             crashes = m.get("crashes_to_target")
             lines.append(
                 f"| {method} | {m['reached']}/{m['runs']} | {_fmt(m['median_trials_to_target'], m['median_trials_censored'], 0)} "
+                f"| {_fmt(m['median_trials_to_near'], m['median_near_censored'], 0) if 'median_trials_to_near' in m else '–'} "
                 f"| {_fmt(m['median_minutes_to_target'], m['median_minutes_censored'], 2)} "
                 f"| {_fmt(statistics.median(crashes), digits=0) if crashes else '–'} "
                 f"| {_fmt(100 * m['crash_rate_first'], digits=0)} % → {_fmt(100 * m['crash_rate_second'], digits=0)} % "
@@ -530,7 +566,11 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             ]
         for other in ("tpe", "grid-sglang", *ABLATIONS):
             if (ratio := res.get(f"{other}_vs_tuner_trials")) is not None:
-                lines.append(f"{other} / tuner, median trials to target: **{ratio:.1f}×**.")
+                near = res.get(f"{other}_vs_tuner_near")
+                lines.append(
+                    f"{other} / tuner, median trials to target: **{ratio:.1f}×**"
+                    + (f"; to 95 %: **{near:.1f}×**." if near is not None else ".")
+                )
         if (p := res.get("pruning")) is not None:
             finals = {
                 m: ", ".join(_fmt(v, digits=1) for v in res["methods"][m]["final_best_confirmed"])
@@ -615,6 +655,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = args.seeds or (2 if args.quick else 5)
     if args.render:
         saved = json.loads((args.out / "search_efficiency.json").read_text())
+        rows = _read_rows(args.out)
+        for res in saved["results"]:
+            add_near(res, rows)  # results written before the 95 % target existed get it from their trials
+        (args.out / "search_efficiency.json").write_text(json.dumps(saved, indent=1, default=str))
         (args.out / "search_efficiency.md").write_text(markdown(saved["results"], saved["meta"]))
         print((args.out / "search_efficiency.md").read_text())
         return 0
@@ -673,11 +717,14 @@ def _previous(out: Path, rerun: list[str]) -> tuple[list[dict[str, Any]], list[T
     results = [r for r in old["results"] if r["landscape"] not in drop]
     for r in results:  # each landscape keeps the run that produced it
         r.setdefault("run", old.get("meta"))
+    return results, [r for r in _read_rows(out) if r.landscape not in drop]
+
+
+def _read_rows(out: Path) -> list[TrialRow]:
+    """The trials CSV in ``out`` as rows."""
     rows = []
     with (out / "search_efficiency_trials.csv").open() as f:
         for d in csv.DictReader(f):
-            if d["landscape"] in drop:
-                continue
             rows.append(
                 TrialRow(
                     d["landscape"], d["method"], int(d["seed"]), int(d["number"]), d["state"],
@@ -687,7 +734,7 @@ def _previous(out: Path, rerun: list[str]) -> tuple[list[dict[str, Any]], list[T
                     float(d["p_crash"]) if d.get("p_crash") else None,
                 )
             )  # fmt: skip
-    return results, rows
+    return rows
 
 
 def _write(
