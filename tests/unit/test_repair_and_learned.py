@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -339,26 +340,36 @@ def test_local_moves_start_from_a_top_trial_and_skip_what_the_model_calls_unsafe
     assert SearchGuide(SPACE).after_run(young.ask(), ranked) is None
 
 
-def test_second_half_of_the_budget_leans_on_local_moves() -> None:
+def _memory_history(
+    study: optuna.Study, seed: int, crashes: Callable[[dict[str, Any]], bool]
+) -> list[optuna.trial.FrozenTrial]:
+    """24 trials of both AWQ kernels at random memory fractions: those ``crashes`` picks crashed with a
+    CUDA OOM at start-up, the rest ran at 1 + their fraction. Returns the ones that ran, best first."""
     import random
 
+    rng = random.Random(seed)
+    for n in range(24):
+        p = {**BASELINE, "quantization": rng.choice(["awq", "awq_marlin"]),
+             "mem-fraction-static": round(rng.uniform(0.5, 0.95), 2)}  # fmt: skip
+        if crashes(p):
+            study.add_trial(
+                _trial(n, p, TrialState.PRUNED, failure_kind="cuda_oom", failure={"phase": "startup"})
+            )
+        else:
+            t = _trial(n, p, TrialState.COMPLETE)
+            t.values = [1.0 + p["mem-fraction-static"]]
+            study.add_trial(t)
+    return sorted(
+        (t for t in study.get_trials() if t.state is TrialState.COMPLETE), key=lambda t: -t.values[0]
+    )
+
+
+def test_second_half_of_the_budget_leans_on_local_moves() -> None:
     from tuner.search.local import LATE_LOCAL
 
     def history(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-        rng = random.Random(2)
-        for n in range(24):
-            p = {**BASELINE, "quantization": rng.choice(["awq", "awq_marlin"]),
-                 "mem-fraction-static": round(rng.uniform(0.5, 0.95), 2)}  # fmt: skip
-            if p["quantization"] == "awq_marlin" and p["mem-fraction-static"] > 0.76:
-                study.add_trial(
-                    _trial(n, p, TrialState.PRUNED, failure_kind="cuda_oom", failure={"phase": "startup"})
-                )
-            else:
-                t = _trial(n, p, TrialState.COMPLETE)
-                t.values = [1.0 + p["mem-fraction-static"]]
-                study.add_trial(t)
-        return sorted(
-            (t for t in study.get_trials() if t.state is TrialState.COMPLETE), key=lambda t: -t.values[0]
+        return _memory_history(
+            study, 2, lambda p: p["quantization"] == "awq_marlin" and p["mem-fraction-static"] > 0.76
         )
 
     def streak(guide: SearchGuide, study: optuna.Study, ranked: list[optuna.trial.FrozenTrial]) -> int:
@@ -537,26 +548,10 @@ def test_a_run_inside_a_learned_region_moves_its_bound_past_the_run() -> None:
 def test_late_local_moves_add_no_known_hazard() -> None:
     """In the second half of the budget a local move refines the top trials and leaves trying the
     engine's known hazards (FP8 KV, graphs, overlap, ...) to the sampler; in the first half it may add one."""
-    import random
 
     def history() -> tuple[optuna.Study, list[optuna.trial.FrozenTrial]]:
         study = optuna.create_study(direction="maximize")
-        rng = random.Random(5)
-        for n in range(24):
-            p = {**BASELINE, "quantization": rng.choice(["awq", "awq_marlin"]),
-                 "mem-fraction-static": round(rng.uniform(0.5, 0.95), 2)}  # fmt: skip
-            if p["mem-fraction-static"] > 0.8:
-                study.add_trial(
-                    _trial(n, p, TrialState.PRUNED, failure_kind="cuda_oom", failure={"phase": "startup"})
-                )
-            else:
-                t = _trial(n, p, TrialState.COMPLETE)
-                t.values = [1.0 + p["mem-fraction-static"]]
-                study.add_trial(t)
-        ranked = sorted(
-            (t for t in study.get_trials() if t.state is TrialState.COMPLETE), key=lambda t: -t.values[0]
-        )
-        return study, ranked
+        return study, _memory_history(study, 5, lambda p: p["mem-fraction-static"] > 0.8)
 
     def moves(guide: SearchGuide) -> list[bool]:
         """Whether each of 12 local moves adds a hazard its base lacks."""
