@@ -13,8 +13,9 @@ at C's values, crashes with C's failure kind. The constraint covers no more than
 Constraints with the same kind, parameter, direction and scope merge (the widest bound the crashes
 support). A configuration inside a constraint's region that ran contradicts it: a bound then moves
 past every run inside it, kept by the crashes beyond (``>= 0.63`` with a run at 0.75 becomes
-``>= 0.76`` when a crash at 0.76 supports it), and a constraint with no crash left is dropped. Everything is derived from the study's trials each time, so a resumed study, a second worker
-and the nightly job learn the same constraints.
+``>= 0.76`` when a crash at 0.76 supports it), and a constraint with no crash left is dropped.
+Everything is derived from the study's trials each time, so a resumed study, a second worker and the
+nightly job learn the same constraints.
 """
 
 from __future__ import annotations
