@@ -46,15 +46,13 @@ from tuner.search.feasibility import EXPLORE, VETO, FeasibilityModel
 from tuner.search.learned import LearnedConstraint, covering, learned_constraints
 from tuner.search.local import LocalMoves, second_half
 from tuner.search.neighbours import allowed, configuration_key, configurations, neighbour
+from tuner.search.startup import DERIVED
 from tuner.space.repair import Repair, repairs_for, stripped
 from tuner.space.sample import domain_contains, on_grid
 from tuner.space.schema import FloatParam, IntParam, SearchSpace
 from tuner.store.attrs import TrialAttr
 
-DELIBERATE = (
-    TrialAttr.SEED_NAME, TrialAttr.WARM_START, TrialAttr.REPAIR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF,
-    TrialAttr.NEAR,
-)  # fmt: skip
+DELIBERATE = (TrialAttr.SEED_NAME, TrialAttr.WARM_START, *DERIVED)  # queued on purpose, never screened
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_REPAIR_CHAIN = 5  # repairs in a row, each after the previous one crashed for another reason
 LATE_VETO = 0.1  # second half: skip a sampler's proposal from this crash probability on, none launched anyway

@@ -48,14 +48,14 @@ class LocalMoves:
         self,
         space: SearchSpace,
         model: FeasibilityModel,
-        hazards: Sequence[RepairRule],
+        rules: Sequence[RepairRule],
         *,
         exploit: bool = True,
         budget: int | None = None,
     ) -> None:
         self.space = space
         self.model = model
-        self.hazards = [r for r in hazards if r.hazard and r.when]  # their flag values are known to crash
+        self.hazards = [r for r in rules if r.hazard and r.when]  # their flag values are known to crash
         self.exploit = exploit  # before the model is trusted, local moves after a breakthrough
         self.budget = budget  # the study's trials in total, if known: its second half leans on local moves
         self.maximize = space.objectives[0].direction == "maximize"

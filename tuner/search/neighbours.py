@@ -28,6 +28,11 @@ def configuration_key(space: SearchSpace, params: Mapping[str, Any]) -> tuple[tu
     return tuple(sorted((k, repr(v)) for k, v in params_to_flags(space, params).items()))
 
 
+def whole_params(t: FrozenTrial) -> dict[str, Any]:
+    """A trial's whole configuration, also while it is queued or being sampled (its fixed parameters)."""
+    return {**t.system_attrs.get("fixed_params", {}), **t.params}
+
+
 def configurations(
     space: SearchSpace, trials: Sequence[FrozenTrial], *, exclude: int | None = None
 ) -> dict[Any, int]:
@@ -37,8 +42,7 @@ def configurations(
     for t in trials:
         if t.number == exclude or t.state is TrialState.FAIL:
             continue
-        # a queued trial's whole configuration, even while it is being sampled
-        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        params = whole_params(t)
         if params:
             out.setdefault(configuration_key(space, params), t.number)
     return out

@@ -26,9 +26,10 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.search.neighbours import whole_params
 from tuner.store.attrs import TrialAttr
 
-DERIVED = (TrialAttr.REPAIR, TrialAttr.NEAR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF)
+DERIVED = (TrialAttr.REPAIR, TrialAttr.NEAR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF)  # made from another trial
 STARTUP = 10  # TPE's start-up trials (finished: complete or pruned, as TPE counts them)
 
 
@@ -91,7 +92,7 @@ def proposed_counts(
     for t in trials:
         if t.number == exclude or t.state is TrialState.FAIL or any(a in t.user_attrs for a in DERIVED):
             continue
-        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        params = whole_params(t)
         if name not in params:
             continue
         for i, c in enumerate(choices):

@@ -30,7 +30,7 @@ from tuner.loadgen.telemetry import describe_gpus, gpu_count
 from tuner.objective.ranking import feasible_complete
 from tuner.report.summary import write_summary
 from tuner.search.guide import SearchGuide
-from tuner.search.neighbours import configuration_key, configurations
+from tuner.search.neighbours import configuration_key, configurations, whole_params
 from tuner.search.startup import STARTUP, CoveringStart
 from tuner.space import SearchSpace, load_space
 from tuner.space.sample import is_complete, seeds_to_enqueue, warm_start_points
@@ -161,7 +161,7 @@ def requeue_interrupted(study: optuna.Study, space: SearchSpace, storage_url: st
         for t in trials:
             if t.state is not TrialState.FAIL or TrialAttr.DUPLICATE_OF in t.user_attrs:
                 continue
-            params = {**t.system_attrs.get("fixed_params", {}), **t.params}  # queued: the whole of it
+            params = whole_params(t)
             if not is_complete(space, params):
                 continue  # cut while the sampler chose: nothing was decided, let alone measured
             k = configuration_key(space, params)
