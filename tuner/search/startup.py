@@ -29,7 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.search.neighbours import whole_params
 from tuner.store.attrs import TrialAttr
 
-DERIVED = (TrialAttr.REPAIR, TrialAttr.NEAR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF)  # made from another trial
+# trials made from another one (they inherit its values)
+DERIVED = (TrialAttr.REPAIR, TrialAttr.NEAR, TrialAttr.NEIGHBOUR_OF, TrialAttr.RERUN_OF)
 STARTUP = 10  # TPE's start-up trials (finished: complete or pruned, as TPE counts them)
 
 
