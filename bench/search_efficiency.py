@@ -26,6 +26,8 @@ Methods (each run is one study with its own seed):
                      trusted (``SearchGuide._exploit``)
 * ``tuner-nocover``  the tuner whose sampler draws its start-up trials at random, as TPE does, instead of
                      covering every choice before one repeats (``tuner.search.startup``)
+* ``tuner-notolerance`` the tuner whose Wilcoxon pruner stops a trial worse than the best on nearly every
+                     window by any margin (tolerance 0) instead of by more than ``PruningSpec.tolerance``
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a
@@ -99,7 +101,7 @@ TARGET = 0.97  # within 3 % of the best known value
 NEAR = 0.95  # a second, noise-robust target: within 5 % (measurements spread ~3 % run to run)
 QUALITY = 0.99  # pruning must keep the final best within 1 %
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
-PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1)
+PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1, tolerance=0.05)
 
 
 # --- one run ----------------------------------------------------------------------------------------
@@ -168,7 +170,10 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
     the space's seed trials and, but for ``random``, its warm-start tiers; ``tuner`` also prunes.
     """
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    space = land.space().model_copy(update={"pruning": PRUNING})
+    pruning = (
+        PRUNING.model_copy(update={"tolerance": 0.0}) if ABLATIONS.get(method) == "tolerance" else PRUNING
+    )
+    space = land.space().model_copy(update={"pruning": pruning})
     name = f"{land.name}-{method}-{seed}"
     opts = StudyOptions(
         space=f"<landscape {land.name}>",

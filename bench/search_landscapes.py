@@ -26,13 +26,14 @@ METHODS = (
     "tuner-noedge",
     "tuner-noexploit",
     "tuner-nocover",
+    "tuner-notolerance",
     "tpe",
     "random",
     "grid-sglang",
     "grid-vllm",
 )
-# the tuner with one part of its search switched off: arm -> the part (a SearchGuide keyword, or the
-# sampler's covering start-up, StudyOptions.cover_start)
+# the tuner with one part of its search switched off: arm -> the part (a SearchGuide keyword, the
+# sampler's covering start-up, StudyOptions.cover_start, or the pruner's tolerance, PruningSpec.tolerance)
 ABLATIONS = {
     "tuner-nobisect": "bisect",
     "tuner-nolocal": "local",
@@ -40,6 +41,7 @@ ABLATIONS = {
     "tuner-noedge": "edge",
     "tuner-noexploit": "exploit",
     "tuner-nocover": "cover",
+    "tuner-notolerance": "tolerance",
 }
 GUIDE_PARTS = ("bisect", "local", "strip", "edge", "exploit")
 GUIDED = ("tuner", "tuner-noprune", *ABLATIONS)

@@ -35,6 +35,39 @@ def test_pruning_a_multi_objective_study_is_a_config_error_naming_the_field() ->
     assert isinstance(build_pruner(PruningSpec(pruner="none"), n_objectives=2), optuna.pruners.NopPruner)
 
 
+def _windows_pruned(
+    pruner: optuna.pruners.BasePruner, best: list[float], trial: list[float], direction: str
+) -> bool:
+    """Whether ``pruner`` stops a trial with per-window values ``trial`` after a complete best trial."""
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    study.add_trial(
+        create_trial(
+            value=sum(best) / len(best),
+            intermediate_values=dict(enumerate(best)),
+            distributions={},
+            params={},
+        )
+    )
+    t = study.ask()
+    for step, v in enumerate(trial):
+        t.report(v, step)
+    return t.should_prune()
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_wilcoxon_stops_only_trials_worse_than_the_best_by_more_than_its_tolerance(direction: str) -> None:
+    best = [10.0, 10.2, 9.9, 10.1, 10.0, 9.8]
+    worse = 1.0 if direction == "maximize" else -1.0  # "3 % worse" means lower throughput, higher latency
+    near = [v * (1 - worse * 0.03) for v in best]  # as good, its server drew 3 % worse on every window
+    far = [v * (1 - worse * 0.15) for v in best]
+    tolerant = build_pruner(PruningSpec(), n_objectives=1)
+    strict = build_pruner(PruningSpec(tolerance=0.0), n_objectives=1)
+    assert _windows_pruned(strict, best, near, direction)  # Optuna's test: worse on every window, stopped
+    assert not _windows_pruned(tolerant, best, near, direction)
+    assert _windows_pruned(tolerant, best, far, direction)
+    assert not _windows_pruned(tolerant, best, far[:3], direction)  # 3 windows: 2**-3 > p 0.1
+
+
 def test_wilcoxon_cannot_decide_before_log2_of_one_over_p_windows() -> None:
     assert earliest_prune_window(PruningSpec(pruner="wilcoxon", p_threshold=0.1)) == 4
     assert earliest_prune_window(PruningSpec(pruner="wilcoxon", p_threshold=0.05)) == 5

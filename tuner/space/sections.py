@@ -33,6 +33,9 @@ class PruningSpec(BaseModel):
     # windows measured before any pruning decision (Wilcoxon: paired windows needed, at least 2)
     warmup_windows: int = Field(default=2, ge=0)
     p_threshold: float = Field(default=0.1, gt=0, lt=1)  # wilcoxon: how sure "worse than the best" must be
+    # wilcoxon: a window is worse only when below the best trial's by more than this (relative): set it to
+    # the spread between server starts of one configuration, which paired windows of one server cannot see
+    tolerance: float = Field(default=0.05, ge=0, lt=1)
     n_startup_trials: int = Field(default=5, ge=0)  # median/patient: complete trials before pruning starts
     patience: int = Field(default=2, ge=0)  # patient: windows without improvement before asking the median
 

@@ -12,7 +12,10 @@ Which value depends on the pruner:
   it never stops a trial merely for being below average, and it needs no start-up trials: from the
   second complete trial on it can prune. A one-sided exact signed-rank test over *n* paired windows
   cannot go below ``2**-n``, so with ``p_threshold`` 0.1 a trial is pruned after 4 windows at the
-  earliest (:func:`earliest_prune_window`).
+  earliest (:func:`earliest_prune_window`). The paired windows share one server, so they say nothing
+  about how much the *next* server start of the same configuration would differ: ``tolerance`` (5 % by
+  default) makes the test blind to differences within it (:class:`TolerantWilcoxonPruner`), so a
+  configuration as good as a best trial that drew high is measured to the end rather than stopped.
 * ``median`` — :class:`optuna.pruners.MedianPruner` on the *running* value (all measured requests so
   far): prunes a trial below the median of earlier complete trials at the same window. Aggressive
   (half of all trials are below the median), unpaired, needs ``n_startup_trials`` complete trials.
@@ -27,6 +30,7 @@ Which value depends on the pruner:
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -58,11 +62,35 @@ def earliest_prune_window(spec: PruningSpec) -> int | None:
     return max(1, spec.warmup_windows + 1) + (spec.patience if spec.pruner == "patient" else 0)
 
 
+class TolerantWilcoxonPruner(optuna.pruners.WilcoxonPruner):
+    """Optuna's Wilcoxon pruner that counts a window as worse only when it is worse than the best trial's
+    by more than ``tolerance`` (relative): a trial is stopped when it is *clearly* worse than the best one,
+    not when it is as good and its server drew a few percent lower than the best's.
+
+    The test is Optuna's, run on the trial's values moved by the tolerance (``v / (1 - tolerance)`` when
+    maximising, ``v / (1 + tolerance)`` when minimising); the trial's stored values are not touched.
+    Values <= 0 (no relative tolerance exists for them) are tested as they are.
+    """
+
+    def __init__(self, *, p_threshold: float, n_startup_steps: int, tolerance: float) -> None:
+        super().__init__(p_threshold=p_threshold, n_startup_steps=n_startup_steps)
+        self.tolerance = tolerance
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        values = trial.intermediate_values
+        if self.tolerance > 0 and values and all(v > 0 for v in values.values()):
+            maximise = study.direction == optuna.study.StudyDirection.MAXIMIZE
+            scale = 1.0 / (1.0 - self.tolerance) if maximise else 1.0 / (1.0 + self.tolerance)
+            trial = copy.copy(trial)
+            trial.intermediate_values = {step: v * scale for step, v in values.items()}
+        return super().prune(study, trial)
+
+
 def build_pruner(spec: PruningSpec, *, n_objectives: int, source: str = "") -> optuna.pruners.BasePruner:
     """The Optuna pruner for ``spec``. Raises ConfigError for pruning a multi-objective study.
 
     >>> type(build_pruner(PruningSpec(), n_objectives=1)).__name__
-    'WilcoxonPruner'
+    'TolerantWilcoxonPruner'
     """
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
@@ -76,8 +104,8 @@ def build_pruner(spec: PruningSpec, *, n_objectives: int, source: str = "") -> o
     if spec.pruner == "wilcoxon":
         with warnings.catch_warnings():  # "experimental" in Optuna 5.0; its behaviour is what we test
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.pruners.WilcoxonPruner(
-                p_threshold=spec.p_threshold, n_startup_steps=spec.warmup_windows
+            return TolerantWilcoxonPruner(
+                p_threshold=spec.p_threshold, n_startup_steps=spec.warmup_windows, tolerance=spec.tolerance
             )
     median = optuna.pruners.MedianPruner(
         n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.warmup_windows
@@ -142,6 +170,7 @@ def window_should_stop(trial: optuna.Trial, spec: PruningSpec, metric: str) -> S
 __all__ = [
     "PrunerName",
     "PruningSpec",
+    "TolerantWilcoxonPruner",
     "build_pruner",
     "check_windows",
     "earliest_prune_window",
