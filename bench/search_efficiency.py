@@ -9,11 +9,12 @@ simulator, ``python -m tuner.sim``, or llama.cpp's ``llama-server`` on the CPU),
 
 Methods (each run is one study with its own seed):
 
-* ``tuner``          the study CLI's search: TPE + the search guide (``tuner.search``: repaired neighbours after
-                     crashes, learned constraints, the feasibility model, no duplicates) + the Wilcoxon
-                     window pruner (``tuner.trial.pruning``) + the stop of benchmarks 1.25x longer than the
-                     best trial's
-* ``tuner-noprune``  the same without pruning: the pair measures what pruning saves at equal trials
+* ``tuner``          the study CLI's search with ``--prune``: TPE + the search guide (``tuner.search``:
+                     repaired neighbours after crashes, learned constraints, the feasibility model, no
+                     duplicates) + the Wilcoxon window pruner (``tuner.trial.pruning``) + the stop of
+                     benchmarks 1.25x longer than the best trial's
+* ``tuner-noprune``  the same without the window pruner: ``python -m tuner.study`` as it ships (the
+                     pruner needs ``--prune``); the pair measures what pruning saves at equal trials
 * ``tuner-nobisect`` the tuner with repairs that take the rule's step only (no bisection between a
                      crash and its siblings, ``tuner.search.bracket``): what bisection changes
 * ``tuner-nolocal``  the tuner without local moves from the top trials between the sampler's proposals

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -66,6 +68,16 @@ def test_wilcoxon_stops_only_trials_worse_than_the_best_by_more_than_its_toleran
     assert not _windows_pruned(tolerant, best, near, direction)
     assert _windows_pruned(tolerant, best, far, direction)
     assert not _windows_pruned(tolerant, best, far[:3], direction)  # 3 windows: 2**-3 > p 0.1
+
+
+def test_the_wilcoxon_pruner_imports_its_test_before_any_trial_is_measured() -> None:
+    # Optuna imports scipy.stats lazily at the first decision, which runs in a measured window
+    code = (
+        "import sys; from tuner.space.sections import PruningSpec; from tuner.trial.pruning import build_pruner; "
+        "build_pruner(PruningSpec(), n_objectives=1); print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
 
 
 def test_wilcoxon_cannot_decide_before_log2_of_one_over_p_windows() -> None:
