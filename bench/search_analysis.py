@@ -5,26 +5,20 @@ method, crash halves, pruning's saving, the re-measured winners against Balanced
 import json
 import math
 import statistics
-import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.search_landscapes import (  # noqa: E402
+from bench.search_landscapes import (
     ABLATIONS,
     METHODS,
     Landscape,
 )
-from bench.search_runs import PRUNING, TrialRow  # noqa: E402
-from tuner.report.learning import crash_rate_by_half  # noqa: E402
-from tuner.study.confirm import Candidate  # noqa: E402
+from bench.search_runs import PRUNING, TrialRow
+from tuner.report.learning import crash_rate_by_half
+from tuner.study.confirm import Candidate
 
 TARGET = 0.97  # within 3 % of the best known value
 NEAR = 0.95  # a second, noise-robust target: within 5 % (measurements spread ~3 % run to run)

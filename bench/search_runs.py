@@ -4,7 +4,6 @@ the best configurations; each trial flattened to a :class:`TrialRow`.
 """
 
 import json
-import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -16,27 +15,23 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.search_landscapes import (  # noqa: E402
+from bench.search_landscapes import (
     ABLATIONS,
     GUIDE_PARTS,
     GUIDED,
     Landscape,
 )
-from tuner.launch.process import ProcessLauncher  # noqa: E402
-from tuner.objective.ranking import is_feasible  # noqa: E402
-from tuner.report.learning import is_infeasible  # noqa: E402
-from tuner.search.guide import SearchGuide  # noqa: E402
-from tuner.space.sections import PruningSpec  # noqa: E402
-from tuner.store.attrs import TrialAttr  # noqa: E402
-from tuner.study.confirm import Candidate, rank  # noqa: E402
-from tuner.study.options import StudyOptions  # noqa: E402
-from tuner.study.session import open_study  # noqa: E402
-from tuner.trial.measure import ConfigRunner  # noqa: E402
-from tuner.trial.objective import DuplicateProposal, TrialRunner  # noqa: E402
+from tuner.launch.process import ProcessLauncher
+from tuner.objective.ranking import is_feasible
+from tuner.report.learning import is_infeasible
+from tuner.search.guide import SearchGuide
+from tuner.space.sections import PruningSpec
+from tuner.store.attrs import TrialAttr
+from tuner.study.confirm import Candidate, rank
+from tuner.study.options import StudyOptions
+from tuner.study.session import open_study
+from tuner.trial.measure import ConfigRunner
+from tuner.trial.objective import DuplicateProposal, TrialRunner
 
 PRUNING = PruningSpec(pruner="wilcoxon", warmup_windows=2, p_threshold=0.1, tolerance=0.05)
 
