@@ -37,7 +37,7 @@ def _reach(rows: list[TrialRow], target: float) -> tuple[int | None, float | Non
     return None, None
 
 
-def _median_censored(values: list[int | float | None], cap: float) -> tuple[float, bool]:
+def median_censored(values: list[int | float | None], cap: float) -> tuple[float, bool]:
     """Median with runs that never reached counted as ``cap`` (True when the median is censored)."""
     filled = [cap if v is None else float(v) for v in values]
     med = statistics.median(filled)
@@ -78,9 +78,9 @@ def analyse(
             continue
         reach = [_reach(rs, target) for _, rs in runs]
         launched = [sum(r.launched for r in rs) for _, rs in runs]
-        trials_med, trials_cens = _median_censored([t for t, _ in reach], float(max(launched)))
+        trials_med, trials_cens = median_censored([t for t, _ in reach], float(max(launched)))
         minutes_all = [sum(r.duration_s for r in rs) / 60 for _, rs in runs]
-        mins_med, mins_cens = _median_censored([m for _, m in reach], max(minutes_all))
+        mins_med, mins_cens = median_censored([m for _, m in reach], max(minutes_all))
         halves = [crash_rate_by_half(_as_trials(rs)) for _, rs in runs]
         finals = []
         for _, rs in runs:
@@ -164,7 +164,7 @@ def add_near(result: dict[str, Any], rows: list[TrialRow]) -> None:
             for s in runs
         ]
         m["trials_to_near"] = reach
-        m["median_trials_to_near"], m["median_near_censored"] = _median_censored(
+        m["median_trials_to_near"], m["median_near_censored"] = median_censored(
             reach, float(max(m["launched"]))
         )
     for method in result["methods"]:

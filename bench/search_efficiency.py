@@ -74,11 +74,20 @@ from bench.search_landscapes import (  # noqa: E402
     sim_landscape,
 )
 from bench.search_runs import PRUNING, TrialRow, confirm_configs, map_tasks, run_task  # noqa: E402
+from bench.search_truth import (  # noqa: E402
+    add_truth,
+    measure_truth,
+    measured_configs,
+    noise_free,
+    read_truth,
+    write_truth,
+)
 from tuner.engines import llamacpp  # noqa: E402
 from tuner.space.sample import params_to_flags  # noqa: E402
 from tuner.trial.pruning import check_windows  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+SIMULATED = ("sim", "sim-default")  # the landscapes whose noise can be switched off (--truth)
 BASELINE_SEED = "balanced-v2"  # the field report's best, which the re-measured winners are compared with
 
 
@@ -110,17 +119,59 @@ def run_landscape(
             run = [r for r in measured if r.method == method and r.seed == s]
             if run and run[0].params not in pool:
                 pool.append(run[0].params)
-    space = land.space()
-    named = {seed.name: seed for seed in space.seed_trials}
-    baseline = None
-    if BASELINE_SEED in named:
-        flags = dict(params_to_flags(space, named[BASELINE_SEED].params))
-        baseline = json.dumps(flags, sort_keys=True, default=str)
-        if baseline not in pool:
-            pool.append(baseline)
+    baseline = baseline_config(land)
+    if baseline is not None and baseline not in pool:
+        pool.append(baseline)
     print(f"{land.name}: re-measuring {len(pool)} configurations x {repeats}", flush=True)
     confirmed = confirm_configs(land, pool, repeats, work, jobs)
     return analyse(land, rows, confirmed, seeds, baseline), rows
+
+
+def baseline_config(land: Landscape) -> str | None:
+    """Balanced-v2's flags as the trials CSV writes a configuration (``None``: not a seed of the space)."""
+    space = land.space()
+    named = {seed.name: seed for seed in space.seed_trials}
+    if BASELINE_SEED not in named:
+        return None
+    return json.dumps(dict(params_to_flags(space, named[BASELINE_SEED].params)), sort_keys=True, default=str)
+
+
+def landscape(name: str, quick: bool, work: Path) -> Landscape | None:
+    """The landscape called ``name`` (``None``: llama-server is not built)."""
+    if name == "sim":
+        return sim_landscape(quick)
+    if name == "sim-default":  # the default demo space: no constraints, no warm-start tiers
+        return sim_landscape(quick, DEFAULT_SPACE, "sim-rtx5090-default")
+    if name == "llamacpp":
+        if llamacpp.find_binary() is None:
+            print("llama-server not built (scripts/build-llama-server.sh): llamacpp landscape skipped")
+            return None
+        from tuner.models.gguf_llama import PRESETS, write
+
+        # ~58 M parameters: a benchmark of 1-3 s (the 4 M "tiny" one finishes in 0.1 s: all noise)
+        return llamacpp_landscape(quick, write(work / "small.gguf", PRESETS["small"]))
+    raise SystemExit(f"--landscapes: unknown {name!r} (sim, sim-default, llamacpp)")
+
+
+def add_noise_free(
+    land: Landscape,
+    rows: list[TrialRow],
+    methods: Sequence[str],
+    truth: dict[str, dict[str, float | None]],
+    work: Path,
+    jobs: int,
+) -> None:
+    """Measure, with the simulator's noise off, every configuration the runs of ``methods`` measured
+    (and Balanced-v2) that ``truth`` lacks; ``truth`` is updated in place."""
+    if noise_free(land) is None:
+        return
+    known = truth.setdefault(land.name, {})
+    configs = measured_configs(rows, land.name, set(methods))
+    if (baseline := baseline_config(land)) is not None:
+        configs.append(baseline)
+    missing = [c for c in dict.fromkeys(configs) if c not in known]
+    print(f"{land.name}: measuring {len(missing)} configurations without noise", flush=True)
+    known.update(measure_truth(land, missing, work, jobs))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--render", action="store_true", help="only re-write the Markdown table from the JSON in --out"
     )
     p.add_argument(
+        "--truth",
+        action="store_true",
+        help="simulator landscapes: measure every configuration the --methods' runs measured once more "
+        "with the noise off, and report trials to a configuration within 3 %% of the best one "
+        "(with --render: the configurations of the runs in --out that have no such value yet)",
+    )
+    p.add_argument(
         "--append",
         action="store_true",
         help="keep the other landscapes already in --out (replace the ones run)",
@@ -149,8 +207,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render:
         saved = json.loads((args.out / "search_efficiency.json").read_text())
         rows = _read_rows(args.out)
-        for res in saved["results"]:
-            add_near(res, rows)  # results written before the 95 % target existed get it from their trials
+        truth = read_truth(args.out)
+        with tempfile.TemporaryDirectory(prefix="search-eff-") as tmp:
+            for res in saved["results"]:
+                add_near(res, rows)  # results written before the 95 % target existed get it from their trials
+                if _short(res["landscape"]) not in SIMULATED or not (args.truth or res["landscape"] in truth):
+                    continue
+                land = landscape(_short(res["landscape"]), args.quick, Path(tmp))
+                if land is None:
+                    continue
+                if args.truth:
+                    methods = [m for m in args.methods.split(",") if m in res["methods"]]
+                    add_noise_free(land, rows, methods, truth, Path(tmp), args.jobs)
+                if res["landscape"] in truth:
+                    add_truth(res, rows, truth[res["landscape"]], baseline_config(land))
+        if args.truth:
+            write_truth(args.out, truth)
         (args.out / "search_efficiency.json").write_text(json.dumps(saved, indent=1, default=str))
         (args.out / "search_efficiency.md").write_text(markdown(saved["results"], saved["meta"]))
         print((args.out / "search_efficiency.md").read_text())
@@ -162,23 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results, rows = _previous(args.out, args.landscapes.split(","))
     with tempfile.TemporaryDirectory(prefix="search-eff-") as tmp:
         work = Path(tmp)
+        truth = read_truth(args.out) if args.append else {}
         for name in args.landscapes.split(","):
-            if name == "sim":
-                land = sim_landscape(args.quick)
-            elif name == "sim-default":  # the default demo space: no constraints, no warm-start tiers
-                land = sim_landscape(args.quick, DEFAULT_SPACE, "sim-rtx5090-default")
-            elif name == "llamacpp":
-                if llamacpp.find_binary() is None:
-                    print(
-                        "llama-server not built (scripts/build-llama-server.sh): llamacpp landscape skipped"
-                    )
-                    continue
-                from tuner.models.gguf_llama import PRESETS, write
-
-                # ~58 M parameters: a benchmark of 1-3 s (the 4 M "tiny" one finishes in 0.1 s: all noise)
-                land = llamacpp_landscape(args.quick, write(work / "small.gguf", PRESETS["small"]))
-            else:
-                raise SystemExit(f"--landscapes: unknown {name!r} (sim, sim-default, llamacpp)")
+            land = landscape(name, args.quick, work)
+            if land is None:
+                continue
             if args.budget:
                 land.launched_budget = args.budget
             land.random_budget = args.random_budget
@@ -191,6 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "command": " ".join(["python bench/search_efficiency.py", *(argv or sys.argv[1:])]),
                 "wall_min": (time.perf_counter() - t_land) / 60,
             }
+            if args.truth:
+                truth.pop(land.name, None)  # a new run: its configurations are measured afresh
+                add_noise_free(land, rs, methods, truth, work, args.jobs)
+                add_truth(res, rs, truth[land.name], baseline_config(land))
+                write_truth(args.out, truth)
             results.append(res)
             rows += rs
             _write(args.out, results, rows, seeds, t0, argv)
@@ -199,18 +264,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _short(landscape_name: str) -> str:
+    """The ``--landscapes`` name of a landscape's full name."""
+    return {"sim-rtx5090": "sim", "sim-rtx5090-default": "sim-default", "llamacpp-cpu": "llamacpp"}.get(
+        landscape_name, landscape_name
+    )
+
+
 def _previous(out: Path, rerun: list[str]) -> tuple[list[dict[str, Any]], list[TrialRow]]:
     """Results and rows of the landscapes in ``out`` that are not being run again."""
-    names = {"sim": "sim-rtx5090", "sim-default": "sim-rtx5090-default", "llamacpp": "llamacpp-cpu"}
-    drop = {names.get(n, n) for n in rerun}
     path = out / "search_efficiency.json"
     if not path.exists():
         return [], []
     old = json.loads(path.read_text())
-    results = [r for r in old["results"] if r["landscape"] not in drop]
+    results = [r for r in old["results"] if _short(r["landscape"]) not in rerun]
     for r in results:  # each landscape keeps the run that produced it
         r.setdefault("run", old.get("meta"))
-    return results, [r for r in _read_rows(out) if r.landscape not in drop]
+    return results, [r for r in _read_rows(out) if _short(r.landscape) not in rerun]
 
 
 def _read_rows(out: Path) -> list[TrialRow]:
