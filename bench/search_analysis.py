@@ -311,5 +311,44 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"ratio of medians {_fmt(p['final_ratio'], digits=3)} (goal ≥ 0.99). The runs differ in which seeds "
                 "found the best region, so the ratio says pruning did not cost the winner, not that it found a better one.",
             ]
+        lines += _truth_lines(res)
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _truth_lines(res: dict[str, Any]) -> list[str]:
+    """The noise-free table (``bench/search_truth.py``), when the result has one."""
+    truth = res.get("truth")
+    if truth is None:
+        return []
+    base = truth.get("baseline")
+    lines = [
+        "",
+        f"Without the simulator's noise (`--truth`: one noise-free measurement of each of the {truth['configurations']} "
+        f"configurations these methods measured): best configuration {truth['best']:.2f} tok/s; within 3 % of it "
+        f"≥ {truth['target']:.2f}" + (f"; Balanced-v2 {base:.2f}." if base else "."),
+        "A run reaches when it measures (to the end) a configuration whose noise-free value is within 3 %; its",
+        "winner is its best measured trial's configuration, valued without noise.",
+        "",
+        "| method | runs reaching | trials to a configuration within 3 %, per seed | median | winner / best configuration (median; lowest) |"
+        + (" winner / Balanced-v2 (median) |" if base else ""),
+        "|---|---|---|---|---|" + ("---|" if base else ""),
+    ]
+    for method, m in res["methods"].items():
+        t = m.get("truth")
+        if t is None:
+            continue
+        per_seed = ", ".join("–" if v is None else str(v) for v in t["trials_to_target"])
+        ratios = [r for r in t["winner_vs_best"] if r is not None]
+        winners = [w for w in t["winner_values"] if w is not None]
+        lines.append(
+            f"| {method} | {t['reached']}/{len(t['trials_to_target'])} | {per_seed} "
+            f"| {_fmt(t['median_trials_to_target'], t['median_censored'], 0)} "
+            f"| {_fmt(statistics.median(ratios), digits=3) if ratios else '–'}; {_fmt(min(ratios), digits=3) if ratios else '–'} |"
+            + (
+                f" {statistics.median(winners) / base:.2f}× |"
+                if base and winners
+                else (" – |" if base else "")
+            )
+        )
+    return lines

@@ -180,6 +180,19 @@ def test_check_describes_the_space_and_its_size() -> None:
     )
 
 
+def test_check_names_the_pruner_that_prune_would_use(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["pruning"] = {"tolerance": 0.08, "p_threshold": 0.05}
+    lines = describe(parse_space(data), "s.yaml")
+    assert "  pruning (with --prune): wilcoxon after 2 windows, p < 0.05, a window worse only beyond 8 % of " \
+        "the best trial's" in lines  # fmt: skip
+    data["pruning"] = {"pruner": "patient", "patience": 3}
+    assert (
+        "  pruning (with --prune): patient after 2 windows, from 5 complete trials, patience 3 windows"
+        in (describe(parse_space(data), "s.yaml"))
+    )
+
+
 def test_check_and_the_study_exit_2_with_one_line_on_a_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))

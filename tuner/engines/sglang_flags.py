@@ -105,6 +105,11 @@ _FLAGS: tuple[FlagSpec, ...] = (
     ),
     _s("enable-metrics", help="Prometheus metrics on /metrics"),
     _s(
+        "sleep-on-idle",
+        since="0.4.7",
+        help="the idle scheduler waits on its sockets (1 s poll) instead of spinning a CPU core",
+    ),  # approx. (sgl-project/sglang#6026)
+    _s(
         "allow-auto-truncate",
         since="0.4.0",
         help="cut prompts longer than the context instead of rejecting them",

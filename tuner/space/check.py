@@ -3,7 +3,7 @@
 :func:`describe` is called on a space :func:`tuner.space.load.load_space` accepted; the lines it
 returns say what the study would search: each parameter with its domain and condition, the number of
 configurations (exact when every parameter is discrete), the seed trials, the warm-start points, the
-known constraints (and which seeds they would prune), the workload and the objectives.
+known constraints (and which seeds they would prune), the workload, the objectives, the pruner ``--prune`` uses and the confirmation.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from tuner.engines import get_engine
 from tuner.space.constraints import violated_constraint
 from tuner.space.sample import is_active, params_to_flags, seeds_to_enqueue, warm_start_points
 from tuner.space.schema import BoolParam, CategoricalParam, FloatParam, IntParam, SearchSpace
+from tuner.space.sections import PruningSpec
 
 
 def describe(space: SearchSpace, source: str) -> list[str]:
@@ -73,6 +74,7 @@ def describe(space: SearchSpace, source: str) -> list[str]:
             f"  quality gate: {q.probes} probes against seed {q.reference!r}, passing at {q.threshold()}"
         )
     lines.append("  objectives: " + ", ".join(f"{o.metric} ({o.direction})" for o in space.objectives))
+    lines.append("  pruning (with --prune): " + _pruning(space.pruning))
     if (confirm := space.confirm) is not None:
         against = f", against {', '.join(confirm.baselines)}" if confirm.baselines else ""
         lines.append(f"  confirmation: top {confirm.top_k} x {confirm.repeats} repeats{against}")
@@ -128,6 +130,17 @@ def _domain(p: object) -> str:
         step = f" step {p.step:g}" if p.step is not None else ""
         return f"{type(p).__name__[:-5].lower()} {p.low:g}..{p.high:g}{step}{' log' if p.log else ''}"
     return str(p)
+
+
+def _pruning(p: PruningSpec) -> str:
+    """The ``pruning:`` section in words: the pruner and the settings it reads."""
+    if p.pruner == "none":
+        return "none"
+    if p.pruner == "wilcoxon":
+        return (f"wilcoxon after {p.warmup_windows} windows, p < {p.p_threshold:g}, "
+                f"a window worse only beyond {p.tolerance * 100:g} % of the best trial's")  # fmt: skip
+    text = f"{p.pruner} after {p.warmup_windows} windows, from {p.n_startup_trials} complete trials"
+    return text + (f", patience {p.patience} windows" if p.pruner == "patient" else "")
 
 
 def _when(when: Mapping[str, object]) -> str:

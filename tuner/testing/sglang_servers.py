@@ -52,11 +52,12 @@ KINDS = (REAL, SIM)
 # docs/sglang-cpu.md's launch recipe. The KV pool (2048 tokens) is smaller than the model's context
 # (4096), so a request can be too long for the pool without being too long for the context.
 POOL_TOKENS = 2048
+SLEEP_ON_IDLE = "--sleep-on-idle"  # idle, the scheduler would spin a core (bench/results/sglang_idle_cpu.md)
 SGLANG_FLAGS: tuple[str, ...] = (
     "--device", "cpu", "--attention-backend", "torch_native", "--sampling-backend", "pytorch",
     "--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled",
     "--host", "127.0.0.1", "--mem-fraction-static", "0.1", "--max-total-tokens", str(POOL_TOKENS),
-    "--dtype", "float32",
+    "--dtype", "float32", SLEEP_ON_IDLE,
 )  # fmt: skip
 # The simulator's own options: the profile of the same tiny Llama, a fast GPU, no noise, short start-up.
 SIM_FLAGS: tuple[str, ...] = (
@@ -87,10 +88,19 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) != 0
 
 
-def argv_for(kind: str, port: int, extra: Sequence[str] = (), *, model: str | None = None) -> list[str]:
-    """The command line of server ``kind`` ("real" or "sim") on ``port`` with the shared SGLang flags."""
+def argv_for(
+    kind: str,
+    port: int,
+    extra: Sequence[str] = (),
+    *,
+    model: str | None = None,
+    without: Sequence[str] = (),
+) -> list[str]:
+    """The command line of server ``kind`` ("real" or "sim") on ``port`` with the shared SGLang flags
+    (but the switches in ``without``)."""
     model = model or str(REAL_MODEL)
-    common = ["--model-path", model, *SGLANG_FLAGS, "--port", str(port), *extra]
+    shared = [f for f in SGLANG_FLAGS if f not in without]
+    common = ["--model-path", model, *shared, "--port", str(port), *extra]
     if kind == REAL:
         return [str(REAL_PYTHON), "-m", "sglang.launch_server", *common]
     return [sys.executable, "-m", "tuner.sim", *common, *SIM_FLAGS]
@@ -263,11 +273,16 @@ class ServerRun:
 
 
 def spawn(
-    kind: str, extra: Sequence[str] = (), *, port: int | None = None, log_dir: Path | None = None
+    kind: str,
+    extra: Sequence[str] = (),
+    *,
+    port: int | None = None,
+    log_dir: Path | None = None,
+    without: Sequence[str] = (),
 ) -> ServerRun:
     """Start server ``kind`` in its own process group (no wait). Real SGLang must be available."""
     port = port or free_port()
-    argv = argv_for(kind, port, extra)
+    argv = argv_for(kind, port, extra, without=without)
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115
         "wb", prefix=f"sglang-{kind}-{port}-", suffix=".log", dir=log_dir, delete=False
     )
