@@ -330,9 +330,9 @@ def _truth_lines(res: dict[str, Any]) -> list[str]:
         "A run reaches when it measures (to the end) a configuration whose noise-free value is within 3 %; its",
         "winner is its best measured trial's configuration, valued without noise.",
         "",
-        "| method | runs reaching | trials to a configuration within 3 %, per seed | median | winner / best configuration (median; lowest) |"
+        "| method | runs reaching | trials to a configuration within 3 %, per seed | median | median minutes to it | winner / best configuration (median; lowest) |"
         + (" winner / Balanced-v2 (median) |" if base else ""),
-        "|---|---|---|---|---|" + ("---|" if base else ""),
+        "|---|---|---|---|---|---|" + ("---|" if base else ""),
     ]
     for method, m in res["methods"].items():
         t = m.get("truth")
@@ -344,6 +344,7 @@ def _truth_lines(res: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {method} | {t['reached']}/{len(t['trials_to_target'])} | {per_seed} "
             f"| {_fmt(t['median_trials_to_target'], t['median_censored'], 0)} "
+            f"| {_fmt(t['median_minutes_to_target'], t['median_minutes_censored'], 2)} "
             f"| {_fmt(statistics.median(ratios), digits=3) if ratios else '–'}; {_fmt(min(ratios), digits=3) if ratios else '–'} |"
             + (
                 f" {statistics.median(winners) / base:.2f}× |"

@@ -42,6 +42,10 @@ repeats (``tuner.study.confirm``); a run *reaches* the target at the first trial
 is within 3 % of it. Counted in launched trials (servers started) and in the run's own wall-clock.
 Pruning's saving is the benchmark (measurement) time of ``tuner`` against ``tuner-noprune`` over the
 same number of launched trials; its final quality is the re-measured value of each run's winner.
+With ``--truth`` (simulator landscapes) every configuration the runs measured is measured once more
+with the simulator's noise off (``bench/search_truth.py``), and the runs are also judged by what they
+found: trials to a configuration within 3 % of the best one, and each winner against the best.
+``--render --truth --out DIR`` does that for the runs already in DIR.
 
 Results: ``bench/results/search_efficiency.{md,json}`` and ``search_efficiency_trials.csv``.
 Runs of the simulator landscape go in parallel processes (the simulator sleeps in real time and

@@ -30,24 +30,7 @@ from tuner.study.confirm import mean_ci  # noqa: E402
 from tuner.testing.sglang_servers import REAL, SLEEP_ON_IDLE, real_available, spawn  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sglang_idle_cpu.md"
-TICK = os.sysconf("SC_CLK_TCK")
 REQUEST = {"text": "The capital of France is", "sampling_params": {"max_new_tokens": 8, "temperature": 0}}
-
-
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in group ``pgid``."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if int(fields[2]) == pgid:  # state ppid pgrp ...
-            total += int(fields[11]) + int(fields[12])  # utime stime
-    return total / TICK
 
 
 def one_server(sleep_on_idle: bool, idle_s: float, log_dir: Path) -> dict[str, float]:
@@ -56,9 +39,9 @@ def one_server(sleep_on_idle: bool, idle_s: float, log_dir: Path) -> dict[str, f
         run.wait_ready(300)
         assert run.post("/generate", REQUEST).status == 200
         time.sleep(2.0)  # the warm-up request's tail
-        cpu0, t0 = group_cpu_s(run.proc.pid), time.monotonic()
+        cpu0, t0 = run.cpu_seconds(), time.monotonic()
         time.sleep(idle_s)
-        share = (group_cpu_s(run.proc.pid) - cpu0) / (time.monotonic() - t0)
+        share = (run.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         latencies = []
         for _ in range(4):
             t = time.perf_counter()

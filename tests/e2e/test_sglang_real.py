@@ -200,6 +200,22 @@ def test_each_dataset_kind_against_real_sglang(metrics_server: ServerRun, kind: 
     assert low <= hit <= high, hit
 
 
+def test_an_idle_server_leaves_the_cpu_alone(metrics_server: ServerRun) -> None:
+    """With ``--sleep-on-idle`` (the test servers' and the CPU spaces' flag) SGLang's idle scheduler
+    waits on its sockets; without it, it spins a whole core (bench/results/sglang_idle_cpu.md), the one
+    the load generator and the next server's start-up need on this 2-core machine."""
+    assert "--sleep-on-idle" in metrics_server.argv
+    assert (
+        metrics_server.post("/generate", {"text": "Hello", "sampling_params": {"max_new_tokens": 2}}).status
+        == 200
+    )
+    time.sleep(2.0)  # the request's tail
+    cpu0, t0 = metrics_server.cpu_seconds(), time.monotonic()
+    time.sleep(4.0)
+    share = (metrics_server.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    assert share < 0.25, f"idle server used {share:.2f} of a core"
+
+
 # ---------------------------------------------------------------- (a) signatures, one server each
 
 
@@ -342,10 +358,20 @@ def _check_defaults(run: StudyRun, **explicit: object) -> FrozenTrial:
     argv = defaults.user_attrs["command"]
     rendered = argv[argv.index("--port") + 2 :]
     want = {**sglang.CPU_FLAGS, "max-total-tokens": 8192, **explicit}
-    assert dict(zip(rendered[::2], rendered[1::2], strict=True)) == {
-        f"--{k}": str(v) for k, v in want.items()
-    }
+    assert _options(rendered) == {f"--{k}": True if v is True else str(v) for k, v in want.items()}
     return defaults
+
+
+def _options(argv: list[str]) -> dict[str, object]:
+    """``--flag value`` pairs and ``--switch`` (True) of a command line's tail."""
+    options: dict[str, object] = {}
+    i = 0
+    while i < len(argv):
+        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            options[argv[i]], i = argv[i + 1], i + 2
+        else:
+            options[argv[i]], i = True, i + 1
+    return options
 
 
 def _check_triton(run: StudyRun, *, exit_code: int | None) -> None:

@@ -47,12 +47,14 @@ CPU_ENV: Mapping[str, str] = {
 CPU_FLAGS: Mapping[str, object] = {
     # what a CPU launch needs besides the environment: the CPU device, the pure-torch attention and
     # sampling paths (triton needs a GPU driver: "0 active drivers"), and no CUDA graphs, written with
-    # 0.5.15+'s two flags rather than the deprecated --disable-cuda-graph
+    # 0.5.15+'s two flags rather than the deprecated --disable-cuda-graph; and an idle scheduler that
+    # waits on its sockets instead of spinning a core (bench/results/sglang_idle_cpu.md)
     "device": "cpu",
     "attention-backend": "torch_native",
     "sampling-backend": "pytorch",
     "cuda-graph-backend-decode": "disabled",
     "cuda-graph-backend-prefill": "disabled",
+    "sleep-on-idle": True,
 }
 
 

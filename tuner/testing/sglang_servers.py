@@ -248,6 +248,21 @@ class ServerRun:
         self.reap_group()
         return self.exit_code
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the live processes of the server's group (scheduler included)."""
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
+            if int(fields[2]) == self.proc.pid:
+                total += int(fields[11]) + int(fields[12])  # utime stime, in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
     def group_alive(self, grace: float = 0.0) -> bool:
         """Whether any process of the server's group is left (waiting up to ``grace`` s for it to go)."""
         deadline = time.monotonic() + grace
