@@ -61,6 +61,24 @@ def test_sqlite_refuses_several_workers(tmp_path: Path) -> None:
     check_multiworker_safe("postgresql+psycopg://u:p@h/d", 8)
 
 
+def test_a_trial_that_never_beat_is_stale_after_the_grace_period(tmp_path: Path) -> None:
+    """A worker killed between creating its trial and its first heartbeat: Optuna alone leaves that
+    trial RUNNING for good (no heartbeat to age); ours fails it after the grace period and re-queues it,
+    and leaves alone a trial that has just started."""
+    url = f"sqlite:///{tmp_path}/hb.db"
+    storage = make_optuna_storage(url, heartbeat_interval=1, grace_period=1, max_retry=1)
+    study = optuna.create_study(study_name="hb", storage=storage)
+    dead = study.ask({"x": optuna.distributions.IntDistribution(1, 8)})  # no heartbeat recorded
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state is optuna.trial.TrialState.RUNNING  # just started: not stale yet
+    time.sleep(2.2)
+    study.optimize(lambda t: float(t.suggest_int("x", 1, 8)), n_trials=1)
+    assert study.trials[0].state is optuna.trial.TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retried) == 1 and retried[0].params == dead.params
+    storage.engine.dispose()
+
+
 def test_heartbeat_retries_a_stale_trial(tmp_path: Path) -> None:
     """A worker that died mid-trial (no heartbeat) gets its trial failed and re-queued once."""
     url = f"sqlite:///{tmp_path}/hb.db"
