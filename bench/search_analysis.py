@@ -5,6 +5,7 @@ method, crash halves, pruning's saving, the re-measured winners against Balanced
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -26,13 +27,16 @@ QUALITY = 0.99  # pruning must keep the final best within 1 %
 
 
 # --- analysis -------------------------------------------------------------------------------------
-def _reach(rows: list[TrialRow], target: float) -> tuple[int | None, float | None]:
-    """Launched trials and wall-clock minutes until the first measured value >= target."""
+def reach(
+    rows: list[TrialRow], target: float, value: Callable[[TrialRow], float | None] = lambda r: r.value
+) -> tuple[int | None, float | None]:
+    """Launched trials and wall-clock minutes until the first trial measured to the end whose
+    ``value`` (by default its measured one) is >= target."""
     launched, seconds = 0, 0.0
     for r in sorted(rows, key=lambda r: r.number):
         launched += r.launched
         seconds += r.duration_s
-        if r.value is not None and r.value >= target:
+        if r.value is not None and (v := value(r)) is not None and v >= target:
             return launched, seconds / 60
     return None, None
 
@@ -76,11 +80,11 @@ def analyse(
         runs = [(s, by_run[(method, s)]) for s in range(seeds) if (method, s) in by_run]
         if not runs:
             continue
-        reach = [_reach(rs, target) for _, rs in runs]
+        reached = [reach(rs, target) for _, rs in runs]
         launched = [sum(r.launched for r in rs) for _, rs in runs]
-        trials_med, trials_cens = median_censored([t for t, _ in reach], float(max(launched)))
+        trials_med, trials_cens = median_censored([t for t, _ in reached], float(max(launched)))
         minutes_all = [sum(r.duration_s for r in rs) / 60 for _, rs in runs]
-        mins_med, mins_cens = median_censored([m for _, m in reach], max(minutes_all))
+        mins_med, mins_cens = median_censored([m for _, m in reached], max(minutes_all))
         halves = [crash_rate_by_half(_as_trials(rs)) for _, rs in runs]
         finals = []
         for _, rs in runs:
@@ -95,13 +99,13 @@ def analyse(
             "duplicates_measured": [_measured_twice(rs) for _, rs in runs],
             "crashes_to_target": [_crashes_until(rs, target) for _, rs in runs],
             "vs_baseline": [f / base_mean if f is not None and base_mean else None for f in finals],
-            "trials_to_target": [t for t, _ in reach],
-            "minutes_to_target": [m for _, m in reach],
+            "trials_to_target": [t for t, _ in reached],
+            "minutes_to_target": [m for _, m in reached],
             "median_trials_to_target": trials_med,
             "median_trials_censored": trials_cens,
             "median_minutes_to_target": mins_med,
             "median_minutes_censored": mins_cens,
-            "reached": sum(t is not None for t, _ in reach),
+            "reached": sum(t is not None for t, _ in reached),
             "launched": launched,
             "trials_total": [len(rs) for _, rs in runs],
             "bench_s": [sum(r.bench_s for r in rs) for _, rs in runs],
@@ -152,8 +156,8 @@ def add_near(result: dict[str, Any], rows: list[TrialRow]) -> None:
     result["near_target"] = near
     for method, m in result["methods"].items():
         runs = sorted({r.seed for r in rows if r.landscape == result["landscape"] and r.method == method})
-        reach = [
-            _reach(
+        trials = [
+            reach(
                 [
                     r
                     for r in rows
@@ -163,9 +167,9 @@ def add_near(result: dict[str, Any], rows: list[TrialRow]) -> None:
             )[0]
             for s in runs
         ]
-        m["trials_to_near"] = reach
+        m["trials_to_near"] = trials
         m["median_trials_to_near"], m["median_near_censored"] = median_censored(
-            reach, float(max(m["launched"]))
+            trials, float(max(m["launched"]))
         )
     for method in result["methods"]:
         if method != "tuner" and "tuner" in result["methods"]:

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.search_analysis import median_censored
+from bench.search_analysis import median_censored, reach
 from bench.search_landscapes import Landscape
 from bench.search_runs import TrialRow, confirm_configs
 
@@ -103,29 +103,22 @@ def add_truth(
         done = [r for rs in per_run for r in rs if r.value is not None]
         if not done or any(r.params not in truth for r in done):
             continue  # not every configuration of this method was measured without noise
-        reach, minutes, winners = [], [], []
+        reached = [reach(rs, target, value=lambda r: values.get(r.params)) for rs in per_run]
+        trials, minutes = [t for t, _ in reached], [m for _, m in reached]
+        winners = []
         for rs in per_run:
-            launched, seconds, first, first_min = 0, 0.0, None, None
-            for r in rs:
-                launched += r.launched
-                seconds += r.duration_s
-                if r.value is not None and (values.get(r.params) or 0.0) >= target:
-                    first, first_min = launched, seconds / 60
-                    break
-            reach.append(first)
-            minutes.append(first_min)
             top = max((r for r in rs if r.value is not None), key=lambda r: r.value or 0.0, default=None)
             winners.append(values.get(top.params) if top is not None else None)
-        median, censored = median_censored(reach, float(max(m["launched"])))
+        median, censored = median_censored(trials, float(max(m["launched"])))
         mins, mins_censored = median_censored(minutes, max(m["wall_min"]))
         m["truth"] = {
-            "trials_to_target": reach,
+            "trials_to_target": trials,
             "median_trials_to_target": median,
             "median_censored": censored,
             "minutes_to_target": minutes,
             "median_minutes_to_target": mins,
             "median_minutes_censored": mins_censored,
-            "reached": sum(t is not None for t in reach),
+            "reached": sum(t is not None for t in trials),
             "winner_values": winners,
             "winner_vs_best": [w / best if w is not None else None for w in winners],
         }
