@@ -6,6 +6,7 @@ TRIALS  ?= 50
 SPACE   ?= search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml
 STORAGE ?= sqlite:///storage/tuner.db
 STUDY   ?= sglang-rtx5090-qwen3-32b-awq
+TEST_WORKERS ?= 2  # make test: pytest-xdist workers, a module each at a time (tests/conftest.py)
 
 .PHONY: setup demo study sim test test-loaded test-quick lint report dashboard nightly bench clean
 
@@ -36,7 +37,8 @@ sim: setup  ## start the simulated SGLang server on port 30000
 	$(BIN)/python -m tuner.sim --model-path Qwen/Qwen3-32B-AWQ --port 30000
 
 test: setup lint  ## lint, then install daemons/tools the tests need (docker, postgres, chromium, llama-server, sglang parser) and run every test
-	TUNER_REQUIRE_ALL=1 scripts/setup-test-env.sh $(BIN)/python -m pytest -q -ra
+	TUNER_REQUIRE_ALL=1 scripts/setup-test-env.sh $(BIN)/python -m pytest -q -ra \
+		-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-loaded: setup  ## make test with a busy loop competing for a core (what a shared CI machine does)
 	scripts/with-busy-core.sh $(MAKE) test

@@ -270,6 +270,7 @@ def _dockerd_pid() -> int | None:
         return None
 
 
+@pytest.mark.exclusive("docker")  # kills the daemon
 def test_docker_daemon_killed_mid_study_is_exit_4_with_records_intact(
     tmp_path: Path, study: str, cache_dir: Path, images: dict[str, str]
 ) -> None:

@@ -38,11 +38,15 @@ def test_study_of_ten_trials_prunes_crashes_with_their_kinds(tmp_path: Path) -> 
     ]
     space = small_space(tmp_path, seeds=seeds)
     proc = subprocess.run(
-        study_cmd(space, tmp_path, trials=10), cwd=ROOT, capture_output=True, text=True, timeout=400
+        study_cmd(space, tmp_path, trials=10, study="ten"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    study = load(tmp_path)
+    study = load(tmp_path, "ten")
     trials = study.get_trials()
     assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 10
     by_seed = assert_seeds_crashed(
@@ -60,7 +64,7 @@ def test_study_of_ten_trials_prunes_crashes_with_their_kinds(tmp_path: Path) -> 
     for t in trials:
         if t.state is not TrialState.WAITING:  # a repair queued by the last crash waits for a resume
             assert "command" in t.user_attrs and "flags" in t.user_attrs
-    best = tmp_path / "out" / "t"
+    best = tmp_path / "out" / "ten"
     for name in ("best-launch.sh", "best-docker-run.sh", "best-flags.yaml"):
         assert (best / name).stat().st_size > 0
     assert "python3 -m sglang.launch_server" in (best / "best-launch.sh").read_text()
@@ -73,7 +77,7 @@ def test_study_of_ten_trials_prunes_crashes_with_their_kinds(tmp_path: Path) -> 
         ratio = f"  best / baseline: {ranked[0].values[0] / base.values[0]:.3f}x on output_throughput"
         assert answer < out.index(ratio) < out.index("failures by kind")
     assert "decode speed of the best: " in out  # the simulated RTX 5090 and model have profiles
-    assert not server_pids("t"), "a simulated server outlived the study"
+    assert not server_pids("ten"), "a simulated server outlived the study"
 
 
 def test_sigkilled_tuner_resumes_and_leaves_no_server(tmp_path: Path) -> None:

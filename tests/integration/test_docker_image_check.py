@@ -127,6 +127,7 @@ def test_image_check_names_the_flags_the_image_rejects_and_caches_by_image_id(
 
 
 @pytest.mark.docker
+@pytest.mark.exclusive("docker")  # counts every container on the daemon
 def test_launcher_for_space_rejects_a_space_the_image_cannot_run_before_any_trial(
     images: None, tmp_path: Path
 ) -> None:

@@ -307,6 +307,7 @@ class _daemon_back:
             subprocess.run([str(REPO / "scripts" / "setup-docker.sh")], check=True, timeout=120)
 
 
+@pytest.mark.exclusive("docker")  # kills the daemon
 def test_a_daemon_killed_mid_trial_is_a_clear_launch_error(
     launcher: DockerLauncher, tmp_path: Path, study: str
 ) -> None:

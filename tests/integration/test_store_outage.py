@@ -38,6 +38,7 @@ def _wait_for_store(url: str, timeout_s: float = 30.0) -> TunerStore:
 
 
 @pytest.mark.postgres
+@pytest.mark.exclusive("postgres")  # stops the server
 def test_postgres_stopping_mid_write_keeps_records_intact() -> None:
     base = postgres_url_or_skip()
     cluster = local_cluster(base)

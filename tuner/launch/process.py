@@ -3,6 +3,8 @@
 Every server gets ``TUNER=1``, ``TUNER_STUDY`` and ``TUNER_TRIAL`` in its environment and dies with
 the tuner (``PR_SET_PDEATHSIG``); a server that outlives a killed tuner anyway (its children, or a
 tuner killed between fork and prctl) is found through ``/proc/*/environ`` by :meth:`reap_orphans`.
+``TUNER_OWNER_PID`` names the tuner that started it: a server whose tuner still runs is not an orphan,
+even when that tuner's study and worker have the same names (two studies in two databases on one host).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tuner.core.net import free_port, tcp_socket
 from tuner.launch.base import TOOL_LABEL, ImageInfo, LaunchSpec, read_tail
 
 _PR_SET_PDEATHSIG = 1
+OWNER_ENV = "TUNER_OWNER_PID"  # the tuner process that started the server
 GROUP_GRACE_S = 5.0  # after the leader ignored SIGTERM for the stop timeout: the group's SIGTERM grace
 
 
@@ -121,6 +124,7 @@ class ProcessLauncher:
             "TUNER_STUDY": spec.study,
             "TUNER_TRIAL": str(spec.trial),
             "TUNER_WORKER": spec.worker,
+            OWNER_ENV: str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
         }
         if spec.gpu_ids is not None:
@@ -144,9 +148,9 @@ class ProcessLauncher:
         return free_port(host)
 
     def reap_orphans(self, study: str | None = None, worker: str | None = None) -> int:
-        """Kill the process groups of servers we started that are still running (Linux ``/proc``)."""
+        """Kill the process groups of servers a tuner that no longer runs left running (Linux ``/proc``)."""
         killed = 0
-        for pid in _our_server_pids(study, worker):
+        for pid in _our_server_pids(study, worker, orphans=True):
             try:
                 pgid = os.getpgid(pid)
             except ProcessLookupError:
@@ -161,7 +165,9 @@ class ProcessLauncher:
         return None
 
 
-def _our_server_pids(study: str | None, worker: str | None) -> list[int]:
+def _our_server_pids(study: str | None, worker: str | None, *, orphans: bool = False) -> list[int]:
+    """Servers we started (of ``study`` and ``worker`` when given); ``orphans``: only those whose tuner
+    is gone."""
     want = {f"{TOOL_LABEL.upper()}=1".encode()}
     if study is not None:
         want.add(f"TUNER_STUDY={study}".encode())
@@ -176,9 +182,23 @@ def _our_server_pids(study: str | None, worker: str | None) -> list[int]:
             environ = set((entry / "environ").read_bytes().split(b"\0"))
         except OSError:
             continue
-        if want <= environ:
+        if want <= environ and not (orphans and _owner_alive(environ)):
             pids.append(int(entry.name))
     return pids
+
+
+def _owner_alive(environ: set[bytes]) -> bool:
+    """Whether the tuner named by a server's ``TUNER_OWNER_PID`` still runs (servers started before
+    the variable existed have none: orphans)."""
+    prefix = f"{OWNER_ENV}=".encode()
+    owner = next((e[len(prefix) :] for e in environ if e.startswith(prefix)), b"")
+    if not owner.isdigit():
+        return False
+    try:  # "pid (comm) S ...": a killed tuner its parent has not waited for yet is a zombie (Z)
+        state = Path(f"/proc/{int(owner)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def wait_port_free(host: str, port: int, timeout_s: float = 10.0) -> bool:
