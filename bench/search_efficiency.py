@@ -29,6 +29,8 @@ Methods (each run is one study with its own seed):
                      covering every choice before one repeats (``tuner.search.startup``)
 * ``tuner-notolerance`` the tuner whose Wilcoxon pruner stops a trial worse than the best on nearly every
                      window by any margin (tolerance 0) instead of by more than ``PruningSpec.tolerance``
+* ``tuner-plainstart`` ``tuner-noprune`` whose start-up draws also cover the engine's known hazards and
+                     draw numbers at random (``tuner.search.startup``: the start-up before it was careful)
 * ``tpe``            TPE + pruning without the guide (the tuner before the guide existed)
 * ``random``         Optuna's RandomSampler, no pruning
 * ``grid-sglang``    SGLang auto-benchmark/autotune style: a few values per important flag, tiers in a

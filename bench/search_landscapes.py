@@ -27,13 +27,15 @@ METHODS = (
     "tuner-noexploit",
     "tuner-nocover",
     "tuner-notolerance",
+    "tuner-plainstart",
     "tpe",
     "random",
     "grid-sglang",
     "grid-vllm",
 )
 # the tuner with one part of its search switched off: arm -> the part (a SearchGuide keyword, the
-# sampler's covering start-up, StudyOptions.cover_start, or the pruner's tolerance, PruningSpec.tolerance)
+# sampler's covering start-up, StudyOptions.cover_start, its care, StudyOptions.careful_start, or the pruner's
+# tolerance, PruningSpec.tolerance)
 ABLATIONS = {
     "tuner-nobisect": "bisect",
     "tuner-nolocal": "local",
@@ -42,6 +44,7 @@ ABLATIONS = {
     "tuner-noexploit": "exploit",
     "tuner-nocover": "cover",
     "tuner-notolerance": "tolerance",
+    "tuner-plainstart": "careful",  # against tuner-noprune: it does not prune either
 }
 GUIDE_PARTS = ("bisect", "local", "strip", "edge", "exploit")
 GUIDED = ("tuner", "tuner-noprune", *ABLATIONS)

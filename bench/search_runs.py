@@ -113,12 +113,13 @@ def run_one(land: Landscape, method: str, seed: int, work: Path) -> list[TrialRo
         study=name,
         seed=seed,
         sampler="tpe" if method in (*GUIDED, "tpe") else "random",
-        prune=method in ("tuner", "tpe", *ABLATIONS),
+        prune=method in ("tuner", "tpe", *ABLATIONS) and ABLATIONS.get(method) != "careful",
         # random search gets the same seed trials (TPE needs one feasible trial to anchor on), so the
         # comparison is of the sampler; the warm-start tiers are the tuner's own
         seed_trials=method in (*GUIDED, "tpe", "random"),
         warm_start=method != "random",
         cover_start=method in GUIDED and ABLATIONS.get(method) != "cover",
+        careful_start=ABLATIONS.get(method) != "careful",
     )
     study = open_study(opts, space)
     (work / "logs").mkdir(exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from itertools import pairwise
 
 import optuna
 import pytest
@@ -239,3 +240,65 @@ def test_covering_start_tries_every_choice_before_repeating_one() -> None:
         study.tell(trial, 2.0 if kind == "gptq" else 1.0)
     tail = [t.params["quantization"] for t in study.get_trials()[-5:]]
     assert tail.count("gptq") >= 3, tail
+
+
+def test_careful_start_leaves_known_hazards_off_and_puts_numbers_in_the_widest_gap() -> None:
+    """With the engine's hazards named, a start-up draw of a choice covers only the other values; a number
+    lands in the middle half of the widest gap the proposals so far leave (the range's ends count)."""
+    from tuner.search.startup import CoveringStart
+    from tuner.store.attrs import TrialAttr
+
+    kv = ["auto", "fp8_e5m2", "fp8_e4m3"]
+    for seed in range(5):
+        sampler = CoveringStart(
+            optuna.samplers.TPESampler(seed=seed, n_startup_trials=10),
+            seed=seed,
+            hazards={"kv": ("fp8_e5m2", "fp8_e4m3")},
+            gaps=True,
+        )
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for m in (0.85, 0.87):  # the seed trials
+            study.enqueue_trial(
+                {"kv": "auto", "mem": m, "kind": "awq"}, user_attrs={TrialAttr.SEED_NAME: "s"}
+            )
+        drawn = []
+        for _ in range(6):
+            trial = study.ask()
+            drawn.append(
+                (
+                    trial.suggest_categorical("kv", kv),
+                    trial.suggest_float("mem", 0.5, 0.95, step=0.01),
+                    trial.suggest_categorical("kind", ["awq", "awq_marlin"]),
+                )
+            )
+            study.tell(trial, 1.0)
+        first = drawn[2]
+        assert first[0] == "auto" and first[2] == "awq_marlin", (seed, drawn)  # no hazard; the untried kernel
+        assert 0.5875 <= first[1] <= 0.7625, (seed, drawn)  # the middle half of [0.50, 0.85]
+        mems = sorted(d[1] for d in drawn)
+        assert all(b - a >= 0.02 for a, b in pairwise(mems)), (seed, mems)  # spread out
+        assert all(d[0] == "auto" for d in drawn), (seed, drawn)
+        assert all(abs((d[1] - 0.5) / 0.01 - round((d[1] - 0.5) / 0.01)) < 1e-6 for d in drawn)  # on the grid
+    # past the start-up, TPE decides: the hazard is proposed when it is where the values are
+    for _ in range(12):
+        trial = study.ask()
+        value = trial.suggest_categorical("kv", kv)
+        trial.suggest_float("mem", 0.5, 0.95, step=0.01)
+        trial.suggest_categorical("kind", ["awq", "awq_marlin"])
+        study.tell(trial, 2.0 if value != "auto" else 1.0)
+    assert any(t.params["kv"] != "auto" for t in study.get_trials()[8:])
+
+
+def test_the_sglang_tables_hazards_are_the_values_a_start_up_leaves_off() -> None:
+    from tuner.engines import get_engine
+    from tuner.space.load import load_space
+    from tuner.space.repair import hazard_choices
+
+    space = load_space("search_spaces/sglang-rtx5090-qwen3-32b-awq.yaml")
+    hazards = hazard_choices(space, get_engine("sglang").repairs)
+    assert hazards["kv-cache-dtype"] == ("fp8_e5m2", "fp8_e4m3")
+    assert hazards["cuda-graph-backend-decode"] == ("full", "breakable")
+    assert hazards["enable-torch-compile"] == (True,) and hazards["enable-two-batch-overlap"] == (True,)
+    assert "quantization" not in hazards and "mem-fraction-static" not in hazards
+    llama = load_space("search_spaces/llamacpp-cpu-tiny.yaml")
+    assert hazard_choices(llama, get_engine("llamacpp").repairs) == {}

@@ -131,6 +131,37 @@ def stripped(
     return Repair(new, tuple(changes), repair.rule, repair.scope, stripped=True)
 
 
+def hazard_choices(space: SearchSpace, rules: Sequence[RepairRule]) -> dict[str, tuple[Any, ...]]:
+    """Per choice (or switch) parameter, its values that a ``hazard`` rule of the engine's table names: an
+    FP8 KV cache dtype, a CUDA-graph backend, ``enable-torch-compile: true``, ... (empty: none).
+
+    A value counts when the rule's ``when`` lists it for the parameter's flag, whatever the rule asks of
+    other flags: a known cause of crashes on some hardware, worth trying one at a time.
+    """
+    out: dict[str, tuple[Any, ...]] = {}
+    for name, param in space.parameters.items():
+        if isinstance(param, BoolParam):
+            choices: Sequence[Any] = (False, True)
+        elif isinstance(param, CategoricalParam):
+            choices = param.choices
+        else:
+            continue
+        flag = space.flag_of(name)
+        risky = tuple(
+            c
+            for c in choices
+            if any(r.hazard and flag in r.when and _same_in(c, r.when[flag]) for r in rules)
+        )
+        if risky:
+            out[name] = risky
+    return out
+
+
+def _same_in(value: Any, allowed: Sequence[object]) -> bool:
+    """``value in allowed`` without ``True == 1`` (a switch is not a count)."""
+    return any(type(value) is type(a) and value == a for a in allowed) or (value is None and None in allowed)
+
+
 def _moved(param: object, current: Any, move: Move, failure: Failure) -> Any:
     """``current`` after ``move`` on ``param``'s domain; ``None`` when the move cannot apply."""
     if move.action is Action.SET:

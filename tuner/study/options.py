@@ -30,6 +30,7 @@ class StudyOptions:
     warm_start: bool = True  # then its warm_start tiers (with seed_trials)
     guide: bool = True  # repairs after crashes, learned constraints, no duplicates (tuner.search.guide)
     cover_start: bool = True  # start-up draws cover every choice before one repeats (tuner.search.startup)
+    careful_start: bool = True  # ... leaving known hazards off, numbers in the widest gap (same module)
     stop_slower: bool = True  # a benchmark 1.25x longer than the best trial's stops (it cannot win)
     worker: str = "0"
     workers: int = 1

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.core import interrupts
 from tuner.core.cli import ExitCode
 from tuner.core.errors import ConfigError
+from tuner.engines import get_engine
 from tuner.launch.base import Launcher
 from tuner.launch.factory import make_launcher
 from tuner.loadgen.telemetry import describe_gpus, gpu_count
@@ -33,6 +34,7 @@ from tuner.search.guide import SearchGuide
 from tuner.search.neighbours import configuration_key, configurations, whole_params
 from tuner.search.startup import STARTUP, CoveringStart
 from tuner.space import SearchSpace, load_space
+from tuner.space.repair import hazard_choices
 from tuner.space.sample import is_complete, seeds_to_enqueue, warm_start_points
 from tuner.space.sections import PruningSpec
 from tuner.space.targets import DockerTarget, SimulatorTarget
@@ -102,7 +104,15 @@ def open_study(opts: StudyOptions, space: SearchSpace) -> optuna.Study:
     else:
         sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed(), n_startup_trials=STARTUP)
         if opts.cover_start:
-            sampler = CoveringStart(sampler, n_startup=STARTUP, seed=opts.sampler_seed())
+            sampler = CoveringStart(
+                sampler,
+                n_startup=STARTUP,
+                seed=opts.sampler_seed(),
+                hazards=hazard_choices(space, get_engine(space.engine).repairs)
+                if opts.careful_start
+                else None,
+                gaps=opts.careful_start,
+            )
     pruning = space.pruning if opts.prune else PruningSpec(pruner="none")
     if opts.prune:
         check_windows(pruning, space.workload, source=opts.space)
