@@ -67,6 +67,7 @@ def read_truth(out: Path) -> dict[str, dict[str, float | None]]:
 
 
 def write_truth(out: Path, truth: dict[str, dict[str, float | None]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)  # a first run's --out: written before the results beside it
     with (out / TRUTH_FILE).open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["landscape", "params", "value"])
