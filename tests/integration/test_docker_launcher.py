@@ -12,7 +12,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -32,7 +31,7 @@ from tuner.launch.docker_daemon import daemon_unavailable_reason
 from tuner.launch.readiness import ProbeFailed, wait_ready
 from tuner.launch.simulator import sim_image_target
 from tuner.space.targets import DockerTarget
-from tuner.testing.study_cli import wait_for
+from tuner.testing.study_cli import popen_python, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -267,12 +266,7 @@ def test_reap_orphans_removes_the_containers_of_a_killed_tuner(
         print("started", flush=True)
         time.sleep(600)
     """)
-    tuner = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    tuner = popen_python(script)
     try:
         assert tuner.stdout is not None and tuner.stdout.readline().strip() == b"started"
         # Our own live server of the same study is not an orphan.

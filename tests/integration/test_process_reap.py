@@ -8,17 +8,14 @@ or two test runs side by side.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 from tuner.launch.process import ProcessLauncher
-from tuner.testing.study_cli import wait_for
+from tuner.testing.study_cli import popen_python, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 STUDY = "reap-same-name"
 
 
@@ -48,12 +45,7 @@ def test_a_running_tuners_servers_are_left_alone_and_a_killed_ones_reaped(tmp_pa
         print(log.read_text().split()[0], flush=True)
         time.sleep(600)
     """)
-    tuner = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    tuner = popen_python(script)
     launcher = ProcessLauncher()
     try:
         assert tuner.stdout is not None

@@ -71,6 +71,16 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def popen_python(script: str) -> subprocess.Popen[bytes]:
+    """Run ``script`` in another Python process of this checkout, its stdout piped (a second tuner)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
 def popen_study(cmd: list[str], log: Path, *, sigint_ignored: bool = False) -> subprocess.Popen[bytes]:
     """Start the tuner with its output in ``log``.
 
