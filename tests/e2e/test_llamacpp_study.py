@@ -85,12 +85,22 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+def _far_slo(space: Path) -> None:
+    """The shipped p99 TTFT SLO of 5 s is what the defaults' 16 clients queueing for 4 slots reach when
+    another job takes a core (seen: 5.0-5.3 s, in the docker test and beside the suite's other worker):
+    these tests are about what the study finds and its records, so the SLO sits far above that."""
+    raw = yaml.safe_load(space.read_text())
+    raw["slos"]["ttft_p99_ms"] = 60_000
+    space.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 def _finished(run: StudyRun) -> list:  # type: ignore[type-arg]
     return [t for t in run.finished if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
 def _check_study(run: StudyRun, fixed: list[str] | None = None) -> None:
-    """≥ 12 finished trials, every one with its command; the defaults seed measured and feasible."""
+    """≥ 12 finished trials, every one with its command; the defaults seed measured and feasible (or
+    stopped as slower than the best, which a re-measurement checks)."""
     assert run.returncode == 0, run.output[-4000:]
     assert len(_finished(run)) >= TRIALS, run.output[-4000:]
     for t in _finished(run):  # every server that was started left its command (a constraint starts none)
@@ -98,7 +108,10 @@ def _check_study(run: StudyRun, fixed: list[str] | None = None) -> None:
             t.number
         )
     defaults = run.seed(DEFAULTS)
-    assert defaults.state is TrialState.COMPLETE, defaults.user_attrs.get("failure")
+    # measured: to the end, or until its benchmark ran 1.25x longer than the best's (it cannot win; with
+    # 16 clients the 4 automatic slots are often that much slower than a slot per client)
+    slow = defaults.state is TrialState.PRUNED and defaults.user_attrs.get("pruned_by") == "slow"
+    assert defaults.state is TrialState.COMPLETE or slow, defaults.user_attrs.get("failure")
     assert all(v <= 0 for v in defaults.constraints.values()), (
         defaults.constraints,
         defaults.user_attrs.get("request_errors"),
@@ -113,6 +126,7 @@ def test_process_study_best_holds_when_remeasured(model_dir: Path, tmp_path: Pat
     space = study_space(
         PROCESS_SPACE, tmp_path / "space.yaml", model_dir=model_dir, workload=WORKLOAD, pin=PIN
     )
+    _far_slo(space)
     run = run_study(space, tmp_path, trials=TRIALS, study="llama-proc", timeout_s=600)
     _check_study(run, fixed=["--threads", "1"])
     assert "failures by kind" in run.output or not run.failures_by_kind()
@@ -141,11 +155,8 @@ def test_docker_study_classifies_the_kernel_oom_kill(model_dir: Path, sim_image:
     # This test is about the kernel's OOM kill, not speed. One thread per server (PIN) as in the process
     # test: llama-server's default of every core, busy-waiting at each step, collapses to ~9 tok/s
     # (16x below the others, p99 TTFT 51 s) beside a busy loop, and failed 8 of 48 requests once under a
-    # loaded suite. And the shipped p99 TTFT SLO of 5 s is what the defaults' 16 clients queueing for 4
-    # slots reach when another job takes a core (seen: 5.0-5.006 s), so here it sits far above that.
-    raw = yaml.safe_load(space.read_text())
-    raw["slos"]["ttft_p99_ms"] = 60_000
-    space.write_text(yaml.safe_dump(raw, sort_keys=False))
+    # loaded suite.
+    _far_slo(space)
     run = run_study(space, tmp_path, trials=TRIALS, study="llama-docker", timeout_s=600)
     _check_study(run, fixed=["--threads", "1"])
     assert isinstance(run.space.target, DockerTarget) and run.space.target.mem_limit == "512m"
