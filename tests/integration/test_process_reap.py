@@ -13,18 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tuner.launch.process import ProcessLauncher
+from tuner.launch.process import ProcessLauncher, pid_running
 from tuner.testing.study_cli import popen_python, wait_for
 
 STUDY = "reap-same-name"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def test_a_running_tuners_servers_are_left_alone_and_a_killed_ones_reaped(tmp_path: Path) -> None:
@@ -50,13 +42,13 @@ def test_a_running_tuners_servers_are_left_alone_and_a_killed_ones_reaped(tmp_pa
     try:
         assert tuner.stdout is not None
         child = int(tuner.stdout.readline())
-        assert _alive(child)
+        assert pid_running(child)
         # This process is a tuner of the same study and worker: the other one's server is not its orphan.
         assert launcher.reap_orphans(STUDY, "0") == 0
-        assert _alive(child), "a server of a tuner that still runs was stopped"
+        assert pid_running(child), "a server of a tuner that still runs was stopped"
     finally:
         tuner.send_signal(signal.SIGKILL)
         tuner.wait()
-    assert _alive(child)  # the killed tuner's server died with it; its child did not
+    assert pid_running(child)  # the killed tuner's server died with it; its child did not
     assert launcher.reap_orphans(STUDY, "0") >= 1
-    wait_for(lambda: not _alive(child), 10, "the orphan to be stopped")
+    wait_for(lambda: not pid_running(child), 10, "the orphan to be stopped")

@@ -192,10 +192,14 @@ def _owner_alive(environ: set[bytes]) -> bool:
     the variable existed have none: orphans)."""
     prefix = f"{OWNER_ENV}=".encode()
     owner = next((e[len(prefix) :] for e in environ if e.startswith(prefix)), b"")
-    if not owner.isdigit():
-        return False
-    try:  # "pid (comm) S ...": a killed tuner its parent has not waited for yet is a zombie (Z)
-        state = Path(f"/proc/{int(owner)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return owner.isdigit() and pid_running(int(owner))
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` runs: exists and is not a zombie (a killed process its parent has not
+    waited for yet), from ``/proc/PID/stat`` ("pid (comm) S ...")."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")

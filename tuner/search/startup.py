@@ -50,6 +50,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.search.neighbours import whole_params
+from tuner.space.repair import among
 from tuner.store.attrs import TrialAttr
 
 # trials made from another one (they inherit its values)
@@ -88,15 +89,19 @@ class CoveringStart(optuna.samplers.BaseSampler):
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        numeric = isinstance(param_distribution, FloatDistribution | IntDistribution)
-        if isinstance(param_distribution, CategoricalDistribution) or (numeric and self._gaps):
+        dist = param_distribution
+        ours = isinstance(dist, CategoricalDistribution) or (
+            self._gaps and isinstance(dist, FloatDistribution | IntDistribution)
+        )
+        if ours:
             trials = study.get_trials(deepcopy=False)
             if sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) < self._n_startup:
-                if isinstance(param_distribution, CategoricalDistribution):
-                    return self._least_proposed(trials, trial.number, param_name, param_distribution.choices)
-                assert isinstance(param_distribution, FloatDistribution | IntDistribution)
-                return self._in_widest_gap(trials, trial.number, param_name, param_distribution)
-        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+                if isinstance(dist, CategoricalDistribution):
+                    return self._least_proposed(trials, trial.number, param_name, dist.choices)
+                if isinstance(dist, FloatDistribution | IntDistribution):
+                    values = proposed_values(trials, param_name, exclude=trial.number)
+                    return widest_gap_draw(dist, values, self._rng(trial.number, param_name))
+        return self._sampler.sample_independent(study, trial, param_name, dist)
 
     def _rng(self, number: int, name: str) -> random.Random:
         return random.Random(self._seed * 1_000_003 + number * 7919 + zlib.crc32(name.encode()))
@@ -106,21 +111,10 @@ class CoveringStart(optuna.samplers.BaseSampler):
     ) -> Any:
         counts = proposed_counts(trials, name, choices, exclude=number)
         hazards = self._hazards.get(name, ())
-        safe = [i for i, c in enumerate(choices) if not any(type(c) is type(h) and c == h for h in hazards)]
+        safe = [i for i, c in enumerate(choices) if not among(c, hazards)]
         pool = safe or list(range(len(choices)))
         fewest = min(counts[i] for i in pool)
         return choices[self._rng(number, name).choice([i for i in pool if counts[i] == fewest])]
-
-    def _in_widest_gap(
-        self,
-        trials: Sequence[FrozenTrial],
-        number: int,
-        name: str,
-        dist: FloatDistribution | IntDistribution,
-    ) -> float | int:
-        rng = self._rng(number, name)
-        values = proposed_values(trials, name, exclude=number)
-        return widest_gap_draw(dist, values, rng)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._sampler.before_trial(study, trial)

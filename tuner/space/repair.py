@@ -148,18 +148,16 @@ def hazard_choices(space: SearchSpace, rules: Sequence[RepairRule]) -> dict[str,
             continue
         flag = space.flag_of(name)
         risky = tuple(
-            c
-            for c in choices
-            if any(r.hazard and flag in r.when and _same_in(c, r.when[flag]) for r in rules)
+            c for c in choices if any(r.hazard and flag in r.when and among(c, r.when[flag]) for r in rules)
         )
         if risky:
             out[name] = risky
     return out
 
 
-def _same_in(value: Any, allowed: Sequence[object]) -> bool:
-    """``value in allowed`` without ``True == 1`` (a switch is not a count)."""
-    return any(type(value) is type(a) and value == a for a in allowed) or (value is None and None in allowed)
+def among(value: Any, values: Sequence[object]) -> bool:
+    """``value in values`` without ``True == 1`` (a switch is not a count)."""
+    return any(type(value) is type(v) and value == v for v in values)
 
 
 def _moved(param: object, current: Any, move: Move, failure: Failure) -> Any:
